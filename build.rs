@@ -1,0 +1,244 @@
+//! Build script:
+//! 1. learns the version strings OpenSIPS checks at load time from the
+//!    target's `opensips -V` (or the default profile in include/), and
+//! 2. when OPENSIPS_SRC is set, runs bindgen on the real headers and emits
+//!    compile-time assertions that every hand-written struct in
+//!    src/ffi/sys.rs has the same size and field offsets.
+
+use std::env;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+struct Profile {
+    version: String,
+    flags: String,
+    scm_type: String,
+    scm_rev: String,
+    source: String,
+}
+
+fn opensips_binary() -> Option<PathBuf> {
+    if let Some(p) = env::var_os("OPENSIPS_BIN").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    if let Some(path) = env::var_os("PATH") {
+        for dir in env::split_paths(&path) {
+            let c = dir.join("opensips");
+            if c.is_file() {
+                return Some(c);
+            }
+        }
+    }
+    let fallback = PathBuf::from("/opt/opensips/sbin/opensips");
+    fallback.is_file().then_some(fallback)
+}
+
+fn from_binary(bin: &Path) -> Result<Profile, String> {
+    let out = Command::new(bin).arg("-V").output().map_err(|e| format!("cannot run {} -V: {e}", bin.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut p = Profile {
+        version: String::new(),
+        flags: String::new(),
+        scm_type: String::new(),
+        scm_rev: String::new(),
+        source: format!("{} -V", bin.display()),
+    };
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("version: ") {
+            p.version = v.trim_end().to_owned();
+        } else if let Some(v) = line.strip_prefix("flags: ") {
+            p.flags = v.trim_end().to_owned();
+        } else if let Some((t, r)) = line.split_once(" revision: ") {
+            if !t.contains(' ') {
+                p.scm_type = t.to_owned();
+                p.scm_rev = r.trim_end().to_owned();
+            }
+        }
+    }
+    if p.version.is_empty() || p.flags.is_empty() || p.scm_type.is_empty() {
+        return Err(format!("{} -V printed no version/flags/revision lines:\n{text}", bin.display()));
+    }
+    Ok(p)
+}
+
+fn from_profile_file(path: &Path) -> Profile {
+    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let get = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("{} lacks '{k}='", path.display()))
+            .to_owned()
+    };
+    Profile {
+        version: get("version"),
+        flags: get("flags"),
+        scm_type: get("scm_type"),
+        scm_rev: get("scm_rev"),
+        source: format!("default profile {}", path.display()),
+    }
+}
+
+fn override_from_env(p: &mut Profile) {
+    for (var, field) in [
+        ("RSEC_OPENSIPS_VERSION", &mut p.version),
+        ("RSEC_OPENSIPS_FLAGS", &mut p.flags),
+        ("RSEC_OPENSIPS_SCM_TYPE", &mut p.scm_type),
+        ("RSEC_OPENSIPS_SCM_REV", &mut p.scm_rev),
+    ] {
+        if let Ok(v) = env::var(var) {
+            *field = v;
+            p.source.push_str(&format!(" + {var}"));
+        }
+    }
+}
+
+fn c_bytes(s: &str) -> String {
+    format!("b\"{}\\0\"", s.escape_default())
+}
+
+fn main() {
+    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    let out = PathBuf::from(env::var("OUT_DIR").unwrap());
+    for v in [
+        "OPENSIPS_BIN",
+        "PATH",
+        "OPENSIPS_SRC",
+        "RSEC_OPENSIPS_VERSION",
+        "RSEC_OPENSIPS_FLAGS",
+        "RSEC_OPENSIPS_SCM_TYPE",
+        "RSEC_OPENSIPS_SCM_REV",
+    ] {
+        println!("cargo:rerun-if-env-changed={v}");
+    }
+    let default_profile = manifest.join("include/opensips-default.profile");
+    println!("cargo:rerun-if-changed={}", default_profile.display());
+    println!("cargo:rerun-if-changed=include/rsec_abi.h");
+    println!("cargo::rustc-check-cfg=cfg(rsec_layout_check)");
+
+    let mut profile = match opensips_binary() {
+        Some(bin) => {
+            println!("cargo:rerun-if-changed={}", bin.display());
+            match from_binary(&bin) {
+                Ok(p) => p,
+                Err(e) => panic!("rsec: {e}"),
+            }
+        }
+        None => {
+            println!(
+                "cargo:warning=rsec: no OpenSIPS found (OPENSIPS_BIN, PATH, /opt/opensips/sbin/opensips); \
+                 building for the default profile in include/opensips-default.profile (OpenSIPS 3.6.3, git d5222226ad)"
+            );
+            from_profile_file(&default_profile)
+        }
+    };
+    override_from_env(&mut profile);
+    println!(
+        "cargo:warning=rsec: built for '{}' flags '{}' {} {} (from {})",
+        profile.version, profile.flags, profile.scm_type, profile.scm_rev, profile.source
+    );
+    let version_rs = format!(
+        "/// Generated by build.rs from {src}.\n\
+         pub const VERSION: &[u8] = {v};\n\
+         pub const COMPILE_FLAGS: &[u8] = {f};\n\
+         pub const SCM_TYPE: &[u8] = {t};\n\
+         pub const SCM_REV: &[u8] = {r};\n\
+         pub const PROFILE_SOURCE: &str = {s:?};\n",
+        src = profile.source,
+        v = c_bytes(&profile.version),
+        f = c_bytes(&profile.flags),
+        t = c_bytes(&profile.scm_type),
+        r = c_bytes(&profile.scm_rev),
+        s = profile.source,
+    );
+    fs::write(out.join("opensips_version.rs"), version_rs).unwrap();
+
+    if let Some(src) = env::var_os("OPENSIPS_SRC").filter(|s| !s.is_empty()) {
+        layout_check(&manifest, &out, Path::new(&src));
+    }
+}
+
+/// (our type, their type, [(our field path, their field path)]).
+/// An empty field list checks the size only; our prefix mirrors of
+/// `sip_msg`/`receive_info` check offsets only.
+const CHECKS: &[(&str, &str, bool, &[(&str, &str)])] = &[
+    ("Str", "__str", true, &[("s", "s"), ("len", "len")]),
+    ("IpAddr", "ip_addr", true, &[("af", "af"), ("len", "len"), ("u", "u")]),
+    ("ReceiveInfoHead", "receive_info", false, &[("src_ip", "src_ip"), ("dst_ip", "dst_ip"), ("src_port", "src_port"), ("dst_port", "dst_port"), ("proto", "proto")]),
+    ("MsgStart", "msg_start", true, &[("type_", "type_"), ("len", "len"), ("u", "u")]),
+    ("SipMsgHead", "sip_msg", false, &[("id", "id"), ("first_line", "first_line"), ("via1", "via1"), ("headers", "headers"), ("parsed_flag", "parsed_flag"), ("hdr_shortcuts", "h_via1"), ("body", "body"), ("eoh", "eoh"), ("unparsed", "unparsed"), ("rcv", "rcv")]),
+    ("CmdParam", "cmd_param", true, &[("flags", "flags"), ("fixup", "fixup"), ("free_fixup", "free_fixup")]),
+    ("CmdExport", "cmd_export_", true, &[("name", "name"), ("function", "function"), ("params", "params"), ("flags", "flags")]),
+    ("ParamExport", "param_export_", true, &[("name", "name"), ("type_", "type_"), ("param_pointer", "param_pointer")]),
+    ("StatExport", "stat_export_", true, &[("name", "name"), ("flags", "flags"), ("stat_pointer", "stat_pointer")]),
+    ("ScmVersion", "scm_version", true, &[("type_", "type_"), ("rev", "rev")]),
+    ("ModuleExports", "module_exports", true, &[("name", "name"), ("type_", "type_"), ("ver_info", "ver_info"), ("dlflags", "dlflags"), ("load_f", "load_f"), ("deps", "deps"), ("cmds", "cmds"), ("acmds", "acmds"), ("params", "params"), ("stats", "stats"), ("mi_cmds", "mi_cmds"), ("items", "items"), ("trans", "trans"), ("procs", "procs"), ("preinit_f", "preinit_f"), ("init_f", "init_f"), ("response_f", "response_f"), ("destroy_f", "destroy_f"), ("init_child_f", "init_child_f"), ("reload_ack_f", "reload_ack_f")]),
+];
+
+fn layout_check(manifest: &Path, out: &Path, src: &Path) {
+    if !src.join("sr_module.h").is_file() {
+        panic!("rsec: OPENSIPS_SRC={} has no sr_module.h; point it at an OpenSIPS 3.6 source tree", src.display());
+    }
+    println!("cargo:warning=rsec: checking ABI layouts against {}", src.display());
+    let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap();
+    let bindings = bindgen::Builder::default()
+        .header(manifest.join("include/rsec_abi.h").to_string_lossy())
+        .clang_arg(format!("-I{}", src.display()))
+        // The defines a stock OpenSIPS build passes that change layouts or
+        // are needed for its headers to parse.
+        .clang_args([
+            "-DNAME=\"opensips\"",
+            "-DVERSION=\"3.6\"",
+            &format!("-DARCH=\"{arch}\""),
+            "-DOS=\"linux\"",
+            "-DOS_QUOTED=\"linux\"",
+            &format!("-D__CPU_{arch}"),
+            "-D__OS_linux",
+            "-DSTATISTICS",
+            "-DPKG_MALLOC",
+            "-DSHM_MMAP",
+            "-DF_MALLOC",
+            "-DQ_MALLOC",
+            "-DHP_MALLOC",
+            "-DF_PARALLEL_MALLOC",
+            "-DDBG_MALLOC",
+            "-DFAST_LOCK",
+            "-DADAPTIVE_WAIT",
+            "-DADAPTIVE_WAIT_LOOPS=1024",
+            "-DUSE_MCAST",
+            "-DDISABLE_NAGLE",
+            "-DHAVE_GETHOSTBYNAME2",
+            "-DHAVE_UNION_SEMUN",
+            "-DHAVE_SCHED_YIELD",
+            "-DHAVE_MSG_NOSIGNAL",
+            "-DHAVE_MSGHDR_MSG_CONTROL",
+            "-DHAVE_ALLOCA_H",
+            "-DHAVE_TIMEGM",
+            "-DHAVE_EPOLL",
+            "-DHAVE_SIGIO_RT",
+            "-DHAVE_SELECT",
+            "-DMOD_NAME=rsec",
+        ])
+        .allowlist_type("module_exports|cmd_export_|cmd_param|param_export_|stat_export_|sip_msg|receive_info|ip_addr|msg_start|__str|scm_version")
+        .derive_default(false)
+        .layout_tests(false)
+        .generate()
+        .unwrap_or_else(|e| panic!("rsec: bindgen on {} failed: {e}", src.display()));
+    bindings.write_to_file(out.join("opensips_bindings.rs")).unwrap();
+
+    let mut checks = String::from("// Generated by build.rs: hand-written ABI vs the real headers.\n");
+    for (ours, theirs, check_size, fields) in CHECKS {
+        if *check_size {
+            checks.push_str(&format!(
+                "const _: () = assert!(size_of::<{ours}>() == size_of::<real::{theirs}>(), \"size of {ours} differs from struct {theirs} in OPENSIPS_SRC\");\n"
+            ));
+        }
+        for (f, g) in *fields {
+            checks.push_str(&format!(
+                "const _: () = assert!(offset_of!({ours}, {f}) == offset_of!(real::{theirs}, {g}), \"{ours}.{f} is not at the offset of {theirs}.{g} in OPENSIPS_SRC\");\n"
+            ));
+        }
+    }
+    fs::write(out.join("layout_checks.rs"), checks).unwrap();
+    println!("cargo:rustc-cfg=rsec_layout_check");
+}

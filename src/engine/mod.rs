@@ -1,0 +1,395 @@
+//! The policy engine: windows, buckets, bans and the tables that hold them.
+//!
+//! Safe Rust over the `shm` primitives; it knows nothing of OpenSIPS. Time is
+//! always passed in (microseconds of wall-clock time), which keeps every
+//! decision reproducible in tests.
+
+pub mod bans;
+pub mod bucket;
+pub mod config;
+pub mod ip;
+pub mod ratelimit;
+pub mod source;
+pub mod stats;
+pub mod table;
+pub mod whitelist;
+pub mod window;
+
+use std::io;
+
+use ahash::RandomState;
+
+pub use bans::{Ban, Reason};
+pub use config::{Config, ConfigError};
+pub use ip::{Cidr, IpKey, ParseError};
+pub use ratelimit::{KeyError, RlKey};
+pub use stats::Stats;
+pub use table::TableError;
+
+use bans::PrefixIndex;
+use ratelimit::RlState;
+use source::SourceState;
+use table::{Found, Table, TableCounters};
+use whitelist::Whitelist;
+
+use crate::shm::Region;
+
+const US: u64 = 1_000_000;
+
+/// Outcome of a flood check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PikeVerdict {
+    Allowed,
+    /// Whitelisted: never counted against, never banned.
+    Whitelisted,
+    /// This request took the source over the threshold; it is banned now.
+    JustBanned,
+    /// Over the threshold but the ban table had no room: refused all the same
+    /// (the failure is counted and logged; this never fails open).
+    OverLimitUnbanned,
+    /// Already banned for the given reason.
+    Banned(Reason),
+}
+
+/// Outcome of recording an authentication failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthVerdict {
+    /// Failures in the window so far, below the threshold.
+    Counted(u32),
+    Whitelisted,
+    JustBanned,
+    OverLimitUnbanned,
+    AlreadyBanned(Reason),
+}
+
+/// Outcome of a ban request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BanOutcome {
+    Created,
+    /// Already banned; for manual bans the expiry was replaced.
+    Updated,
+    /// Already banned by an automatic rule; left as it was.
+    AlreadyBanned(Reason),
+    Whitelisted,
+    /// No room in the ban table.
+    TableFull,
+}
+
+/// A ban as listed to operators.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BanRecord {
+    pub target: Cidr,
+    pub ban: Ban,
+}
+
+#[derive(Debug)]
+pub enum EngineError {
+    Config(ConfigError),
+    Memory(io::Error),
+    Table(TableError),
+}
+
+impl std::fmt::Display for EngineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EngineError::Config(e) => e.fmt(f),
+            EngineError::Memory(e) => write!(f, "cannot set up shared memory: {e}"),
+            EngineError::Table(e) => e.fmt(f),
+        }
+    }
+}
+
+impl From<TableError> for EngineError {
+    fn from(e: TableError) -> Self {
+        EngineError::Table(e)
+    }
+}
+
+pub struct Engine {
+    cfg: Config,
+    region_bytes: usize,
+    sources: Table<IpKey, SourceState>,
+    bans: Table<Cidr, Ban>,
+    rl: Table<RlKey, RlState>,
+    prefixes: &'static PrefixIndex,
+    whitelist: Whitelist,
+    stats: &'static Stats,
+}
+
+impl Engine {
+    /// Creates every shared table in one fresh mapping. Call before forking.
+    pub fn new(cfg: Config) -> Result<Engine, EngineError> {
+        cfg.validate().map_err(EngineError::Config)?;
+        let stripes = cfg.lock_stripes as usize;
+        let bytes = Table::<IpKey, SourceState>::shm_bytes(cfg.max_tracked_ips as usize, stripes)
+            + Table::<Cidr, Ban>::shm_bytes(cfg.max_bans as usize, stripes)
+            + Table::<RlKey, RlState>::shm_bytes(cfg.max_rl_keys as usize, stripes)
+            + Whitelist::shm_bytes()
+            + std::mem::size_of::<PrefixIndex>()
+            + std::mem::size_of::<Stats>()
+            + 64 * 1024;
+        let mut region = Region::new(bytes).map_err(EngineError::Memory)?;
+        let [a, b, c, d] = crate::shm::random_seeds();
+        let hasher = RandomState::with_seeds(a, b, c, d);
+        let mem = EngineError::Memory;
+        let sources = Table::new(&mut region, cfg.max_tracked_ips as usize, stripes, hasher.clone()).map_err(mem)?;
+        let bans = Table::new(&mut region, cfg.max_bans as usize, stripes, hasher.clone()).map_err(mem)?;
+        let rl = Table::new(&mut region, cfg.max_rl_keys as usize, stripes, hasher).map_err(mem)?;
+        let prefixes = region.alloc::<PrefixIndex>().map_err(mem)?;
+        let whitelist = Whitelist::new(&mut region).map_err(mem)?;
+        let stats = region.alloc::<Stats>().map_err(mem)?;
+        for c in &cfg.whitelist {
+            whitelist.add(*c).map_err(|_| {
+                EngineError::Config(ConfigError {
+                    param: "whitelist",
+                    value: cfg.whitelist.len() as i64,
+                    why: "too many entries (at most 512)",
+                })
+            })?;
+        }
+        Ok(Engine { cfg, region_bytes: region.len(), sources, bans, rl, prefixes, whitelist, stats })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn stats(&self) -> &'static Stats {
+        self.stats
+    }
+
+    /// Bytes of shared memory mapped for all tables.
+    pub fn shm_bytes(&self) -> usize {
+        self.region_bytes
+    }
+
+    pub fn source_counters(&self) -> &'static TableCounters {
+        self.sources.counters()
+    }
+
+    pub fn ban_counters(&self) -> &'static TableCounters {
+        self.bans.counters()
+    }
+
+    pub fn rl_counters(&self) -> &'static TableCounters {
+        self.rl.counters()
+    }
+
+    pub fn is_whitelisted(&self, ip: &IpKey) -> bool {
+        self.whitelist.contains(ip)
+    }
+
+    pub fn whitelist(&self) -> &Whitelist {
+        &self.whitelist
+    }
+
+    fn source_keep_us(&self) -> u64 {
+        (self.cfg.pike_sampling_time_s.max(self.cfg.auth_fail_window_s) as u64) * US
+    }
+
+    /// The active ban covering `ip`, if any; counts a hit on it when `hit`.
+    fn find_ban(&self, ip: &IpKey, now_us: u64, hit: bool) -> Result<Option<(Cidr, Ban)>, TableError> {
+        for target in self.prefixes.candidates(ip) {
+            let found = self.bans.get(&target, now_us, |b| {
+                if hit {
+                    b.hits = b.hits.saturating_add(1);
+                }
+                *b
+            })?;
+            if let Some(b) = found {
+                return Ok(Some((target, b)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The active ban covering `ip`, if any.
+    pub fn lookup_ban(&self, ip: &IpKey, now_us: u64) -> Result<Option<BanRecord>, TableError> {
+        Ok(self.find_ban(ip, now_us, false)?.map(|(target, ban)| BanRecord { target, ban }))
+    }
+
+    /// Bans `target` for `seconds` (0 = until unbanned).
+    pub fn ban(&self, target: Cidr, seconds: u32, reason: Reason, now_us: u64) -> Result<BanOutcome, TableError> {
+        if self.whitelist.contains(&target.addr) {
+            return Ok(BanOutcome::Whitelisted);
+        }
+        let expires_us = if seconds == 0 { 0 } else { now_us + seconds as u64 * US };
+        // Mark before inserting so a concurrent lookup never misses the ban.
+        self.prefixes.mark(target.prefix);
+        let r = self.bans.upsert(&target, now_us, |b, found| match found {
+            Found::Created => {
+                *b = Ban { reason, created_us: now_us, expires_us, hits: 0 };
+                BanOutcome::Created
+            }
+            Found::Existing if reason == Reason::Manual => {
+                b.reason = reason;
+                b.expires_us = expires_us;
+                BanOutcome::Updated
+            }
+            Found::Existing => BanOutcome::AlreadyBanned(b.reason),
+        });
+        match r {
+            Ok(o) => {
+                if o == BanOutcome::Created {
+                    Stats::inc(&self.stats.bans_created[reason as usize]);
+                }
+                Ok(o)
+            }
+            Err(TableError::Full) => Ok(BanOutcome::TableFull),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Lifts the ban on exactly `target`; returns it if one was active.
+    pub fn unban(&self, target: &Cidr, now_us: u64) -> Result<Option<Ban>, TableError> {
+        let r = self.bans.remove(target, now_us)?;
+        if r.is_some() {
+            Stats::inc(&self.stats.bans_removed);
+        }
+        Ok(r)
+    }
+
+    /// Flood check for one request from `ip`.
+    pub fn pike_check(&self, ip: &IpKey, now_us: u64) -> Result<PikeVerdict, TableError> {
+        Stats::inc(&self.stats.pike_checked);
+        if self.whitelist.contains(ip) {
+            Stats::inc(&self.stats.whitelisted);
+            return Ok(PikeVerdict::Whitelisted);
+        }
+        if let Some((_, ban)) = self.find_ban(ip, now_us, true)? {
+            Stats::inc(&self.stats.pike_blocked);
+            Stats::inc(&self.stats.dropped_while_banned);
+            return Ok(PikeVerdict::Banned(ban.reason));
+        }
+        let window_us = self.cfg.pike_sampling_time_s as u64 * US;
+        let keep = self.source_keep_us();
+        let count = self.sources.upsert(ip, now_us, |s, _| {
+            s.last_seen_us = now_us;
+            s.keep_us = keep;
+            s.requests.add(now_us, window_us, 1)
+        })?;
+        if count <= self.cfg.pike_density {
+            return Ok(PikeVerdict::Allowed);
+        }
+        Stats::inc(&self.stats.pike_blocked);
+        Ok(match self.ban(Cidr::host(*ip), self.cfg.pike_ban_time_s, Reason::Pike, now_us)? {
+            BanOutcome::Created => PikeVerdict::JustBanned,
+            BanOutcome::Updated => PikeVerdict::Banned(Reason::Manual),
+            BanOutcome::AlreadyBanned(r) => PikeVerdict::Banned(r),
+            BanOutcome::Whitelisted => PikeVerdict::Whitelisted,
+            BanOutcome::TableFull => PikeVerdict::OverLimitUnbanned,
+        })
+    }
+
+    /// Records one failed authentication from `ip`.
+    pub fn auth_fail(&self, ip: &IpKey, now_us: u64) -> Result<AuthVerdict, TableError> {
+        Stats::inc(&self.stats.auth_failures);
+        if self.whitelist.contains(ip) {
+            return Ok(AuthVerdict::Whitelisted);
+        }
+        if let Some((_, ban)) = self.find_ban(ip, now_us, false)? {
+            return Ok(AuthVerdict::AlreadyBanned(ban.reason));
+        }
+        let window_us = self.cfg.auth_fail_window_s as u64 * US;
+        let keep = self.source_keep_us();
+        let count = self.sources.upsert(ip, now_us, |s, _| {
+            s.last_seen_us = now_us;
+            s.keep_us = keep;
+            s.auth_failures.add(now_us, window_us, 1)
+        })?;
+        if count < self.cfg.auth_fail_threshold {
+            return Ok(AuthVerdict::Counted(count));
+        }
+        Ok(match self.ban(Cidr::host(*ip), self.cfg.auth_ban_time_s, Reason::Auth, now_us)? {
+            BanOutcome::Created => {
+                // Start afresh once the ban is over.
+                self.sources.get(ip, now_us, |s| s.auth_failures.clear())?;
+                AuthVerdict::JustBanned
+            }
+            BanOutcome::Updated => AuthVerdict::AlreadyBanned(Reason::Manual),
+            BanOutcome::AlreadyBanned(r) => AuthVerdict::AlreadyBanned(r),
+            BanOutcome::Whitelisted => AuthVerdict::Whitelisted,
+            BanOutcome::TableFull => AuthVerdict::OverLimitUnbanned,
+        })
+    }
+
+    /// Takes one request from the budget of `key`: `limit` per `period_s`.
+    /// `Ok(false)` when over the limit (the budget is left untouched).
+    pub fn rl_check(&self, key: &RlKey, limit: u32, period_s: u32, now_us: u64) -> Result<bool, TableError> {
+        Stats::inc(&self.stats.rl_checked);
+        let period_us = period_s.max(1) as u64 * US;
+        let ok = self.rl.upsert(key, now_us, |s, _| {
+            s.limit = limit;
+            s.period_us = period_us;
+            s.last_us = now_us;
+            s.bucket.try_take(now_us, limit, period_us)
+        })?;
+        if !ok {
+            Stats::inc(&self.stats.rl_rejected);
+        }
+        Ok(ok)
+    }
+
+    /// Requests left for `key` right now (limit if unknown).
+    pub fn rl_available(&self, key: &RlKey, now_us: u64) -> Result<Option<u32>, TableError> {
+        self.rl.get(key, now_us, |s| s.bucket.available(now_us, s.limit, s.period_us))
+    }
+
+    /// Every active ban.
+    pub fn list_bans(&self, now_us: u64) -> Result<Vec<BanRecord>, TableError> {
+        let mut out = Vec::new();
+        for i in 0..self.bans.stripe_count() {
+            self.bans.retain_stripe(i, now_us, |k, b, _| {
+                if b.is_active(now_us) {
+                    out.push(BanRecord { target: *k, ban: *b });
+                }
+                true
+            })?;
+        }
+        Ok(out)
+    }
+
+    /// Reclaims lapsed entries in every table, one stripe at a time, and
+    /// returns the bans that expired. Runs from a timer; workers only ever
+    /// wait for the single stripe being swept.
+    pub fn sweep(&self, now_us: u64) -> Result<Vec<BanRecord>, TableError> {
+        let mut expired = Vec::new();
+        for i in 0..self.bans.stripe_count() {
+            self.bans.retain_stripe(i, now_us, |k, b, r| {
+                if r == table::Retention::Free {
+                    expired.push(BanRecord { target: *k, ban: *b });
+                    return false;
+                }
+                true
+            })?;
+            self.sources.retain_stripe(i, now_us, |_, _, r| r != table::Retention::Free)?;
+            self.rl.retain_stripe(i, now_us, |_, _, r| r != table::Retention::Free)?;
+        }
+        Ok(expired)
+    }
+
+    /// Active bans right now: created, less lifted, less lapsed and reclaimed.
+    pub fn bans_active(&self) -> u64 {
+        let s = self.stats;
+        s.bans_created_total()
+            .saturating_sub(Stats::get(&s.bans_removed))
+            .saturating_sub(Stats::get(&self.bans.counters().reclaimed))
+    }
+
+    /// Test hook: hold the stripe lock `ip` maps to in the source table.
+    pub fn with_source_stripe_locked<R>(&self, ip: &IpKey, f: impl FnOnce() -> R) -> Result<R, TableError> {
+        self.sources.with_stripe_locked_for(ip, f)
+    }
+
+    /// Pike request count of `ip` in the current window.
+    pub fn pike_count(&self, ip: &IpKey, now_us: u64) -> Result<u32, TableError> {
+        let w = self.cfg.pike_sampling_time_s as u64 * US;
+        Ok(self.sources.get(ip, now_us, |s| s.requests.total(now_us, w))?.unwrap_or(0))
+    }
+
+    /// Auth failures of `ip` in the current window.
+    pub fn auth_count(&self, ip: &IpKey, now_us: u64) -> Result<u32, TableError> {
+        let w = self.cfg.auth_fail_window_s as u64 * US;
+        Ok(self.sources.get(ip, now_us, |s| s.auth_failures.total(now_us, w))?.unwrap_or(0))
+    }
+}

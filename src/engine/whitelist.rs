@@ -1,0 +1,166 @@
+//! The whitelist: a small fixed array of prefixes, read on every request.
+//!
+//! Reads must not take a lock every worker contends on, so the array is a
+//! seqlock: writers (start-up, later MI) serialise on a mutex and bump a
+//! sequence number around their change; readers retry if it moved. Entries
+//! are stored as atomics so a read racing a write is well-defined.
+
+use std::io;
+use std::sync::atomic::{fence, AtomicU64, Ordering};
+
+use super::ip::{Cidr, IpKey};
+use crate::shm::{Region, ShmMutex};
+
+/// Most whitelist entries held.
+pub const MAX_WHITELIST: usize = 512;
+
+#[derive(Default)]
+struct WlEntry {
+    hi: AtomicU64,
+    lo: AtomicU64,
+    prefix: AtomicU64,
+}
+
+#[derive(Default)]
+struct WlHeader {
+    seq: AtomicU64,
+    len: AtomicU64,
+}
+
+pub struct Whitelist {
+    lock: &'static ShmMutex,
+    head: &'static WlHeader,
+    entries: &'static [WlEntry],
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum WhitelistError {
+    Full,
+    Lock(String),
+}
+
+impl Whitelist {
+    pub fn shm_bytes() -> usize {
+        MAX_WHITELIST * std::mem::size_of::<WlEntry>() + 256
+    }
+
+    pub fn new(region: &mut Region) -> io::Result<Whitelist> {
+        let lock = region.alloc::<ShmMutex>()?;
+        lock.init()?;
+        Ok(Whitelist { lock, head: region.alloc()?, entries: region.alloc_slice(MAX_WHITELIST)? })
+    }
+
+    fn read_entry(e: &WlEntry) -> Cidr {
+        let hi = e.hi.load(Ordering::Relaxed);
+        let lo = e.lo.load(Ordering::Relaxed);
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&hi.to_be_bytes());
+        b[8..].copy_from_slice(&lo.to_be_bytes());
+        Cidr { addr: IpKey(b), prefix: e.prefix.load(Ordering::Relaxed) as u8 }
+    }
+
+    fn write_entry(e: &WlEntry, c: &Cidr) {
+        e.hi.store(u64::from_be_bytes(c.addr.0[..8].try_into().unwrap()), Ordering::Relaxed);
+        e.lo.store(u64::from_be_bytes(c.addr.0[8..].try_into().unwrap()), Ordering::Relaxed);
+        e.prefix.store(c.prefix as u64, Ordering::Relaxed);
+    }
+
+    /// Runs `f` over a consistent view of the entries.
+    fn read<R>(&self, mut f: impl FnMut(&mut dyn Iterator<Item = Cidr>) -> R) -> R {
+        let mut odd_seen = 0u32;
+        loop {
+            let s1 = self.head.seq.load(Ordering::Acquire);
+            if s1 & 1 == 1 {
+                odd_seen += 1;
+                if odd_seen % 100_000 == 0 {
+                    // A writer may have died mid-update; taking the robust
+                    // lock either waits for a live one or repairs the sequence.
+                    self.repair();
+                }
+                std::hint::spin_loop();
+                continue;
+            }
+            let len = (self.head.len.load(Ordering::Relaxed) as usize).min(MAX_WHITELIST);
+            let r = f(&mut self.entries[..len].iter().map(Self::read_entry));
+            fence(Ordering::Acquire);
+            if self.head.seq.load(Ordering::Relaxed) == s1 {
+                return r;
+            }
+        }
+    }
+
+    pub fn contains(&self, ip: &IpKey) -> bool {
+        self.read(|it| {
+            for c in it {
+                if c.contains(ip) {
+                    return true;
+                }
+            }
+            false
+        })
+    }
+
+    pub fn list(&self) -> Vec<Cidr> {
+        self.read(|it| {
+            let mut v = Vec::new();
+            for c in it {
+                v.push(c);
+            }
+            v
+        })
+    }
+
+    /// Makes the sequence even again if a writer died between its two bumps.
+    fn repair(&self) {
+        if self.lock.lock().is_ok() {
+            self.fix_seq_locked();
+            self.lock.unlock();
+        }
+    }
+
+    fn fix_seq_locked(&self) {
+        if self.head.seq.load(Ordering::Acquire) & 1 == 1 {
+            self.head.seq.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    fn write<R>(&self, f: impl FnOnce(&mut Vec<Cidr>) -> R) -> Result<R, WhitelistError> {
+        self.lock.lock().map_err(|e| WhitelistError::Lock(e.to_string()))?;
+        self.fix_seq_locked();
+        let mut cur = self.list();
+        let r = f(&mut cur);
+        if cur.len() > MAX_WHITELIST {
+            self.lock.unlock();
+            return Err(WhitelistError::Full);
+        }
+        self.head.seq.fetch_add(1, Ordering::AcqRel);
+        for (e, c) in self.entries.iter().zip(cur.iter()) {
+            Self::write_entry(e, c);
+        }
+        self.head.len.store(cur.len() as u64, Ordering::Relaxed);
+        self.head.seq.fetch_add(1, Ordering::Release);
+        self.lock.unlock();
+        Ok(r)
+    }
+
+    /// Adds a prefix; false if it was already present.
+    pub fn add(&self, c: Cidr) -> Result<bool, WhitelistError> {
+        self.write(|v| {
+            if v.contains(&c) {
+                false
+            } else {
+                v.push(c);
+                true
+            }
+        })
+    }
+
+    /// Removes a prefix; false if it was not present.
+    pub fn remove(&self, c: &Cidr) -> Result<bool, WhitelistError> {
+        self.write(|v| {
+            let before = v.len();
+            v.retain(|x| x != c);
+            v.len() != before
+        })
+    }
+}

@@ -1,0 +1,35 @@
+//! Compile-time layout checks of the hand-written ABI.
+//!
+//! The sizes below are x86_64/aarch64 LP64 facts read from OpenSIPS 3.6
+//! headers; they stop a careless edit of `sys.rs`. When OPENSIPS_SRC points
+//! at a source tree, build.rs also generates bindings from the real headers
+//! and asserts every field offset against them (`real_headers` below), so
+//! drift in a new OpenSIPS release fails the build instead of corrupting
+//! memory at run time.
+
+use super::sys::*;
+use std::mem::{offset_of, size_of};
+
+const _: () = assert!(size_of::<Str>() == 16);
+const _: () = assert!(size_of::<IpAddr>() == 24);
+const _: () = assert!(size_of::<MsgStart>() == 64);
+const _: () = assert!(offset_of!(SipMsgHead, rcv) == 504);
+const _: () = assert!(size_of::<CmdParam>() == 24);
+const _: () = assert!(size_of::<CmdExport>() == 240);
+const _: () = assert!(size_of::<ParamExport>() == 24);
+const _: () = assert!(size_of::<StatExport>() == 24);
+const _: () = assert!(size_of::<ModuleExports>() == 184);
+
+#[cfg(rsec_layout_check)]
+#[allow(dead_code, non_camel_case_types, non_snake_case, non_upper_case_globals, improper_ctypes, clippy::all)]
+mod real_headers {
+    include!(concat!(env!("OUT_DIR"), "/opensips_bindings.rs"));
+}
+
+#[cfg(rsec_layout_check)]
+#[allow(unused_imports)]
+mod checks {
+    use super::real_headers as real;
+    use super::*;
+    include!(concat!(env!("OUT_DIR"), "/layout_checks.rs"));
+}

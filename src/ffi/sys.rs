@@ -1,0 +1,244 @@
+//! OpenSIPS 3.6 ABI, declared by hand from the facts in its headers
+//! (sr_module.h, cmds.h, statistics.h, dprint.h, timer.h, ip_addr.h,
+//! parser/msg_parser.h). Only what rsec uses is declared; structs rsec
+//! only points at are opaque. `layout.rs` checks sizes and offsets, and
+//! when OPENSIPS_SRC is set, build.rs compares them with the real headers.
+
+#![allow(non_camel_case_types)]
+
+use std::os::raw::{c_char, c_int, c_uint, c_ulong, c_ushort, c_void};
+
+/// `str`: a length-delimited, not NUL-terminated string.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Str {
+    pub s: *mut c_char,
+    pub len: c_int,
+}
+
+/// Opaque: rsec reads `sip_msg` only through [`SipMsgHead`].
+#[repr(C)]
+pub struct SipMsg {
+    _opaque: [u8; 0],
+}
+
+/// `struct ip_addr`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct IpAddr {
+    pub af: c_uint,
+    pub len: c_uint,
+    /// Union of long/int/short/byte views; 8-byte aligned through `_align`.
+    pub u: [u8; 16],
+    _align: [c_ulong; 0],
+}
+
+/// Leading part of `struct receive_info` (only the source address is read).
+#[repr(C)]
+pub struct ReceiveInfoHead {
+    pub src_ip: IpAddr,
+    pub dst_ip: IpAddr,
+    pub src_port: c_ushort,
+    pub dst_port: c_ushort,
+    pub proto: c_int,
+}
+
+/// `struct msg_start`: the first line (request or reply union).
+#[repr(C)]
+pub struct MsgStart {
+    pub type_: c_int,
+    pub len: c_int,
+    /// Union { request: 3 str + int, reply: 3 str + uint }, 56 bytes.
+    pub u: [*mut c_void; 7],
+}
+
+/// Number of `struct hdr_field *` shortcuts between `parsed_flag` and
+/// `body` in `struct sip_msg` (h_via1 … security_verify).
+pub const SIP_MSG_HDR_SHORTCUTS: usize = 45;
+
+/// `struct sip_msg` up to and including `rcv`.
+#[repr(C)]
+pub struct SipMsgHead {
+    pub id: c_uint,
+    pub first_line: MsgStart,
+    pub via1: *mut c_void,
+    pub via2: *mut c_void,
+    pub headers: *mut c_void,
+    pub last_header: *mut c_void,
+    pub parsed_flag: u64,
+    pub hdr_shortcuts: [*mut c_void; SIP_MSG_HDR_SHORTCUTS],
+    pub body: *mut c_void,
+    pub sdp_ops: *mut c_void,
+    pub eoh: *mut c_char,
+    pub unparsed: *mut c_char,
+    pub rcv: ReceiveInfoHead,
+}
+
+pub type CmdFunction = unsafe extern "C" fn(
+    *mut SipMsg,
+    *mut c_void,
+    *mut c_void,
+    *mut c_void,
+    *mut c_void,
+    *mut c_void,
+    *mut c_void,
+    *mut c_void,
+    *mut c_void,
+) -> c_int;
+pub type FixupFunction = unsafe extern "C" fn(*mut *mut c_void) -> c_int;
+
+/// `MAX_ACTION_ELEMS - 1`.
+pub const MAX_CMD_PARAMS: usize = 8;
+
+pub const CMD_PARAM_INT: c_int = 1 << 0;
+pub const CMD_PARAM_STR: c_int = 1 << 1;
+pub const CMD_PARAM_OPT: c_int = 1 << 4;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CmdParam {
+    pub flags: c_int,
+    pub fixup: Option<FixupFunction>,
+    pub free_fixup: Option<FixupFunction>,
+}
+
+#[repr(C)]
+pub struct CmdExport {
+    pub name: *const c_char,
+    pub function: Option<CmdFunction>,
+    pub params: [CmdParam; MAX_CMD_PARAMS + 1],
+    pub flags: c_int,
+}
+
+/// Route types a function may be called from (route.h).
+pub const REQUEST_ROUTE: c_int = 1;
+pub const FAILURE_ROUTE: c_int = 2;
+pub const ONREPLY_ROUTE: c_int = 4;
+pub const BRANCH_ROUTE: c_int = 8;
+pub const ERROR_ROUTE: c_int = 16;
+pub const LOCAL_ROUTE: c_int = 32;
+pub const STARTUP_ROUTE: c_int = 64;
+pub const TIMER_ROUTE: c_int = 128;
+pub const EVENT_ROUTE: c_int = 256;
+
+pub type ModParamType = c_uint;
+pub const STR_PARAM: ModParamType = 1 << 0;
+pub const INT_PARAM: ModParamType = 1 << 1;
+
+#[repr(C)]
+pub struct ParamExport {
+    pub name: *const c_char,
+    pub type_: ModParamType,
+    pub param_pointer: *mut c_void,
+}
+
+pub type StatFunction = unsafe extern "C" fn(*mut c_void) -> c_ulong;
+pub const STAT_NO_RESET: c_ushort = 1 << 0;
+pub const STAT_IS_FUNC: c_ushort = 1 << 3;
+
+/// Opaque `stat_var`; rsec only hands OpenSIPS a place to store one.
+#[repr(C)]
+pub struct StatVar {
+    _opaque: [u8; 0],
+}
+
+#[repr(C)]
+pub struct StatExport {
+    pub name: *const c_char,
+    pub flags: c_ushort,
+    pub stat_pointer: *mut *mut StatVar,
+}
+
+#[repr(C)]
+pub struct ScmVersion {
+    pub type_: *const c_char,
+    pub rev: *const c_char,
+}
+
+#[repr(C)]
+pub struct VerInfo {
+    pub version: *const c_char,
+    pub compile_flags: *const c_char,
+    pub scm: ScmVersion,
+}
+
+/// `enum module_type`.
+pub const MOD_TYPE_DEFAULT: c_int = 1;
+
+pub type InitFunction = unsafe extern "C" fn() -> c_int;
+pub type ChildInitFunction = unsafe extern "C" fn(c_int) -> c_int;
+pub type DestroyFunction = unsafe extern "C" fn();
+pub type ResponseFunction = unsafe extern "C" fn(*mut SipMsg) -> c_int;
+
+#[repr(C)]
+pub struct ModuleExports {
+    pub name: *const c_char,
+    pub type_: c_int,
+    pub ver_info: VerInfo,
+    pub dlflags: c_uint,
+    pub load_f: Option<InitFunction>,
+    pub deps: *const c_void,
+    pub cmds: *const CmdExport,
+    pub acmds: *const c_void,
+    pub params: *const ParamExport,
+    pub stats: *const StatExport,
+    pub mi_cmds: *const c_void,
+    pub items: *const c_void,
+    pub trans: *const c_void,
+    pub procs: *const c_void,
+    pub preinit_f: Option<InitFunction>,
+    pub init_f: Option<InitFunction>,
+    pub response_f: Option<ResponseFunction>,
+    pub destroy_f: Option<DestroyFunction>,
+    pub init_child_f: Option<ChildInitFunction>,
+    pub reload_ack_f: Option<InitFunction>,
+}
+
+// SAFETY: export tables are immutable after construction and only hold
+// pointers to static data; OpenSIPS reads them from one thread.
+unsafe impl Sync for ModuleExports {}
+unsafe impl Sync for CmdExport {}
+unsafe impl Sync for ParamExport {}
+unsafe impl Sync for StatExport {}
+
+/// Log levels (dprint.h).
+pub const L_ALERT: c_int = -3;
+pub const L_CRIT: c_int = -2;
+pub const L_ERR: c_int = -1;
+pub const L_WARN: c_int = 1;
+pub const L_NOTICE: c_int = 2;
+pub const L_INFO: c_int = 3;
+pub const L_DBG: c_int = 4;
+
+pub type TimerFunction = unsafe extern "C" fn(ticks: c_uint, param: *mut c_void);
+pub const TIMER_FLAG_DELAY_ON_DELAY: c_ushort = 1 << 2;
+
+pub const AF_INET: c_uint = 2;
+pub const AF_INET6: c_uint = 10;
+
+extern "C" {
+    /// Current log level of this process (a pointer into a per-process table).
+    pub static log_level: *mut c_int;
+    pub static log_facility: c_int;
+    pub static log_prefix: *mut c_char;
+
+    pub fn dp_my_pid() -> c_int;
+    pub fn dprint(
+        level: c_int,
+        facility: c_int,
+        module: *const c_char,
+        func: *const c_char,
+        stderr_fmt: *mut c_char,
+        syslog_fmt: *mut c_char,
+        format: *mut c_char,
+        ...
+    );
+
+    pub fn register_timer(
+        label: *mut c_char,
+        f: TimerFunction,
+        param: *mut c_void,
+        interval: c_uint,
+        flags: c_ushort,
+    ) -> c_int;
+}
