@@ -94,10 +94,18 @@ where
     K: Copy + Default + Eq + Hash + Send + 'static,
     V: Entry,
 {
-    /// Bytes of shared memory a table of `capacity` slots needs, with slack
-    /// for alignment.
+    /// Slots per stripe for `capacity` over `stripes`: rounded up so every
+    /// stripe holds the same number, and at least [`PROBE`] (or `capacity`
+    /// if smaller).
+    fn slots_per_stripe(capacity: usize, stripes: usize) -> usize {
+        capacity.div_ceil(stripes.max(1)).max(PROBE.min(capacity.max(1)))
+    }
+
+    /// Bytes of shared memory a table of `capacity` slots needs (after the
+    /// rounding [`Table::new`] applies), with slack for alignment.
     pub fn shm_bytes(capacity: usize, stripes: usize) -> usize {
-        capacity * std::mem::size_of::<UnsafeCell<Slot<K, V>>>()
+        let stripes = stripes.max(1);
+        Self::slots_per_stripe(capacity, stripes) * stripes * std::mem::size_of::<UnsafeCell<Slot<K, V>>>()
             + stripes * std::mem::size_of::<ShmMutex>()
             + std::mem::size_of::<TableCounters>()
             + 256
@@ -107,7 +115,7 @@ where
     /// stripe holds the same number of slots, at least [`PROBE`].
     pub fn new(region: &mut Region, capacity: usize, stripes: usize, hasher: RandomState) -> io::Result<Self> {
         let stripes = stripes.max(1);
-        let per = capacity.div_ceil(stripes).max(PROBE.min(capacity.max(1)));
+        let per = Self::slots_per_stripe(capacity, stripes);
         let locks = region.alloc_slice::<ShmMutex>(stripes)?;
         let slots = region.alloc_slice::<UnsafeCell<Slot<K, V>>>(per * stripes)?;
         let counters = region.alloc::<TableCounters>()?;

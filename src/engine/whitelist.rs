@@ -134,6 +134,11 @@ impl Whitelist {
             return Err(WhitelistError::Full);
         }
         self.head.seq.fetch_add(1, Ordering::AcqRel);
+        // Orders the odd sequence before the entry stores below: a reader
+        // that sees any new entry value then also sees the odd (or a later)
+        // sequence after its acquire fence, and retries. The release half of
+        // the fetch_add above only orders what came before it.
+        fence(Ordering::Release);
         for (e, c) in self.entries.iter().zip(cur.iter()) {
             Self::write_entry(e, c);
         }
