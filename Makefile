@@ -35,7 +35,7 @@ install: build
 	@echo "installed $(DESTDIR)$(MODULES_DIR)/rsec.so"
 
 test: build
-	RSEC_SO=$(abspath $(MODULE)) $(CARGO) test --release --all-targets -- --test-threads=2
+	RSEC_SO=$(abspath $(MODULE)) $(CARGO) test --release --tests -- --test-threads=2
 
 bench:
 	$(CARGO) bench --bench engine
