@@ -105,8 +105,36 @@ impl From<TableError> for EngineError {
     }
 }
 
+/// Everything known of one source, for operators.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceInfo {
+    pub ip: IpKey,
+    pub pike_requests: u32,
+    pub auth_failures: u32,
+    pub last_seen_us: Option<u64>,
+    pub ban: Option<BanRecord>,
+    pub whitelisted: bool,
+}
+
+/// One rate-limit key as listed to operators.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RlRecord {
+    pub key: Vec<u8>,
+    pub limit: u32,
+    pub period_s: u32,
+    /// Requests that could pass right now.
+    pub available: u32,
+}
+
+/// Lapsed bans reclaimed in one process between two drains, at most.
+const LAPSED_CAP: usize = 4096;
+
 pub struct Engine {
     cfg: Config,
+    /// Bans this process found lapsed and reclaimed outside the sweep;
+    /// process-local, drained by the caller after each operation so every
+    /// expiry is reported exactly once.
+    lapsed: parking_lot::Mutex<Vec<BanRecord>>,
     region_bytes: usize,
     sources: Table<IpKey, SourceState>,
     bans: Table<Cidr, Ban>,
@@ -147,7 +175,17 @@ impl Engine {
                 })
             })?;
         }
-        Ok(Engine { cfg, region_bytes: region.len(), sources, bans, rl, prefixes, whitelist, stats })
+        Ok(Engine {
+            cfg,
+            lapsed: parking_lot::Mutex::new(Vec::new()),
+            region_bytes: region.len(),
+            sources,
+            bans,
+            rl,
+            prefixes,
+            whitelist,
+            stats,
+        })
     }
 
     pub fn config(&self) -> &Config {
@@ -216,7 +254,8 @@ impl Engine {
         let expires_us = if seconds == 0 { 0 } else { now_us + seconds as u64 * US };
         // Mark before inserting so a concurrent lookup never misses the ban.
         self.prefixes.mark(target.prefix);
-        let r = self.bans.upsert(&target, now_us, |b, found| match found {
+        let mut lapsed = None;
+        let r = self.bans.upsert_observing(&target, now_us, |b, found| match found {
             Found::Created => {
                 *b = Ban { reason, created_us: now_us, expires_us, hits: 0 };
                 BanOutcome::Created
@@ -227,7 +266,8 @@ impl Engine {
                 BanOutcome::Updated
             }
             Found::Existing => BanOutcome::AlreadyBanned(b.reason),
-        });
+        }, |k, b| lapsed = Some(BanRecord { target: *k, ban: *b }));
+        self.note_lapsed(lapsed);
         match r {
             Ok(o) => {
                 if o == BanOutcome::Created {
@@ -242,7 +282,9 @@ impl Engine {
 
     /// Lifts the ban on exactly `target`; returns it if one was active.
     pub fn unban(&self, target: &Cidr, now_us: u64) -> Result<Option<Ban>, TableError> {
-        let r = self.bans.remove(target, now_us)?;
+        let mut lapsed = None;
+        let r = self.bans.remove_observing(target, now_us, |k, b| lapsed = Some(BanRecord { target: *k, ban: *b }))?;
+        self.note_lapsed(lapsed);
         if r.is_some() {
             Stats::inc(&self.stats.bans_removed);
         }
@@ -330,7 +372,8 @@ impl Engine {
         Ok(ok)
     }
 
-    /// Requests left for `key` right now (limit if unknown).
+    /// Requests left for `key` right now; None for a key not being tracked
+    /// (its whole limit is available).
     pub fn rl_available(&self, key: &RlKey, now_us: u64) -> Result<Option<u32>, TableError> {
         self.rl.get(key, now_us, |s| s.bucket.available(now_us, s.limit, s.period_us))
     }
@@ -366,6 +409,97 @@ impl Engine {
             self.rl.retain_stripe(i, now_us, |_, _, r| r != table::Retention::Free)?;
         }
         Ok(expired)
+    }
+
+    fn note_lapsed(&self, r: Option<BanRecord>) {
+        if let Some(r) = r {
+            let mut v = self.lapsed.lock();
+            if v.len() < LAPSED_CAP {
+                v.push(r);
+            }
+        }
+    }
+
+    /// Bans that lapsed and were reclaimed by this process's own operations
+    /// since the last call (the sweep reports the others).
+    pub fn drain_lapsed(&self) -> Vec<BanRecord> {
+        std::mem::take(&mut *self.lapsed.lock())
+    }
+
+    /// Lifts every ban; returns the active ones removed.
+    pub fn flush_bans(&self, now_us: u64) -> Result<Vec<BanRecord>, TableError> {
+        let mut removed = Vec::new();
+        for i in 0..self.bans.stripe_count() {
+            self.bans.retain_stripe(i, now_us, |k, b, r| {
+                let rec = BanRecord { target: *k, ban: *b };
+                if r == table::Retention::Free {
+                    self.note_lapsed(Some(rec));
+                } else {
+                    removed.push(rec);
+                }
+                false
+            })?;
+        }
+        for _ in &removed {
+            Stats::inc(&self.stats.bans_removed);
+        }
+        Ok(removed)
+    }
+
+    /// Everything known of `ip`.
+    pub fn source_info(&self, ip: &IpKey, now_us: u64) -> Result<SourceInfo, TableError> {
+        let pw = self.cfg.pike_sampling_time_s as u64 * US;
+        let aw = self.cfg.auth_fail_window_s as u64 * US;
+        let s = self.sources.get(ip, now_us, |s| *s)?;
+        Ok(SourceInfo {
+            ip: *ip,
+            pike_requests: s.map_or(0, |s| s.requests.total(now_us, pw)),
+            auth_failures: s.map_or(0, |s| s.auth_failures.total(now_us, aw)),
+            last_seen_us: s.map(|s| s.last_seen_us),
+            ban: self.lookup_ban(ip, now_us)?,
+            whitelisted: self.whitelist.contains(ip),
+        })
+    }
+
+    /// Rate-limit keys in use, optionally only `key`.
+    pub fn rl_list(&self, key: Option<&RlKey>, now_us: u64) -> Result<Vec<RlRecord>, TableError> {
+        let rec = |k: &RlKey, s: &RlState| RlRecord {
+            key: k.as_bytes().to_vec(),
+            limit: s.limit,
+            period_s: (s.period_us / US) as u32,
+            available: s.bucket.available(now_us, s.limit, s.period_us),
+        };
+        if let Some(k) = key {
+            return Ok(self.rl.get(k, now_us, |s| rec(k, s))?.into_iter().collect());
+        }
+        let mut out = Vec::new();
+        for i in 0..self.rl.stripe_count() {
+            self.rl.retain_stripe(i, now_us, |k, s, r| {
+                if r != table::Retention::Free {
+                    out.push(rec(k, s));
+                }
+                true
+            })?;
+        }
+        Ok(out)
+    }
+
+    /// The `n` sources with the most requests in the current pike window.
+    pub fn top_sources(&self, n: usize, now_us: u64) -> Result<Vec<(IpKey, u32)>, TableError> {
+        let w = self.cfg.pike_sampling_time_s as u64 * US;
+        let mut all: Vec<(IpKey, u32)> = Vec::new();
+        for i in 0..self.sources.stripe_count() {
+            self.sources.retain_stripe(i, now_us, |k, s, _| {
+                let c = s.requests.total(now_us, w);
+                if c > 0 {
+                    all.push((*k, c));
+                }
+                true
+            })?;
+        }
+        all.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        all.truncate(n);
+        Ok(all)
     }
 
     /// Active bans right now: created, less lifted, less lapsed and reclaimed.

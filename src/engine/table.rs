@@ -174,6 +174,19 @@ where
     /// Runs `f` on the entry for `key`, creating it (from `V::default()`)
     /// when missing. A stale (Free) entry for the same key is reset first.
     pub fn upsert<R>(&self, key: &K, now_us: u64, f: impl FnOnce(&mut V, Found) -> R) -> Result<R, TableError> {
+        self.upsert_observing(key, now_us, f, |_, _| {})
+    }
+
+    /// [`Table::upsert`], reporting any lapsed (Free) entry it reclaims to
+    /// `lapsed`, so callers that must account for every expiry (ban events)
+    /// see the ones reclaimed here rather than by a sweep.
+    pub fn upsert_observing<R>(
+        &self,
+        key: &K,
+        now_us: u64,
+        f: impl FnOnce(&mut V, Found) -> R,
+        mut lapsed: impl FnMut(&K, &V),
+    ) -> Result<R, TableError> {
         let (stripe, home) = self.locate(key);
         let mut g = self.lock(stripe)?;
         let per = g.len();
@@ -185,6 +198,7 @@ where
             if s.used && s.key == *key {
                 if s.val.retention(now_us) == Retention::Free {
                     self.counters.reclaimed.fetch_add(1, Ordering::Relaxed);
+                    lapsed(&s.key, &s.val);
                     s.val = V::default();
                     return Ok(f(&mut s.val, Found::Created));
                 }
@@ -207,6 +221,7 @@ where
                     self.counters.evictions.fetch_add(1, Ordering::Relaxed);
                 } else if s.used {
                     self.counters.reclaimed.fetch_add(1, Ordering::Relaxed);
+                    lapsed(&s.key, &s.val);
                 }
                 *s = Slot { used: true, key: *key, val: V::default() };
                 Ok(f(&mut s.val, Found::Created))
@@ -216,6 +231,11 @@ where
 
     /// Removes `key`; returns its value if it was live.
     pub fn remove(&self, key: &K, now_us: u64) -> Result<Option<V>, TableError> {
+        self.remove_observing(key, now_us, |_, _| {})
+    }
+
+    /// [`Table::remove`], reporting a lapsed entry it clears to `lapsed`.
+    pub fn remove_observing(&self, key: &K, now_us: u64, lapsed: impl FnOnce(&K, &V)) -> Result<Option<V>, TableError> {
         let (stripe, home) = self.locate(key);
         let mut g = self.lock(stripe)?;
         let per = g.len();
@@ -226,6 +246,7 @@ where
                 let live = s.val.retention(now_us) != Retention::Free;
                 if !live {
                     self.counters.reclaimed.fetch_add(1, Ordering::Relaxed);
+                    lapsed(&s.key, &s.val);
                 }
                 return Ok(live.then_some(s.val));
             }
