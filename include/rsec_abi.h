@@ -7,3 +7,6 @@
 #include "statistics.h"
 #include "timer.h"
 #include "cmds.h"
+#include "mi/mi.h"
+#include "evi/evi_modules.h"
+#include "evi/evi_params.h"

@@ -1,6 +1,8 @@
 //! The OpenSIPS ABI and every `unsafe` that touches it.
 
+pub mod evi;
 pub mod guard;
+pub mod mi;
 mod layout;
 pub mod log;
 pub mod sys;
