@@ -160,12 +160,49 @@ fn exports_table_and_abi_call() {
         }
         assert!(params.contains(&("whitelist".to_owned(), STR_PARAM)));
 
+        // Statistics: function statistics, named as documented.
+        let mut stats = Vec::new();
+        let mut st = exp.stats;
+        while !(*st).name.is_null() {
+            assert!((*st).flags & STAT_IS_FUNC != 0, "{} must be a function statistic", cstr((*st).name));
+            assert!(!(*st).stat_pointer.is_null());
+            stats.push(cstr((*st).name));
+            st = st.add(1);
+        }
+        for n in ["requests_checked", "pike_blocked", "rl_rejected", "auth_failures", "bans_created", "bans_pike", "bans_auth",
+                  "bans_manual", "bans_active", "bans_expired", "dropped_while_banned", "table_evictions", "table_full"] {
+            assert!(stats.iter().any(|s| s == n), "statistic {n} missing: {stats:?}");
+        }
+
+        // MI commands with their recipes (parameter name lists).
+        let mut mi = Vec::new();
+        let mut m = exp.mi_cmds.cast::<MiExport>();
+        while !(*m).name.is_null() {
+            let recipes: Vec<Vec<String>> = (*m)
+                .recipes
+                .iter()
+                .take_while(|r| r.cmd.is_some())
+                .map(|r| r.params.iter().take_while(|p| !p.is_null()).map(|p| cstr(*p)).collect())
+                .collect();
+            mi.push((cstr((*m).name), recipes));
+            m = m.add(1);
+        }
+        let names: Vec<&str> = mi.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["sec_ban_list", "sec_ban", "sec_unban", "sec_ban_flush", "sec_ip_info", "sec_rl_list", "sec_top",
+             "sec_whitelist_list", "sec_whitelist_add", "sec_whitelist_del"]
+        );
+        let ban = &mi.iter().find(|(n, _)| n == "sec_ban").unwrap().1;
+        assert_eq!(ban, &vec![vec!["ip".to_owned()], vec!["ip".into(), "seconds".into()], vec!["ip".into(), "seconds".into(), "reason".into()]]);
+
         // Set a modparam the way OpenSIPS does (write through the pointer),
         // run mod_init, then call sec_pike_check through the C ABI.
         let density = params.iter().position(|(n, _)| n == "pike_density").unwrap();
         *((*exp.params.add(density)).param_pointer as *mut c_int) = 3;
         assert_eq!((exp.init_f.unwrap())(), 0, "mod_init");
         assert_eq!(*sym::<c_int>(core_h, c"fake_timer_count"), 1, "sweep timer registered");
+        assert_eq!(*sym::<c_int>(core_h, c"fake_events_published"), 2, "E_SEC_BAN and E_SEC_UNBAN published");
 
         let mut msg: Box<FakeMsg> = Box::new(std::mem::zeroed());
         msg.head.rcv.src_ip.af = AF_INET;
@@ -177,6 +214,7 @@ fn exports_table_and_abi_call() {
         let n = std::ptr::null_mut();
         let rcs: Vec<c_int> = (0..5).map(|_| f(m, n, n, n, n, n, n, n, n)).collect();
         assert_eq!(rcs, vec![1, 1, 1, -2, -1], "3 allowed, 4th bans, 5th is refused");
+        assert_eq!(*sym::<c_int>(core_h, c"fake_events_raised"), 1, "one E_SEC_BAN for the one ban");
         let log = CStr::from_ptr(sym::<c_char>(core_h, c"fake_last_log")).to_string_lossy().into_owned();
         assert!(log.contains("NOTICE:rsec:sec_pike_check: banned 192.0.2.77"), "{log}");
 
@@ -223,7 +261,30 @@ fn imported_symbols_resolve_against_real_opensips() {
         })
         .collect();
     from_core.sort();
-    let mut ours = vec!["dp_my_pid", "dprint", "log_facility", "log_level", "log_prefix", "register_timer"];
+    let mut ours = vec![
+        "dp_my_pid",
+        "dprint",
+        "log_facility",
+        "log_level",
+        "log_prefix",
+        "register_timer",
+        "init_mi_result_object",
+        "init_mi_result_string",
+        "init_mi_error_extra",
+        "add_mi_array",
+        "add_mi_object",
+        "add_mi_string",
+        "add_mi_number",
+        "add_mi_bool",
+        "try_get_mi_string_param",
+        "try_get_mi_int_param",
+        "evi_publish_event",
+        "evi_probe_event",
+        "evi_get_params",
+        "evi_param_add",
+        "evi_raise_event",
+        "evi_free_params",
+    ];
     ours.sort();
     assert_eq!(from_core, ours, "rsec.so imports exactly the core symbols declared in src/ffi/sys.rs");
     let out = Command::new("nm").args(["-D", "--defined-only"]).arg(&bin).output().unwrap();

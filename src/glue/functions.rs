@@ -4,7 +4,15 @@
 use crate::engine::{AuthVerdict, BanOutcome, Cidr, IpKey, PikeVerdict, Reason, RlKey};
 use crate::rsec_log;
 
+use super::events::{self, UnbanReason};
 use super::{engine, now_us};
+
+/// Raises E_SEC_BAN for the ban now covering `ip`, made by `source`.
+fn announce_ban(e: &crate::engine::Engine, ip: &IpKey, now: u64, source: &str) {
+    if let Ok(Some(rec)) = e.lookup_ban(ip, now) {
+        events::ban(&rec, source);
+    }
+}
 
 /// Return codes shared by every function (never 0: that would stop the script).
 pub const RC_OK: i32 = 1;
@@ -70,10 +78,13 @@ pub fn sec_pike_check(t: Target<'_>) -> i32 {
     let e = try_engine!("sec_pike_check");
     let ip = resolve_ip!("sec_pike_check", t);
     let now = now_us();
-    match or_table_error!("sec_pike_check", e.pike_check(&ip, now)) {
+    let verdict = or_table_error!("sec_pike_check", e.pike_check(&ip, now));
+    events::flush_lapsed(e);
+    match verdict {
         PikeVerdict::Allowed | PikeVerdict::Whitelisted => RC_OK,
         PikeVerdict::Banned(_) => RC_NO,
         PikeVerdict::JustBanned => {
+            announce_ban(e, &ip, now, "sec_pike_check");
             let c = e.config();
             rsec_log!(
                 Notice,
@@ -104,8 +115,12 @@ pub fn sec_rl_check(key: &[u8], limit: Option<i32>, period: Option<i32>) -> i32 
     };
     let limit = match limit {
         Some(l) if l > 0 => l as u32,
-        other => {
-            rsec_log!(Err, "sec_rl_check", "bad limit {:?} for key '{}': must be > 0", other, text(key));
+        Some(l) => {
+            rsec_log!(Err, "sec_rl_check", "bad limit {} for key '{}': must be > 0", l, text(key));
+            return RC_ERROR;
+        }
+        None => {
+            rsec_log!(Err, "sec_rl_check", "missing limit for key '{}'", text(key));
             return RC_ERROR;
         }
     };
@@ -151,9 +166,17 @@ pub fn sec_ban_ip(target: &[u8], seconds: Option<i32>, reason: Option<&[u8]>) ->
             }
         },
     };
-    match or_table_error!("sec_ban_ip", e.ban(cidr, seconds, reason, now_us())) {
-        BanOutcome::Created | BanOutcome::Updated | BanOutcome::AlreadyBanned(_) => {
+    let now = now_us();
+    let outcome = or_table_error!("sec_ban_ip", e.ban(cidr, seconds, reason, now));
+    events::flush_lapsed(e);
+    match outcome {
+        BanOutcome::Created | BanOutcome::Updated => {
+            announce_ban(e, &cidr.addr, now, "sec_ban_ip");
             rsec_log!(Notice, "sec_ban_ip", "banned {} for {} ({})", cidr, Duration(seconds), reason.as_str());
+            RC_OK
+        }
+        BanOutcome::AlreadyBanned(r) => {
+            rsec_log!(Info, "sec_ban_ip", "{} is already banned ({}); left as it is", cidr, r.as_str());
             RC_OK
         }
         BanOutcome::Whitelisted => {
@@ -176,8 +199,11 @@ pub fn sec_unban_ip(target: &[u8]) -> i32 {
             return RC_ERROR;
         }
     };
-    match or_table_error!("sec_unban_ip", e.unban(&cidr, now_us())) {
+    let removed = or_table_error!("sec_unban_ip", e.unban(&cidr, now_us()));
+    events::flush_lapsed(e);
+    match removed {
         Some(b) => {
+            events::unban(&crate::engine::BanRecord { target: cidr, ban: b }, UnbanReason::Manual);
             rsec_log!(Notice, "sec_unban_ip", "unbanned {} (was banned for {})", cidr, b.reason.as_str());
             RC_OK
         }
@@ -198,10 +224,14 @@ pub fn sec_auth_fail(t: Target<'_>, user: Option<&[u8]>) -> i32 {
     let e = try_engine!("sec_auth_fail");
     let ip = resolve_ip!("sec_auth_fail", t);
     let user = user.map(text).unwrap_or_default();
-    match or_table_error!("sec_auth_fail", e.auth_fail(&ip, now_us())) {
+    let now = now_us();
+    let verdict = or_table_error!("sec_auth_fail", e.auth_fail(&ip, now));
+    events::flush_lapsed(e);
+    match verdict {
         AuthVerdict::Counted(_) | AuthVerdict::Whitelisted => RC_OK,
         AuthVerdict::AlreadyBanned(_) => RC_NO,
         AuthVerdict::JustBanned => {
+            announce_ban(e, &ip, now, "sec_auth_fail");
             let c = e.config();
             rsec_log!(
                 Notice,

@@ -30,17 +30,22 @@ pub fn mod_init() -> c_int {
     rsec_log!(
         Info,
         "mod_init",
-        "shared tables ready: {} sources, {} bans, {} rl keys in {} stripes, {} whitelist entries, {} KiB mapped; built for {}",
+        "shared tables ready: {} sources, {} bans, {} rl keys in {} stripes, {} whitelist entries, {} KiB mapped; built for '{}' (from {})",
         c.max_tracked_ips,
         c.max_bans,
         c.max_rl_keys,
         c.lock_stripes,
         c.whitelist.len(),
         engine.shm_bytes() / 1024,
+        String::from_utf8_lossy(&crate::ffi::version::VERSION[..crate::ffi::version::VERSION.len() - 1]),
         crate::ffi::version::PROFILE_SOURCE
     );
     if ENGINE.set(engine).is_err() {
         rsec_log!(Err, "mod_init", "called twice");
+        return -1;
+    }
+    if !super::events::publish() {
+        rsec_log!(Err, "mod_init", "cannot publish the E_SEC_BAN/E_SEC_UNBAN events");
         return -1;
     }
     if !crate::ffi::register_timer(b"rsec-sweep\0", sweep_timer, 1) {
@@ -62,7 +67,9 @@ unsafe extern "C" fn sweep_timer(_ticks: c_uint, _param: *mut c_void) {
             Ok(expired) => {
                 for b in expired {
                     rsec_log!(Info, "sweep", "ban on {} ({}) expired after {} hits", b.target, b.ban.reason.as_str(), b.ban.hits);
+                    super::events::unban(&b, super::events::UnbanReason::Expired);
                 }
+                super::events::flush_lapsed(e);
             }
             Err(err) => rsec_log!(Err, "sweep", "sweep failed: {}", err),
         }

@@ -1,10 +1,13 @@
 //! Glue between OpenSIPS and the engine: the export table, modparams,
 //! script functions and the sweep timer.
 
+mod events;
 mod exports;
 mod functions;
 mod lifecycle;
+mod mi;
 mod params;
+mod stats;
 
 use once_cell::sync::OnceCell;
 

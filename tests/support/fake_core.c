@@ -43,3 +43,29 @@ int register_timer(char *label, timer_function f, void *param,
 	fake_timer_count++;
 	return 0;
 }
+
+/* MI: replies are not built here; rsec only calls these from MI commands,
+ * which the dlopen test does not run. They exist so RTLD_NOW resolves. */
+void *init_mi_result_object(void **o) { static int x; *o = &x; return &x; }
+void *init_mi_result_string(const char *v, int l) { (void)v; (void)l; static int x; return &x; }
+void *init_mi_error_extra(int c, const char *m, int ml, const char *d, int dl)
+{ (void)c; (void)m; (void)ml; (void)d; (void)dl; static int x; return &x; }
+void *add_mi_array(void *t, char *n, int nl) { (void)n; (void)nl; return t; }
+void *add_mi_object(void *t, char *n, int nl) { (void)n; (void)nl; return t; }
+int add_mi_string(void *t, char *n, int nl, const char *v, int vl) { (void)t; (void)n; (void)nl; (void)v; (void)vl; return 0; }
+int add_mi_number(void *t, char *n, int nl, double v) { (void)t; (void)n; (void)nl; (void)v; return 0; }
+int add_mi_bool(void *t, char *n, int nl, int b) { (void)t; (void)n; (void)nl; (void)b; return 0; }
+int try_get_mi_string_param(const void *p, char *n, char **v, int *l) { (void)p; (void)n; (void)v; (void)l; return -1; }
+int try_get_mi_int_param(const void *p, char *n, int *v) { (void)p; (void)n; (void)v; return -1; }
+
+/* Events: published ids are counted so the test can see mod_init did it. */
+int fake_events_published = 0;
+int fake_events_raised = 0;
+typedef struct { char *s; int len; } fake_str;
+int evi_publish_event(fake_str name) { (void)name; return ++fake_events_published; }
+int evi_probe_event(int id) { (void)id; return 1; }
+static int fake_params;
+void *evi_get_params(void) { return &fake_params; }
+int evi_param_add(void *l, const fake_str *n, const void *v, int f) { (void)l; (void)n; (void)v; (void)f; return 0; }
+int evi_raise_event(int id, void *l) { (void)id; (void)l; fake_events_raised++; return 0; }
+void evi_free_params(void *l) { (void)l; }

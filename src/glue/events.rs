@@ -1,0 +1,92 @@
+//! E_SEC_BAN and E_SEC_UNBAN: published in mod_init, raised by whichever
+//! process made the decision (a worker, the timer, or the MI process), after
+//! every stripe lock is released.
+
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use crate::engine::{BanRecord, Engine};
+use crate::ffi::evi::{self, Value};
+use crate::ffi::sys::EVI_ERROR;
+use crate::rsec_log;
+
+static BAN_ID: AtomicI32 = AtomicI32::new(EVI_ERROR);
+static UNBAN_ID: AtomicI32 = AtomicI32::new(EVI_ERROR);
+
+pub const E_SEC_BAN: &str = "E_SEC_BAN";
+pub const E_SEC_UNBAN: &str = "E_SEC_UNBAN";
+
+/// Why a ban ended, as reported in E_SEC_UNBAN.
+#[derive(Clone, Copy)]
+pub enum UnbanReason {
+    Expired,
+    Manual,
+    Flushed,
+}
+
+impl UnbanReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            UnbanReason::Expired => "expired",
+            UnbanReason::Manual => "manual",
+            UnbanReason::Flushed => "flushed",
+        }
+    }
+}
+
+pub fn publish() -> bool {
+    match (evi::publish(E_SEC_BAN), evi::publish(E_SEC_UNBAN)) {
+        (Some(b), Some(u)) => {
+            BAN_ID.store(b, Ordering::Relaxed);
+            UNBAN_ID.store(u, Ordering::Relaxed);
+            true
+        }
+        _ => false,
+    }
+}
+
+fn secs(us: u64) -> i32 {
+    (us / 1_000_000).min(i32::MAX as u64) as i32
+}
+
+/// A ban was created (or a manual ban's expiry replaced) by `source`.
+pub fn ban(rec: &BanRecord, source: &str) {
+    let id = BAN_ID.load(Ordering::Relaxed);
+    if id == EVI_ERROR {
+        return;
+    }
+    let ip = rec.target.to_string();
+    let seconds = if rec.ban.is_permanent() { 0 } else { secs(rec.ban.expires_us.saturating_sub(rec.ban.created_us)) };
+    let ok = evi::raise(
+        id,
+        &[
+            ("ip", Value::Str(&ip)),
+            ("reason", Value::Str(rec.ban.reason.as_str())),
+            ("seconds", Value::Int(seconds)),
+            ("expires", Value::Int(secs(rec.ban.expires_us))),
+            ("source", Value::Str(source)),
+        ],
+    );
+    if !ok {
+        rsec_log!(Err, "events", "cannot raise {} for {}", E_SEC_BAN, ip);
+    }
+}
+
+/// A ban ended.
+pub fn unban(rec: &BanRecord, why: UnbanReason) {
+    let id = UNBAN_ID.load(Ordering::Relaxed);
+    if id == EVI_ERROR {
+        return;
+    }
+    let ip = rec.target.to_string();
+    let ok = evi::raise(id, &[("ip", Value::Str(&ip)), ("reason", Value::Str(why.as_str()))]);
+    if !ok {
+        rsec_log!(Err, "events", "cannot raise {} for {}", E_SEC_UNBAN, ip);
+    }
+}
+
+/// Reports bans this process found lapsed while doing something else.
+pub fn flush_lapsed(e: &Engine) {
+    for rec in e.drain_lapsed() {
+        unban(&rec, UnbanReason::Expired);
+    }
+}
