@@ -8,8 +8,10 @@
 //!   OpenSIPS calls onto the engine;
 //! - [`engine`]: the policy (windows, buckets, bans, tables), safe Rust that
 //!   knows nothing of OpenSIPS;
-//! - [`shm`]: the shared mapping and process-shared robust locks it runs on.
+//! - [`shm`]: the shared mapping and process-shared robust locks it runs on;
+//! - [`db`]: MySQL persistence of bans, used off the SIP path.
 
+pub mod db;
 pub mod engine;
 pub mod ffi;
 mod glue;

@@ -16,6 +16,9 @@ pub struct Config {
     pub max_rl_keys: u32,
     pub max_bans: u32,
     pub lock_stripes: u32,
+    /// Capacity of the queue of ban decisions waiting to be persisted
+    /// (0 = no persistence, no queue).
+    pub db_queue_size: u32,
     pub whitelist: Vec<Cidr>,
 }
 
@@ -33,6 +36,7 @@ impl Default for Config {
             max_rl_keys: 16384,
             max_bans: 16384,
             lock_stripes: 64,
+            db_queue_size: 0,
             whitelist: Vec::new(),
         }
     }
@@ -85,6 +89,13 @@ impl Config {
                 param: "lock_stripes",
                 value: self.lock_stripes as i64,
                 why: "must be between 1 and 4096",
+            });
+        }
+        if self.db_queue_size > Self::MAX_ENTRIES {
+            return Err(ConfigError {
+                param: "db_queue_size",
+                value: self.db_queue_size as i64,
+                why: "must be at most 16777216",
             });
         }
         Ok(())

@@ -8,6 +8,7 @@ pub mod bans;
 pub mod bucket;
 pub mod config;
 pub mod ip;
+pub mod queue;
 pub mod ratelimit;
 pub mod source;
 pub mod stats;
@@ -142,6 +143,7 @@ pub struct Engine {
     prefixes: &'static PrefixIndex,
     whitelist: Whitelist,
     stats: &'static Stats,
+    queue: Option<queue::ChangeQueue>,
 }
 
 impl Engine {
@@ -155,6 +157,7 @@ impl Engine {
             + Whitelist::shm_bytes()
             + std::mem::size_of::<PrefixIndex>()
             + std::mem::size_of::<Stats>()
+            + queue::ChangeQueue::shm_bytes(cfg.db_queue_size as usize)
             + 64 * 1024;
         let mut region = Region::new(bytes).map_err(EngineError::Memory)?;
         let [a, b, c, d] = crate::shm::random_seeds();
@@ -166,6 +169,10 @@ impl Engine {
         let prefixes = region.alloc::<PrefixIndex>().map_err(mem)?;
         let whitelist = Whitelist::new(&mut region).map_err(mem)?;
         let stats = region.alloc::<Stats>().map_err(mem)?;
+        let queue = match cfg.db_queue_size {
+            0 => None,
+            n => Some(queue::ChangeQueue::new(&mut region, n as usize).map_err(mem)?),
+        };
         for c in &cfg.whitelist {
             whitelist.add(*c).map_err(|_| {
                 EngineError::Config(ConfigError {
@@ -185,6 +192,7 @@ impl Engine {
             prefixes,
             whitelist,
             stats,
+            queue,
         })
     }
 
@@ -276,6 +284,57 @@ impl Engine {
                 Ok(o)
             }
             Err(TableError::Full) => Ok(BanOutcome::TableFull),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The queue of decisions waiting to be persisted, when persistence is on.
+    pub fn queue(&self) -> Option<&queue::ChangeQueue> {
+        self.queue.as_ref()
+    }
+
+    /// Installs a ban known from elsewhere (the database at start-up, or
+    /// another node) with its original times. `AlreadyBanned` when the same
+    /// ban is already in force (nothing changed), `Updated` when it replaced
+    /// a different one. Lapsed bans are ignored (`AlreadyBanned` is not
+    /// returned for them: nothing is installed and `Ok(None)` says so).
+    pub fn restore_ban(&self, target: Cidr, reason: Reason, created_us: u64, expires_us: u64, now_us: u64) -> Result<Option<BanOutcome>, TableError> {
+        if expires_us != 0 && expires_us <= now_us {
+            return Ok(None);
+        }
+        if self.whitelist.contains(&target.addr) {
+            return Ok(Some(BanOutcome::Whitelisted));
+        }
+        self.prefixes.mark(target.prefix);
+        let mut lapsed = None;
+        let fresh = Ban { reason, created_us: created_us.max(1), expires_us, hits: 0 };
+        let r = self.bans.upsert_observing(
+            &target,
+            now_us,
+            |b, found| match found {
+                Found::Created => {
+                    *b = fresh;
+                    BanOutcome::Created
+                }
+                Found::Existing if b.reason == reason && b.expires_us == expires_us => BanOutcome::AlreadyBanned(reason),
+                Found::Existing => {
+                    b.reason = reason;
+                    b.created_us = fresh.created_us;
+                    b.expires_us = expires_us;
+                    BanOutcome::Updated
+                }
+            },
+            |k, b| lapsed = Some(BanRecord { target: *k, ban: *b }),
+        );
+        self.note_lapsed(lapsed);
+        match r {
+            Ok(o) => {
+                if o == BanOutcome::Created {
+                    Stats::inc(&self.stats.bans_created[reason as usize]);
+                }
+                Ok(Some(o))
+            }
+            Err(TableError::Full) => Ok(Some(BanOutcome::TableFull)),
             Err(e) => Err(e),
         }
     }

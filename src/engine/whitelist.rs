@@ -160,6 +160,12 @@ impl Whitelist {
         })
     }
 
+    /// Replaces the whole list at once (readers see the old or the new list,
+    /// never a mix).
+    pub fn replace(&self, list: Vec<Cidr>) -> Result<(), WhitelistError> {
+        self.write(|v| *v = list)
+    }
+
     /// Removes a prefix; false if it was not present.
     pub fn remove(&self, c: &Cidr) -> Result<bool, WhitelistError> {
         self.write(|v| {

@@ -1,0 +1,45 @@
+-- rsec persistence schema for MySQL / MariaDB, version 1.
+-- Create it once per database shared by the nodes:
+--   mysql -u root opensips < include/rsec-mysql.sql
+-- rsec checks rsec_version at start-up and refuses any other version.
+
+CREATE TABLE IF NOT EXISTS rsec_version (
+    table_name VARCHAR(32) NOT NULL PRIMARY KEY,
+    table_version INT UNSIGNED NOT NULL
+) ENGINE=InnoDB;
+
+-- The bans in force: one row per address or prefix (e.g. 192.0.2.7,
+-- 198.51.100.0/24, 2001:db8::/64). Times are Unix seconds; expires 0 means
+-- until unbanned. Loaded at start-up by every node.
+CREATE TABLE IF NOT EXISTS rsec_bans (
+    address VARCHAR(64) NOT NULL PRIMARY KEY,
+    reason VARCHAR(16) NOT NULL,
+    created BIGINT UNSIGNED NOT NULL,
+    expires BIGINT UNSIGNED NOT NULL,
+    node_id VARCHAR(64) NOT NULL,
+    KEY rsec_bans_expires (expires)
+) ENGINE=InnoDB;
+
+-- Every ban and unban, in order: what the other nodes import every
+-- db_sync_interval. Rows older than a day are pruned.
+CREATE TABLE IF NOT EXISTS rsec_ban_changes (
+    id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+    op VARCHAR(8) NOT NULL,
+    address VARCHAR(64) NOT NULL,
+    reason VARCHAR(16) NOT NULL,
+    created BIGINT UNSIGNED NOT NULL,
+    expires BIGINT UNSIGNED NOT NULL,
+    node_id VARCHAR(64) NOT NULL,
+    changed TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    KEY rsec_ban_changes_changed (changed)
+) ENGINE=InnoDB;
+
+-- Prefixes never counted or banned, in addition to the whitelist modparam.
+-- Reloaded with the MI command sec_whitelist_reload.
+CREATE TABLE IF NOT EXISTS rsec_whitelist (
+    cidr VARCHAR(64) NOT NULL PRIMARY KEY,
+    description VARCHAR(255) NOT NULL DEFAULT ''
+) ENGINE=InnoDB;
+
+INSERT INTO rsec_version (table_name, table_version) VALUES ('rsec', 1)
+    ON DUPLICATE KEY UPDATE table_version = table_version;
