@@ -172,6 +172,7 @@ const CHECKS: &[(&str, &str, bool, &[(&str, &str)])] = &[
     ("ParamExport", "param_export_", true, &[("name", "name"), ("type_", "type_"), ("param_pointer", "param_pointer")]),
     ("StatExport", "stat_export_", true, &[("name", "name"), ("flags", "flags"), ("stat_pointer", "stat_pointer")]),
     ("ScmVersion", "scm_version", true, &[("type_", "type_"), ("rev", "rev")]),
+    ("ProcExport", "proc_export_", true, &[("name", "name"), ("pre_fork_function", "pre_fork_function"), ("post_fork_function", "post_fork_function"), ("function", "function"), ("no", "no"), ("flags", "flags")]),
     ("MiRecipe", "mi_recipe_", true, &[("cmd", "cmd"), ("params", "params")]),
     ("MiExport", "mi_export_", true, &[("name", "name"), ("help", "help"), ("flags", "flags"), ("init_f", "init_f"), ("recipes", "recipes")]),
     ("ModuleExports", "module_exports", true, &[("name", "name"), ("type_", "type_"), ("ver_info", "ver_info"), ("dlflags", "dlflags"), ("load_f", "load_f"), ("deps", "deps"), ("cmds", "cmds"), ("acmds", "acmds"), ("params", "params"), ("stats", "stats"), ("mi_cmds", "mi_cmds"), ("items", "items"), ("trans", "trans"), ("procs", "procs"), ("preinit_f", "preinit_f"), ("init_f", "init_f"), ("response_f", "response_f"), ("destroy_f", "destroy_f"), ("init_child_f", "init_child_f"), ("reload_ack_f", "reload_ack_f")]),
@@ -221,7 +222,7 @@ fn layout_check(manifest: &Path, out: &Path, src: &Path) {
             "-DHAVE_SELECT",
             "-DMOD_NAME=rsec",
         ])
-        .allowlist_type("module_exports|cmd_export_|cmd_param|param_export_|stat_export_|sip_msg|receive_info|ip_addr|msg_start|__str|scm_version|mi_recipe_|mi_export_")
+        .allowlist_type("module_exports|cmd_export_|cmd_param|param_export_|stat_export_|sip_msg|receive_info|ip_addr|msg_start|__str|scm_version|mi_recipe_|mi_export_|proc_export_")
         .derive_default(false)
         .layout_tests(false)
         .generate()

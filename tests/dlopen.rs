@@ -155,10 +155,22 @@ fn exports_table_and_abi_call() {
             "max_rl_keys",
             "max_bans",
             "lock_stripes",
+            "db_queue_size",
+            "db_sync_interval",
+            "db_timeout",
         ] {
             assert!(params.contains(&(n.to_owned(), INT_PARAM)), "int modparam {n} missing: {params:?}");
         }
-        assert!(params.contains(&("whitelist".to_owned(), STR_PARAM)));
+        for n in ["whitelist", "db_url", "node_id"] {
+            assert!(params.contains(&(n.to_owned(), STR_PARAM)), "string modparam {n} missing");
+        }
+        assert_eq!(params.len(), 17, "{params:?}");
+
+        // The persistence process is exported but not started without db_url.
+        let procs = exp.procs.cast::<ProcExport>();
+        assert_eq!(cstr((*procs).name), "rsec persistence");
+        assert!((*procs).function.is_some());
+        assert!((*procs.add(1)).name.is_null());
 
         // Statistics: function statistics, named as documented.
         let mut stats = Vec::new();
@@ -170,7 +182,8 @@ fn exports_table_and_abi_call() {
             st = st.add(1);
         }
         for n in ["requests_checked", "pike_blocked", "rl_rejected", "auth_failures", "bans_created", "bans_pike", "bans_auth",
-                  "bans_manual", "bans_active", "bans_expired", "dropped_while_banned", "table_evictions", "table_full"] {
+                  "bans_manual", "bans_active", "bans_expired", "dropped_while_banned", "table_evictions", "table_full",
+                  "db_writes", "db_errors", "db_queue_depth", "db_queue_drops", "db_last_sync"] {
             assert!(stats.iter().any(|s| s == n), "statistic {n} missing: {stats:?}");
         }
 
@@ -191,7 +204,7 @@ fn exports_table_and_abi_call() {
         assert_eq!(
             names,
             ["sec_ban_list", "sec_ban", "sec_unban", "sec_ban_flush", "sec_ip_info", "sec_rl_list", "sec_top",
-             "sec_whitelist_list", "sec_whitelist_add", "sec_whitelist_del"]
+             "sec_whitelist_list", "sec_whitelist_add", "sec_whitelist_del", "sec_db_sync", "sec_whitelist_reload"]
         );
         let ban = &mi.iter().find(|(n, _)| n == "sec_ban").unwrap().1;
         assert_eq!(ban, &vec![vec!["ip".to_owned()], vec!["ip".into(), "seconds".into()], vec!["ip".into(), "seconds".into(), "reason".into()]]);
@@ -202,6 +215,7 @@ fn exports_table_and_abi_call() {
         *((*exp.params.add(density)).param_pointer as *mut c_int) = 3;
         assert_eq!((exp.init_f.unwrap())(), 0, "mod_init");
         assert_eq!(*sym::<c_int>(core_h, c"fake_timer_count"), 1, "sweep timer registered");
+        assert_eq!((*exp.procs.cast::<ProcExport>()).no, 0, "no persistence process without db_url");
         assert_eq!(*sym::<c_int>(core_h, c"fake_events_published"), 2, "E_SEC_BAN and E_SEC_UNBAN published");
 
         let mut msg: Box<FakeMsg> = Box::new(std::mem::zeroed());

@@ -130,3 +130,17 @@ fn top_sources_ranks_by_current_rate() {
     // Outside the window nobody is talking.
     assert!(e.top_sources(3, T0 + 10 * S).unwrap().is_empty());
 }
+
+#[test]
+fn restore_ban_is_idempotent_at_stored_precision() {
+    let e = engine(Config::default());
+    let c = Cidr::host(ip("192.0.2.99"));
+    let now = T0 + 123_456; // sub-second part, lost when stored
+    assert_eq!(e.ban(c, 120, Reason::Pike, now).unwrap(), BanOutcome::Created);
+    let stored_expires = (now + 120 * S) / S * S;
+    let again = e.restore_ban(c, Reason::Pike, now / S * S, stored_expires, now + 10).unwrap();
+    assert_eq!(again, Some(BanOutcome::AlreadyBanned(Reason::Pike)), "reading our own ban back changes nothing");
+    let longer = e.restore_ban(c, Reason::Manual, now / S * S, stored_expires + 600 * S, now + 10).unwrap();
+    assert_eq!(longer, Some(BanOutcome::Updated));
+    assert_eq!(e.restore_ban(Cidr::host(ip("192.0.2.100")), Reason::Auth, T0, T0 + S, T0 + 2 * S).unwrap(), None, "lapsed: ignored");
+}

@@ -36,7 +36,7 @@ impl Default for Config {
             max_rl_keys: 16384,
             max_bans: 16384,
             lock_stripes: 64,
-            db_queue_size: 0,
+            db_queue_size: 4096,
             whitelist: Vec::new(),
         }
     }

@@ -316,7 +316,9 @@ impl Engine {
                     *b = fresh;
                     BanOutcome::Created
                 }
-                Found::Existing if b.reason == reason && b.expires_us == expires_us => BanOutcome::AlreadyBanned(reason),
+                // Stored times have whole seconds: the same ban read back
+                // from the database differs below one second.
+                Found::Existing if b.reason == reason && b.expires_us / US == expires_us / US => BanOutcome::AlreadyBanned(reason),
                 Found::Existing => {
                     b.reason = reason;
                     b.created_us = fresh.created_us;

@@ -21,6 +21,7 @@ const _: () = assert!(size_of::<StatExport>() == 24);
 const _: () = assert!(size_of::<ModuleExports>() == 184);
 const _: () = assert!(size_of::<MiRecipe>() == 88);
 const _: () = assert!(size_of::<MiExport>() == 4256);
+const _: () = assert!(size_of::<ProcExport>() == 40);
 
 #[cfg(rsec_layout_check)]
 #[allow(dead_code, non_camel_case_types, non_snake_case, non_upper_case_globals, improper_ctypes, clippy::all)]

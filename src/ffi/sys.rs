@@ -316,3 +316,22 @@ extern "C" {
     pub fn evi_raise_event(id: EventId, params: *mut EviParams) -> c_int;
     pub fn evi_free_params(list: *mut EviParams);
 }
+
+// ---- Extra processes (sr_module.h) ----
+
+pub type ModProc = unsafe extern "C" fn(rank: c_int);
+pub type ModProcWrapper = unsafe extern "C" fn() -> c_int;
+
+pub const PROC_FLAG_INITCHILD: c_uint = 1 << 0;
+pub const PROC_FLAG_HAS_IPC: c_uint = 1 << 1;
+pub const PROC_FLAG_NEEDS_SCRIPT: c_uint = 1 << 2;
+
+#[repr(C)]
+pub struct ProcExport {
+    pub name: *const c_char,
+    pub pre_fork_function: Option<ModProcWrapper>,
+    pub post_fork_function: Option<ModProcWrapper>,
+    pub function: Option<ModProc>,
+    pub no: c_uint,
+    pub flags: c_uint,
+}

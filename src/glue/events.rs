@@ -1,9 +1,11 @@
-//! E_SEC_BAN and E_SEC_UNBAN: published in mod_init, raised by whichever
-//! process made the decision (a worker, the timer, or the MI process), after
-//! every stripe lock is released.
+//! Where every ban decision is announced: E_SEC_BAN / E_SEC_UNBAN are
+//! raised by whichever process made the decision (a worker, the timer, the
+//! MI or persistence process) after every stripe lock is released, and the
+//! decision is queued for the database (unless it came from there).
 
 use std::sync::atomic::{AtomicI32, Ordering};
 
+use crate::engine::queue::{Change, ChangeOp};
 use crate::engine::{BanRecord, Engine};
 use crate::ffi::evi::{self, Value};
 use crate::ffi::sys::EVI_ERROR;
@@ -48,8 +50,18 @@ fn secs(us: u64) -> i32 {
     (us / 1_000_000).min(i32::MAX as u64) as i32
 }
 
+/// Source name of decisions imported from the database.
+pub const FROM_DB: &str = "db";
+
+fn change(op: ChangeOp, rec: &BanRecord) -> Change {
+    Change { op, target: rec.target, reason: rec.ban.reason, created_us: rec.ban.created_us, expires_us: rec.ban.expires_us }
+}
+
 /// A ban was created (or a manual ban's expiry replaced) by `source`.
 pub fn ban(rec: &BanRecord, source: &str) {
+    if source != FROM_DB {
+        super::persist::record(change(ChangeOp::Ban, rec));
+    }
     let id = BAN_ID.load(Ordering::Relaxed);
     if id == EVI_ERROR {
         return;
@@ -71,8 +83,17 @@ pub fn ban(rec: &BanRecord, source: &str) {
     }
 }
 
-/// A ban ended.
+/// A ban ended here.
 pub fn unban(rec: &BanRecord, why: UnbanReason) {
+    unban_from(rec, why, true)
+}
+
+/// A ban ended; `persist` is false for an unban imported from the database.
+pub fn unban_from(rec: &BanRecord, why: UnbanReason, persist: bool) {
+    if persist {
+        let op = if matches!(why, UnbanReason::Expired) { ChangeOp::Expire } else { ChangeOp::Unban };
+        super::persist::record(change(op, rec));
+    }
     let id = UNBAN_ID.load(Ordering::Relaxed);
     if id == EVI_ERROR {
         return;

@@ -11,7 +11,7 @@ use crate::ffi::{int_arg, msg_source_ip, str_arg, version};
 
 use super::functions::{self, Target, RC_ERROR};
 use super::lifecycle;
-use super::params::{self, INT_PARAMS};
+use super::params::{self, INT_PARAMS, OTHER_INT_PARAMS};
 
 const fn param(flags: c_int) -> CmdParam {
     CmdParam { flags, fixup: None, free_fixup: None }
@@ -61,26 +61,32 @@ static CMDS: [CmdExport; 7] = [
     CmdExport { name: null(), function: None, params: [END; MAX_CMD_PARAMS + 1], flags: 0 },
 ];
 
-const fn int_param(i: usize) -> ParamExport {
-    ParamExport { name: INT_PARAMS[i].0.as_ptr(), type_: INT_PARAM, param_pointer: INT_PARAMS[i].1.ptr() }
-}
+const STR_PARAMS: [(&std::ffi::CStr, &params::Param<*const std::os::raw::c_char>); 3] =
+    [(c"whitelist", &params::WHITELIST), (c"db_url", &params::DB_URL), (c"node_id", &params::NODE_ID)];
+const N_PARAMS: usize = INT_PARAMS.len() + OTHER_INT_PARAMS.len() + STR_PARAMS.len() + 1;
 
-static PARAMS: [ParamExport; 13] = [
-    int_param(0),
-    int_param(1),
-    int_param(2),
-    int_param(3),
-    int_param(4),
-    int_param(5),
-    int_param(6),
-    int_param(7),
-    int_param(8),
-    int_param(9),
-    int_param(10),
-    ParamExport { name: c"whitelist".as_ptr(), type_: STR_PARAM, param_pointer: params::WHITELIST.ptr() },
-    ParamExport { name: null(), type_: 0, param_pointer: std::ptr::null_mut() },
-];
-const _: () = assert!(INT_PARAMS.len() == 11, "PARAMS lists every INT_PARAMS entry");
+/// Every modparam, built from the declarations in `params`, then the terminator.
+static PARAMS: [ParamExport; N_PARAMS] = {
+    const NONE: ParamExport = ParamExport { name: null(), type_: 0, param_pointer: std::ptr::null_mut() };
+    let mut out = [NONE; N_PARAMS];
+    let mut i = 0;
+    while i < INT_PARAMS.len() {
+        out[i] = ParamExport { name: INT_PARAMS[i].0.as_ptr(), type_: INT_PARAM, param_pointer: INT_PARAMS[i].1.ptr() };
+        i += 1;
+    }
+    let mut k = 0;
+    while k < OTHER_INT_PARAMS.len() {
+        out[i] = ParamExport { name: OTHER_INT_PARAMS[k].0.as_ptr(), type_: INT_PARAM, param_pointer: OTHER_INT_PARAMS[k].1.ptr() };
+        i += 1;
+        k += 1;
+    }
+    let mut j = 0;
+    while j < STR_PARAMS.len() {
+        out[i + j] = ParamExport { name: STR_PARAMS[j].0.as_ptr(), type_: STR_PARAM, param_pointer: STR_PARAMS[j].1.ptr() };
+        j += 1;
+    }
+    out
+};
 
 #[no_mangle]
 pub static exports: ModuleExports = ModuleExports {
@@ -101,7 +107,7 @@ pub static exports: ModuleExports = ModuleExports {
     mi_cmds: super::mi::MI_CMDS.as_ptr().cast(),
     items: null(),
     trans: null(),
-    procs: null(),
+    procs: super::persist::PROCS.as_ptr().cast(),
     preinit_f: None,
     init_f: Some(mod_init),
     response_f: None,

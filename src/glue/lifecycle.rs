@@ -12,7 +12,7 @@ use super::{engine, now_us, params, ENGINE};
 /// maps the shared tables and starts the sweep timer.
 pub fn mod_init() -> c_int {
     install_panic_hook();
-    let cfg = match params::config() {
+    let (cfg, db) = match params::config() {
         Ok(c) => c,
         Err(e) => {
             rsec_log!(Err, "mod_init", "{}", e);
@@ -43,6 +43,14 @@ pub fn mod_init() -> c_int {
     if ENGINE.set(engine).is_err() {
         rsec_log!(Err, "mod_init", "called twice");
         return -1;
+    }
+    if let (Some(settings), Some(e)) = (db, super::engine()) {
+        let (url, node, every) = (settings.url.redacted(), settings.node_id.clone(), settings.sync_interval_s);
+        if let Err(err) = super::persist::init(e, settings) {
+            rsec_log!(Err, "mod_init", "{}", err);
+            return -1;
+        }
+        rsec_log!(Info, "mod_init", "persisting bans to {} as node '{}', syncing every {}s", url, node, every);
     }
     if !super::events::publish() {
         rsec_log!(Err, "mod_init", "cannot publish the E_SEC_BAN/E_SEC_UNBAN events");

@@ -246,6 +246,27 @@ fn whitelist_change(p: Params, add: bool) -> Reply {
     }
 }
 
+fn db_sync(_: Params) -> Reply {
+    match super::persist::request_sync(std::time::Duration::from_secs(10)) {
+        Ok(cursor) => mi::object(|o| {
+            o.bool("synced", true).num("cursor", cursor as f64);
+            if let Some(s) = super::persist::shared() {
+                o.num("last_sync", s.last_sync_s.load(std::sync::atomic::Ordering::Relaxed) as f64);
+            }
+        }),
+        Err(why) => mi::error(503, why),
+    }
+}
+
+fn whitelist_reload(_: Params) -> Reply {
+    match super::persist::request_whitelist_reload(std::time::Duration::from_secs(10)) {
+        Ok(n) => mi::object(|o| {
+            o.num("entries", n as f64);
+        }),
+        Err(why) => mi::error(503, why),
+    }
+}
+
 // ---- export table ----
 
 type Handler = fn(Params) -> Reply;
@@ -271,6 +292,8 @@ mi_fns! {
     w_wl_list => "sec_whitelist_list", whitelist_list;
     w_wl_add => "sec_whitelist_add", |p| whitelist_change(p, true);
     w_wl_del => "sec_whitelist_del", |p| whitelist_change(p, false);
+    w_db_sync => "sec_db_sync", db_sync;
+    w_wl_reload => "sec_whitelist_reload", whitelist_reload;
 }
 
 const NO_RECIPE: MiRecipe = MiRecipe { cmd: None, params: [std::ptr::null(); MAX_MI_PARAMS] };
@@ -295,7 +318,7 @@ const fn export(name: &'static std::ffi::CStr, help: &'static std::ffi::CStr, rs
     MiExport { name: name.as_ptr(), help: help.as_ptr(), flags: 0, init_f: None, recipes }
 }
 
-pub static MI_CMDS: [MiExport; 11] = [
+pub static MI_CMDS: [MiExport; 13] = [
     export(c"sec_ban_list", c"list active bans, optionally those covering an ip", &[recipe(w_ban_list, &[]), recipe(w_ban_list, &[c"ip"])]),
     export(
         c"sec_ban",
@@ -310,5 +333,7 @@ pub static MI_CMDS: [MiExport; 11] = [
     export(c"sec_whitelist_list", c"list whitelisted prefixes", &[recipe(w_wl_list, &[])]),
     export(c"sec_whitelist_add", c"whitelist a prefix in every process", &[recipe(w_wl_add, &[c"cidr"])]),
     export(c"sec_whitelist_del", c"remove a prefix from the whitelist", &[recipe(w_wl_del, &[c"cidr"])]),
+    export(c"sec_db_sync", c"import other nodes' bans from the database now", &[recipe(w_db_sync, &[])]),
+    export(c"sec_whitelist_reload", c"reload rsec_whitelist from the database", &[recipe(w_wl_reload, &[])]),
     MiExport { name: std::ptr::null(), help: std::ptr::null(), flags: 0, init_f: None, recipes: [NO_RECIPE; MAX_MI_RECIPES] },
 ];

@@ -7,6 +7,7 @@ mod functions;
 mod lifecycle;
 mod mi;
 mod params;
+mod persist;
 mod stats;
 
 use once_cell::sync::OnceCell;

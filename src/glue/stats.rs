@@ -14,6 +14,11 @@ fn read(f: impl FnOnce(&Engine) -> u64) -> c_ulong {
     engine().map_or(0, f) as c_ulong
 }
 
+/// A persistence counter; 0 without db_url.
+fn persisted(f: impl FnOnce(&'static super::persist::Shared) -> &'static AtomicU64) -> u64 {
+    super::persist::shared().map_or(0, |s| f(s).load(Ordering::Relaxed))
+}
+
 fn sum(cs: [&AtomicU64; 3]) -> u64 {
     cs.iter().map(|c| c.load(Ordering::Relaxed)).sum()
 }
@@ -55,4 +60,9 @@ stats! {
     "table_evictions" => st_table_evictions = |e| sum([&e.source_counters().evictions, &e.ban_counters().evictions, &e.rl_counters().evictions]);
     "table_full" => st_table_full = |e| sum([&e.source_counters().full, &e.ban_counters().full, &e.rl_counters().full]);
     "lock_recoveries" => st_lock_recoveries = |e| sum([&e.source_counters().lock_recoveries, &e.ban_counters().lock_recoveries, &e.rl_counters().lock_recoveries]);
+    "db_writes" => st_db_writes = |_e| persisted(|s| &s.writes);
+    "db_errors" => st_db_errors = |_e| persisted(|s| &s.errors);
+    "db_queue_depth" => st_db_queue_depth = |_e| super::persist::queue_depth();
+    "db_queue_drops" => st_db_queue_drops = |_e| super::persist::queue_drops();
+    "db_last_sync" => st_db_last_sync = |_e| persisted(|s| &s.last_sync_s);
 }
