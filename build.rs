@@ -158,10 +158,10 @@ fn main() {
     }
 }
 
-/// (our type, their type, [(our field path, their field path)]).
-/// An empty field list checks the size only; our prefix mirrors of
-/// `sip_msg`/`receive_info` check offsets only.
-const CHECKS: &[(&str, &str, bool, &[(&str, &str)])] = &[
+/// (our type, their type, check the size too, [(our field, their field)]).
+/// Our prefix mirrors of `sip_msg`/`receive_info` check offsets only.
+type LayoutCheck = (&'static str, &'static str, bool, &'static [(&'static str, &'static str)]);
+const CHECKS: &[LayoutCheck] = &[
     ("Str", "__str", true, &[("s", "s"), ("len", "len")]),
     ("IpAddr", "ip_addr", true, &[("af", "af"), ("len", "len"), ("u", "u")]),
     ("ReceiveInfoHead", "receive_info", false, &[("src_ip", "src_ip"), ("dst_ip", "dst_ip"), ("src_port", "src_port"), ("dst_port", "dst_port"), ("proto", "proto")]),

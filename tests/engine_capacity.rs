@@ -36,6 +36,7 @@ fn config(max_tracked_ips: u32, max_bans: u32, lock_stripes: u32) -> Config {
         max_rl_keys: 64,
         max_bans,
         lock_stripes,
+        db_queue_size: 0,
         whitelist: Vec::new(),
     }
 }

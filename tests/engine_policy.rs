@@ -36,6 +36,7 @@ fn small() -> Config {
         max_rl_keys: 256,
         max_bans: 256,
         lock_stripes: 8,
+        db_queue_size: 0,
         whitelist: Vec::new(),
     }
 }

@@ -183,6 +183,7 @@ fn config() -> Config {
         max_rl_keys: 1024,
         max_bans: 1024,
         lock_stripes: 16,
+        db_queue_size: 0,
         whitelist: Vec::new(),
     }
 }

@@ -41,10 +41,9 @@ impl RlKey {
         if key.len() > MAX_KEY_LEN {
             return Err(KeyError::TooLong(key.len()));
         }
-        let mut k = RlKey::default();
-        k.len = key.len() as u8;
-        k.bytes[..key.len()].copy_from_slice(key);
-        Ok(k)
+        let mut bytes = [0; MAX_KEY_LEN];
+        bytes[..key.len()].copy_from_slice(key);
+        Ok(RlKey { len: key.len() as u8, bytes })
     }
 
     pub fn as_bytes(&self) -> &[u8] {

@@ -116,20 +116,20 @@ pub fn emit(level: Level, func: &'static [u8], args: fmt::Arguments<'_>) {
     unsafe {
         let now = libc::time(std::ptr::null_mut());
         let time_ptr = if libc::ctime_r(&now, tbuf.as_mut_ptr()).is_null() {
-            b"\0".as_ptr().cast::<c_char>()
+            c"".as_ptr()
         } else {
             tbuf[19] = 0; // "Www Mmm dd hh:mm:ss" without the year
             tbuf.as_ptr().add(4)
         };
-        let prefix = if sys::log_prefix.is_null() { b"\0".as_ptr().cast() } else { sys::log_prefix as *const c_char };
+        let prefix = if sys::log_prefix.is_null() { c"".as_ptr() } else { sys::log_prefix as *const c_char };
         sys::dprint(
             level as c_int,
             sys::log_facility,
-            b"rsec\0".as_ptr().cast(),
+            c"rsec".as_ptr(),
             func.as_ptr().cast(),
             stderr_fmt.as_ptr() as *mut c_char,
             syslog_fmt.as_ptr() as *mut c_char,
-            b"%.*s\0".as_ptr() as *mut c_char,
+            c"%.*s".as_ptr() as *mut c_char,
             time_ptr,
             sys::dp_my_pid(),
             prefix,

@@ -80,7 +80,7 @@ int_params! {
 /// Integer modparams of the persistence process (not engine settings).
 pub static DB_SYNC_INTERVAL: Param<c_int> = Param::new(5);
 pub static DB_TIMEOUT: Param<c_int> = Param::new(3);
-pub const OTHER_INT_PARAMS: &[(&std::ffi::CStr, &'static Param<c_int>)] =
+pub const OTHER_INT_PARAMS: &[(&std::ffi::CStr, &Param<c_int>)] =
     &[(c"db_sync_interval", &DB_SYNC_INTERVAL), (c"db_timeout", &DB_TIMEOUT)];
 
 pub static WHITELIST: Param<*const c_char> = Param::new(std::ptr::null());

@@ -109,7 +109,7 @@ pub type InitError = String;
 pub fn init(e: &Engine, settings: Settings) -> Result<(), InitError> {
     let mut region = Region::new(4096).map_err(|err| format!("cannot map persistence state: {err}"))?;
     let shared = region.alloc::<Shared>().map_err(|err| err.to_string())?;
-    std::mem::forget(region); // lives as long as the processes
+    // Region has no Drop: the mapping outlives this handle, like the engine's.
     let now = now_us();
     let mut loaded = Vec::new();
     match Conn::connect(&settings.url, settings.timeout_s) {

@@ -46,6 +46,10 @@ impl Region {
         self.len
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// Bytes handed out so far.
     pub fn used(&self) -> usize {
         self.used

@@ -54,26 +54,53 @@ impl MariaDb {
         Some(db)
     }
 
-    /// Starts (or restarts) the server on its port and waits until it answers.
+    /// Starts (or restarts) the server and waits until it answers. A port
+    /// picked as free can be taken by a parallel test's server before ours
+    /// binds it; then our server exits and we retry on a new port (only on
+    /// the first start: a restart must keep its port for the clients).
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "already running");
-        let child = Command::new(which("mariadbd").unwrap())
-            .args(["--no-defaults", "--user=root", "--bind-address=127.0.0.1", "--skip-log-bin", "--innodb-buffer-pool-size=16M"])
-            .arg(format!("--datadir={}", self.dir.join("data").display()))
-            .arg(format!("--port={}", self.port))
+        let first = !self.dir.join("started").exists();
+        for _attempt in 0..5 {
+            let mut child = Command::new(which("mariadbd").unwrap())
+                .args(["--no-defaults", "--user=root", "--bind-address=127.0.0.1", "--skip-log-bin", "--innodb-buffer-pool-size=16M"])
+                .arg(format!("--datadir={}", self.dir.join("data").display()))
+                .arg(format!("--port={}", self.port))
+                .arg(format!("--socket={}", self.socket().display()))
+                .arg(format!("--pid-file={}", self.dir.join("pid").display()))
+                .arg(format!("--log-error={}", self.dir.join("error.log").display()))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start mariadbd");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // ours died: port taken, or worse (see error.log)
+                }
+                // Ask through our own socket, so another server on the port cannot answer.
+                if self.socket_client_ok() {
+                    std::fs::write(self.dir.join("started"), b"").unwrap();
+                    self.child = Some(child);
+                    return;
+                }
+                assert!(Instant::now() < deadline, "MariaDB did not start: {}", self.error_log());
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            assert!(first, "MariaDB did not restart on port {}: {}", self.port, self.error_log());
+            self.port = free_port();
+        }
+        panic!("MariaDB could not start after 5 ports: {}", self.error_log());
+    }
+
+    fn socket_client_ok(&self) -> bool {
+        Command::new(which("mariadb").or_else(|| which("mysql")).expect("mariadb client"))
+            .args(["--no-defaults", "-uroot", "-e", "SELECT 1"])
             .arg(format!("--socket={}", self.socket().display()))
-            .arg(format!("--pid-file={}", self.dir.join("pid").display()))
-            .arg(format!("--log-error={}", self.dir.join("error.log").display()))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .spawn()
-            .expect("start mariadbd");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.client(&["-uroot"], "SELECT 1").0 {
-            assert!(Instant::now() < deadline, "MariaDB did not start: {}", self.error_log());
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            .status()
+            .is_ok_and(|s| s.success())
     }
 
     /// Stops the server (SIGKILL: an abrupt outage) and waits for it to go.
