@@ -144,3 +144,21 @@ fn restore_ban_is_idempotent_at_stored_precision() {
     assert_eq!(longer, Some(BanOutcome::Updated));
     assert_eq!(e.restore_ban(Cidr::host(ip("192.0.2.100")), Reason::Auth, T0, T0 + S, T0 + 2 * S).unwrap(), None, "lapsed: ignored");
 }
+
+#[test]
+fn unban_forgets_the_source_counts() {
+    let e = engine(Config { pike_density: 5, auth_fail_threshold: 3, ..Config::default() });
+    let a = ip("198.51.100.77");
+    for k in 0..5 {
+        assert_eq!(e.pike_check(&a, T0 + k).unwrap(), PikeVerdict::Allowed);
+    }
+    e.auth_fail(&a, T0 + 5).unwrap();
+    assert_eq!(e.pike_check(&a, T0 + 6).unwrap(), PikeVerdict::JustBanned);
+    assert!(e.unban(&Cidr::host(a), T0 + 7).unwrap().is_some());
+    let info = e.source_info(&a, T0 + 8).unwrap();
+    assert_eq!((info.pike_requests, info.auth_failures), (0, 0));
+    // Within the same window, the unbanned source starts afresh.
+    for k in 0..5 {
+        assert_eq!(e.pike_check(&a, T0 + 10 + k).unwrap(), PikeVerdict::Allowed, "request {k} after unban");
+    }
+}

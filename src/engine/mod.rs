@@ -342,12 +342,18 @@ impl Engine {
     }
 
     /// Lifts the ban on exactly `target`; returns it if one was active.
+    /// Lifting a host's ban also forgets its request and auth-failure
+    /// counts: otherwise a source unbanned right after a flood would be
+    /// banned again by its very next request.
     pub fn unban(&self, target: &Cidr, now_us: u64) -> Result<Option<Ban>, TableError> {
         let mut lapsed = None;
         let r = self.bans.remove_observing(target, now_us, |k, b| lapsed = Some(BanRecord { target: *k, ban: *b }))?;
         self.note_lapsed(lapsed);
         if r.is_some() {
             Stats::inc(&self.stats.bans_removed);
+            if target.is_host() {
+                self.sources.remove(&target.addr, now_us)?;
+            }
         }
         Ok(r)
     }
@@ -378,7 +384,14 @@ impl Engine {
         Ok(match self.ban(Cidr::host(*ip), self.cfg.pike_ban_time_s, Reason::Pike, now_us)? {
             BanOutcome::Created => PikeVerdict::JustBanned,
             BanOutcome::Updated => PikeVerdict::Banned(Reason::Manual),
-            BanOutcome::AlreadyBanned(r) => PikeVerdict::Banned(r),
+            BanOutcome::AlreadyBanned(r) => {
+                // Another process banned the source between our lookup and
+                // our count: this request is refused by that ban, so it is
+                // a hit on it like any other.
+                self.find_ban(ip, now_us, true)?;
+                Stats::inc(&self.stats.dropped_while_banned);
+                PikeVerdict::Banned(r)
+            }
             BanOutcome::Whitelisted => PikeVerdict::Whitelisted,
             BanOutcome::TableFull => PikeVerdict::OverLimitUnbanned,
         })
