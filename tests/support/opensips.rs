@@ -242,6 +242,32 @@ pub fn free_udp_port() -> u16 {
     }
 }
 
+/// A TCP port on 127.0.0.1 that is free right now, never handed out twice
+/// by this process.
+pub fn free_tcp_port() -> u16 {
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let s = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral TCP port");
+        let port = s.local_addr().unwrap().port();
+        if GIVEN.lock().unwrap().insert(port) {
+            return port;
+        }
+    }
+}
+
+/// Polls until something accepts TCP connections on 127.0.0.1:`port`.
+fn wait_tcp(port: u16, limit: Duration) -> Result<(), String> {
+    let t0 = Instant::now();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    loop {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
+            Ok(_) => return Ok(()),
+            Err(e) if t0.elapsed() >= limit => return Err(format!("nothing accepts connections on tcp:{addr} ({e})")),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
 /// Fills `@NAME@` placeholders; panics on any left unfilled.
 pub fn render(template: &str, vars: &[(&str, String)]) -> String {
     let mut out = template.to_string();
@@ -290,6 +316,8 @@ fn dbtext_escape(s: &str) -> String {
 pub struct OpenSips {
     child: Option<Child>,
     pub port: u16,
+    /// The httpd port, for configs started with [`OpenSips::start_with_http`].
+    pub http_port: Option<u16>,
     pub cfg_path: PathBuf,
     pub log_path: PathBuf,
     name: String,
@@ -318,15 +346,39 @@ impl OpenSips {
         vars: &[(&str, String)],
         probe_user: Option<&str>,
     ) -> OpenSips {
+        Self::start_inner(env, dir, name, template, vars, probe_user, false)
+    }
+
+    /// As [`start`](Self::start) for configs that load httpd: also fills
+    /// HTTP_PORT with a free TCP port (a fresh one on each attempt) and
+    /// waits until the HTTP server accepts connections; the port is in
+    /// [`http_port`](Self::http_port).
+    pub fn start_with_http(env: &Env, dir: &TestDir, name: &str, template: &str, vars: &[(&str, String)]) -> OpenSips {
+        Self::start_inner(env, dir, name, template, vars, Some("rsec-ping"), true)
+    }
+
+    fn start_inner(
+        env: &Env,
+        dir: &TestDir,
+        name: &str,
+        template: &str,
+        vars: &[(&str, String)],
+        probe_user: Option<&str>,
+        with_http: bool,
+    ) -> OpenSips {
         let so = dir.module_copy(env);
         let mut last_log = String::new();
         for attempt in 1..=3 {
             let port = free_udp_port();
+            let http_port = with_http.then(free_tcp_port);
             let mut all: Vec<(&str, String)> = vec![
                 ("SOCKET", format!("udp:127.0.0.1:{port}")),
                 ("MPATH", format!("{}/", env.mpath.display())),
                 ("RSEC_SO", so.display().to_string()),
             ];
+            if let Some(h) = http_port {
+                all.push(("HTTP_PORT", h.to_string()));
+            }
             if !vars.iter().any(|(k, _)| *k == "WORKERS") {
                 all.push(("WORKERS", "2".into()));
             }
@@ -336,17 +388,22 @@ impl OpenSips {
             let log_path = dir.join(&format!("{name}.log"));
             fs::write(&cfg_path, cfg).unwrap();
             let child = spawn_opensips(env, &cfg_path, &log_path, &dir.path);
-            let mut os = OpenSips { child: Some(child), port, cfg_path, log_path, name: name.to_string() };
-            match os.wait_ready(probe_user) {
+            let mut os = OpenSips { child: Some(child), port, http_port, cfg_path, log_path, name: name.to_string() };
+            let ready = os.wait_ready(probe_user).and_then(|w| match http_port {
+                Some(h) => wait_tcp(h, READY_TIMEOUT.saturating_sub(w)).map(|_| w),
+                None => Ok(w),
+            });
+            match ready {
                 Ok(waited) => {
-                    eprintln!("[{name}] OpenSIPS ready on udp:127.0.0.1:{port} after {} ms", waited.as_millis());
+                    let http = http_port.map(|h| format!(", http on tcp:127.0.0.1:{h}")).unwrap_or_default();
+                    eprintln!("[{name}] OpenSIPS ready on udp:127.0.0.1:{port}{http} after {} ms", waited.as_millis());
                     return os;
                 }
                 Err(why) => {
                     let log = fs::read_to_string(&os.log_path).unwrap_or_default();
                     os.stop();
                     if log.contains("Address already in use") && attempt < 3 {
-                        eprintln!("[{name}] port {port} was taken, retrying on another port");
+                        eprintln!("[{name}] port {port} (or http port {http_port:?}) was taken, retrying on other ports");
                         continue;
                     }
                     last_log = format!("{why}\n--- log tail ---\n{}", tail(&os.log_path, 60));
@@ -495,7 +552,7 @@ pub fn run_expecting_exit(env: &Env, dir: &TestDir, name: &str, template: &str, 
     let log_path = dir.join(&format!("{name}.log"));
     fs::write(&cfg_path, render(template, &all)).unwrap();
     let child = spawn_opensips(env, &cfg_path, &log_path, &dir.path);
-    let mut os = OpenSips { child: Some(child), port, cfg_path, log_path: log_path.clone(), name: name.to_string() };
+    let mut os = OpenSips { child: Some(child), port, http_port: None, cfg_path, log_path: log_path.clone(), name: name.to_string() };
     let t0 = Instant::now();
     loop {
         let st = os.child.as_mut().unwrap().try_wait().expect("wait on opensips");

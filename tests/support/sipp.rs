@@ -100,6 +100,13 @@ impl<'a> Sipp<'a> {
         self
     }
 
+    /// Per-call response times (for scenarios with `rtd`): -trace_rtt
+    /// -rtt_freq 1; read them with [`SippResult::rtt_ms`].
+    pub fn trace_rtt(mut self) -> Self {
+        self.extra.extend(["-trace_rtt".into(), "-rtt_freq".into(), "1".into()]);
+        self
+    }
+
     pub fn spawn(self) -> SippProc {
         let scenario = PathBuf::from(MANIFEST_DIR).join("tests/sipp").join(self.scenario);
         assert!(scenario.is_file(), "missing scenario {}", scenario.display());
@@ -139,6 +146,9 @@ impl<'a> Sipp<'a> {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run sipp: {e}"));
         SippProc {
+            pid: child.id(),
+            dir: self.dir.path.clone(),
+            scenario_stem: self.scenario.trim_end_matches(".xml").to_string(),
             child: Some(child),
             name: self.name,
             calls: self.calls,
@@ -158,6 +168,9 @@ impl<'a> Sipp<'a> {
 
 /// A running sipp.
 pub struct SippProc {
+    pid: u32,
+    dir: PathBuf,
+    scenario_stem: String,
     child: Option<Child>,
     name: String,
     calls: u32,
@@ -200,6 +213,9 @@ impl SippProc {
             }
         }
         SippResult {
+            pid: self.pid,
+            dir: self.dir.clone(),
+            scenario_stem: self.scenario_stem.clone(),
             name: self.name.clone(),
             status,
             calls: self.calls,
@@ -228,6 +244,10 @@ fn kill_group(child: &mut Child) {
 
 /// What a sipp run saw: the outcome of every call, by call number.
 pub struct SippResult {
+    /// Process id of the sipp run (names its -trace_rtt file).
+    pub pid: u32,
+    dir: PathBuf,
+    scenario_stem: String,
     pub name: String,
     pub status: ExitStatus,
     pub calls: u32,
@@ -255,6 +275,18 @@ impl SippResult {
     /// Outcomes in call order.
     pub fn sequence(&self) -> Vec<String> {
         self.outcomes.values().cloned().collect()
+    }
+
+    /// Response times in milliseconds, one per call that completed its rtd,
+    /// from the -trace_rtt file (see [`Sipp::trace_rtt`]).
+    pub fn rtt_ms(&self) -> Vec<f64> {
+        let path = self.dir.join(format!("{}_{}_rtt.csv", self.scenario_stem, self.pid));
+        let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        // "Date_ms;response_time_ms;rtd_no" then one line per response time.
+        text.lines()
+            .skip(1)
+            .filter_map(|l| l.split(';').nth(1)?.trim().parse::<f64>().ok())
+            .collect()
     }
 
     /// Calls without a recorded outcome (lost, timed out, unexpected reply).

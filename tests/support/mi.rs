@@ -1,0 +1,151 @@
+//! JSON-RPC over mi_http (and plain HTTP GETs, for Prometheus) with a
+//! hand-written HTTP/1.0 client on std::net::TcpStream.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use super::json::Json;
+
+/// One HTTP exchange: status code and body.
+pub fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String), String> {
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    if let Some(b) = body {
+        req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}", b.len()));
+    } else {
+        req.push_str("\r\n");
+    }
+    s.write_all(req.as_bytes()).map_err(|e| format!("send to {addr}: {e}"))?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).map_err(|e| format!("read from {addr}: {e}"))?;
+    let text = String::from_utf8(raw).map_err(|_| "reply is not UTF-8".to_string())?;
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| format!("no HTTP header end in {text:?}"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("bad status line in {head:?}"))?;
+    // Honour Content-Length when present (nothing should follow, but be exact).
+    let len = head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse::<usize>().ok());
+    let body = match len {
+        Some(n) if n <= body.len() => &body[..n],
+        Some(n) => return Err(format!("short body: {} of {n} bytes", body.len())),
+        None => body,
+    };
+    Ok((status, body.to_string()))
+}
+
+/// A JSON-RPC error reply.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MiError {
+    pub code: i64,
+    pub message: String,
+}
+
+/// A JSON-RPC client for one OpenSIPS mi_http.
+pub struct Mi {
+    pub port: u16,
+    next_id: AtomicU64,
+}
+
+impl Mi {
+    pub fn new(port: u16) -> Mi {
+        Mi { port, next_id: AtomicU64::new(1) }
+    }
+
+    /// Sends `{"jsonrpc":"2.0","method":method,"params":params,"id":n}`
+    /// (`params` is JSON text, or "" for none); returns the request text,
+    /// the reply text and the reply parsed. Transport or JSON failures are Err.
+    pub fn exchange(&self, method: &str, params: &str) -> Result<(String, String, Json), String> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let req = if params.is_empty() {
+            format!(r#"{{"jsonrpc":"2.0","method":{},"id":{id}}}"#, super::json::quote(method))
+        } else {
+            format!(r#"{{"jsonrpc":"2.0","method":{},"params":{params},"id":{id}}}"#, super::json::quote(method))
+        };
+        let (status, body) = http(self.port, "POST", "/mi", Some(&req))?;
+        let j = Json::parse(&body).map_err(|e| format!("HTTP {status}, reply is not JSON ({e}): {body:?}"))?;
+        if j.get("jsonrpc").as_str() != Some("2.0") || j.get("id").as_u64() != Some(id) {
+            return Err(format!("not a JSON-RPC reply to id {id}: {body}"));
+        }
+        if j.has("result") == j.has("error") {
+            return Err(format!("reply has neither or both of result and error: {body}"));
+        }
+        Ok((req, body, j))
+    }
+
+    /// The result, or the JSON-RPC error. Panics on transport failures.
+    pub fn call(&self, method: &str, params: &str) -> Result<Json, MiError> {
+        let (req, _, j) = self.exchange(method, params).unwrap_or_else(|e| panic!("MI {method} {params}: {e}"));
+        reply(&req, &j)
+    }
+
+    /// [`call`](Self::call), printing the request and the reply as sent
+    /// and received (for reports and documentation).
+    pub fn show(&self, method: &str, params: &str) -> Result<Json, MiError> {
+        let (req, body, j) = self.exchange(method, params).unwrap_or_else(|e| panic!("MI {method} {params}: {e}"));
+        eprintln!("    MI> {req}\n    MI< {}", body.trim_end());
+        reply(&req, &j)
+    }
+
+    /// The result; panics (naming the call) on an error reply.
+    pub fn ok(&self, method: &str, params: &str) -> Json {
+        self.call(method, params).unwrap_or_else(|e| panic!("MI {method} {params} failed: {e:?}"))
+    }
+
+    /// The error; panics when the call succeeded.
+    pub fn err(&self, method: &str, params: &str) -> MiError {
+        match self.call(method, params) {
+            Ok(r) => panic!("MI {method} {params} should have failed, got {r}"),
+            Err(e) => e,
+        }
+    }
+
+    /// `get_statistics` of the whole `rsec:` group, names without the group.
+    pub fn rsec_stats(&self) -> std::collections::BTreeMap<String, u64> {
+        let r = self.ok("get_statistics", r#"{"statistics":["rsec:"]}"#);
+        r.members()
+            .iter()
+            .map(|(k, v)| {
+                let name = k.strip_prefix("rsec:").unwrap_or_else(|| panic!("statistic {k} outside the rsec group"));
+                (name.to_string(), v.as_u64().unwrap_or_else(|| panic!("statistic {k} = {v} is not a count")))
+            })
+            .collect()
+    }
+
+    /// Waits until mi_http answers (it runs in its own process, which may
+    /// come up after the SIP workers).
+    pub fn wait_ready(&self, limit: Duration) -> Result<Duration, String> {
+        let t0 = Instant::now();
+        loop {
+            match self.exchange("uptime", "") {
+                Ok(_) => return Ok(t0.elapsed()),
+                Err(e) if t0.elapsed() > limit => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+}
+
+/// The result of a parsed JSON-RPC reply, or its error.
+fn reply(req: &str, j: &Json) -> Result<Json, MiError> {
+    if j.has("result") {
+        return Ok(j.get("result").clone());
+    }
+    let e = j.get("error");
+    match (e.get("code").as_i64(), e.get("message").as_str()) {
+        (Some(code), Some(m)) => Err(MiError { code, message: m.to_string() }),
+        _ => panic!("malformed JSON-RPC error for {req}: {j}"),
+    }
+}
