@@ -358,6 +358,23 @@ impl Engine {
         Ok(r)
     }
 
+    /// Records one event from `ip` in the window `which` picks (`window_s`
+    /// long) and returns the count in that window.
+    fn count_event(
+        &self,
+        ip: &IpKey,
+        now_us: u64,
+        window_s: u32,
+        which: impl FnOnce(&mut SourceState) -> &mut window::SlidingWindow,
+    ) -> Result<u32, TableError> {
+        let keep = self.source_keep_us();
+        self.sources.upsert(ip, now_us, |s, _| {
+            s.last_seen_us = now_us;
+            s.keep_us = keep;
+            which(s).add(now_us, window_s as u64 * US, 1)
+        })
+    }
+
     /// Flood check for one request from `ip`.
     pub fn pike_check(&self, ip: &IpKey, now_us: u64) -> Result<PikeVerdict, TableError> {
         Stats::inc(&self.stats.pike_checked);
@@ -370,13 +387,7 @@ impl Engine {
             Stats::inc(&self.stats.dropped_while_banned);
             return Ok(PikeVerdict::Banned(ban.reason));
         }
-        let window_us = self.cfg.pike_sampling_time_s as u64 * US;
-        let keep = self.source_keep_us();
-        let count = self.sources.upsert(ip, now_us, |s, _| {
-            s.last_seen_us = now_us;
-            s.keep_us = keep;
-            s.requests.add(now_us, window_us, 1)
-        })?;
+        let count = self.count_event(ip, now_us, self.cfg.pike_sampling_time_s, |s| &mut s.requests)?;
         if count <= self.cfg.pike_density {
             return Ok(PikeVerdict::Allowed);
         }
@@ -406,13 +417,7 @@ impl Engine {
         if let Some((_, ban)) = self.find_ban(ip, now_us, false)? {
             return Ok(AuthVerdict::AlreadyBanned(ban.reason));
         }
-        let window_us = self.cfg.auth_fail_window_s as u64 * US;
-        let keep = self.source_keep_us();
-        let count = self.sources.upsert(ip, now_us, |s, _| {
-            s.last_seen_us = now_us;
-            s.keep_us = keep;
-            s.auth_failures.add(now_us, window_us, 1)
-        })?;
+        let count = self.count_event(ip, now_us, self.cfg.auth_fail_window_s, |s| &mut s.auth_failures)?;
         if count < self.cfg.auth_fail_threshold {
             return Ok(AuthVerdict::Counted(count));
         }

@@ -154,21 +154,20 @@ where
         Ok(g)
     }
 
+    /// The slot holding `key` in its probe window, if any.
+    fn find<'g>(slots: &'g mut [Slot<K, V>], home: usize, key: &K) -> Option<&'g mut Slot<K, V>> {
+        let per = slots.len();
+        let idx = (0..PROBE.min(per)).map(|i| (home + i) % per).find(|&i| slots[i].used && slots[i].key == *key)?;
+        Some(&mut slots[idx])
+    }
+
     /// Runs `f` on the entry for `key`, if it exists and is not [`Retention::Free`].
     pub fn get<R>(&self, key: &K, now_us: u64, f: impl FnOnce(&mut V) -> R) -> Result<Option<R>, TableError> {
         let (stripe, home) = self.locate(key);
         let mut g = self.lock(stripe)?;
-        let per = g.len();
-        for i in 0..PROBE.min(per) {
-            let s = &mut g[(home + i) % per];
-            if s.used && s.key == *key {
-                if s.val.retention(now_us) == Retention::Free {
-                    return Ok(None);
-                }
-                return Ok(Some(f(&mut s.val)));
-            }
-        }
-        Ok(None)
+        Ok(Self::find(&mut g, home, key)
+            .filter(|s| s.val.retention(now_us) != Retention::Free)
+            .map(|s| f(&mut s.val)))
     }
 
     /// Runs `f` on the entry for `key`, creating it (from `V::default()`)
@@ -238,20 +237,14 @@ where
     pub fn remove_observing(&self, key: &K, now_us: u64, lapsed: impl FnOnce(&K, &V)) -> Result<Option<V>, TableError> {
         let (stripe, home) = self.locate(key);
         let mut g = self.lock(stripe)?;
-        let per = g.len();
-        for i in 0..PROBE.min(per) {
-            let s = &mut g[(home + i) % per];
-            if s.used && s.key == *key {
-                s.used = false;
-                let live = s.val.retention(now_us) != Retention::Free;
-                if !live {
-                    self.counters.reclaimed.fetch_add(1, Ordering::Relaxed);
-                    lapsed(&s.key, &s.val);
-                }
-                return Ok(live.then_some(s.val));
-            }
+        let Some(s) = Self::find(&mut g, home, key) else { return Ok(None) };
+        s.used = false;
+        let live = s.val.retention(now_us) != Retention::Free;
+        if !live {
+            self.counters.reclaimed.fetch_add(1, Ordering::Relaxed);
+            lapsed(&s.key, &s.val);
         }
-        Ok(None)
+        Ok(live.then_some(s.val))
     }
 
     /// Visits every live entry of one stripe with its lock held. `f` returns
