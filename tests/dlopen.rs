@@ -293,6 +293,7 @@ fn imported_symbols_resolve_against_real_opensips() {
         "try_get_mi_string_param",
         "try_get_mi_int_param",
         "evi_publish_event",
+        "evi_get_id",
         "evi_probe_event",
         "evi_get_params",
         "evi_param_add",

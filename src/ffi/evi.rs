@@ -10,11 +10,19 @@ pub enum Value<'a> {
     Str(&'a str),
 }
 
-/// Publishes `name` (in mod_init, before the fork); None on failure.
+/// Publishes `name` (in mod_init, before the fork); None on failure. A
+/// script with `event_route[name]` has the core register the event while
+/// parsing; that id is reused rather than publishing it a second time.
 pub fn publish(name: &'static str) -> Option<EventId> {
-    let s = Str { s: name.as_ptr() as *mut _, len: name.len() as c_int };
-    // SAFETY: the core copies the name; `name` is static anyway.
-    let id = unsafe { sys::evi_publish_event(s) };
+    let mut s = Str { s: name.as_ptr() as *mut _, len: name.len() as c_int };
+    // SAFETY: the core only reads the name (and copies it when publishing);
+    // `name` is static anyway.
+    let id = unsafe {
+        match sys::evi_get_id(&mut s) {
+            sys::EVI_ERROR => sys::evi_publish_event(s),
+            known => known,
+        }
+    };
     (id != sys::EVI_ERROR).then_some(id)
 }
 

@@ -309,6 +309,8 @@ pub struct EviParams {
 
 extern "C" {
     pub fn evi_publish_event(name: Str) -> EventId;
+    /// The id of an event already known to the core, or EVI_ERROR.
+    pub fn evi_get_id(name: *mut Str) -> EventId;
     pub fn evi_probe_event(id: EventId) -> c_int;
     pub fn evi_get_params() -> *mut EviParams;
     pub fn evi_param_add(list: *mut EviParams, name: *const Str, param: *const c_void, flags: c_int) -> c_int;

@@ -29,7 +29,8 @@ const US: u64 = 1_000_000;
 /// Changes per transaction.
 const BATCH: usize = 200;
 /// Re-read this many change ids behind the cursor: ids from concurrent
-/// writers can commit out of order, and re-applying a change is harmless.
+/// writers can commit out of order, so a row may appear below the cursor
+/// after it was passed. Rows already applied are remembered and skipped.
 const LOOKBACK: u64 = 64;
 /// Change-log rows older than this are pruned (seconds).
 const LOG_RETENTION_S: u64 = 86_400;
@@ -199,16 +200,27 @@ pub fn record(c: Change) {
 
 /// Asks the persistence process for a sync now and waits for it (MI).
 pub fn request_sync(wait: Duration) -> Result<u64, &'static str> {
-    let s = shared().ok_or("no db_url configured")?;
+    let s = connected_shared()?;
     let want = s.sync_requested.fetch_add(1, Ordering::AcqRel) + 1;
     wait_for(&s.sync_done, want, wait).map(|_| s.cursor.load(Ordering::Relaxed))
 }
 
 /// Asks the persistence process to reload rsec_whitelist and waits (MI).
 pub fn request_whitelist_reload(wait: Duration) -> Result<u64, &'static str> {
-    let s = shared().ok_or("no db_url configured")?;
+    let s = connected_shared()?;
     let want = s.reload_requested.fetch_add(1, Ordering::AcqRel) + 1;
     wait_for(&s.reload_done, want, wait).map(|_| s.reload_result.load(Ordering::Relaxed))
+}
+
+/// The shared state, when the persistence process holds a connection: an
+/// MI request is refused at once rather than after a timeout when the
+/// database is known to be away.
+fn connected_shared() -> Result<&'static Shared, &'static str> {
+    let s = shared().ok_or("no db_url configured")?;
+    if s.connected.load(Ordering::Relaxed) == 0 {
+        return Err("the database is unreachable (see db_errors and the log)");
+    }
+    Ok(s)
 }
 
 fn wait_for(done: &AtomicU64, want: u64, wait: Duration) -> Result<(), &'static str> {
@@ -241,6 +253,7 @@ fn run() {
     let mut next_connect = Instant::now();
     let mut next_sync = Instant::now() + Duration::from_secs(s.sync_interval_s as u64);
     let mut next_prune = Instant::now();
+    let mut seen = Seen::default();
     loop {
         if conn.is_none() && Instant::now() >= next_connect {
             match connect(p, e) {
@@ -263,7 +276,7 @@ fn run() {
                 .and_then(|_| {
                     let want = p.shared.sync_requested.load(Ordering::Acquire);
                     if Instant::now() >= next_sync || p.shared.sync_done.load(Ordering::Acquire) < want {
-                        import(c, p, e)?;
+                        import(c, p, e, &mut seen)?;
                         p.shared.sync_done.fetch_max(want, Ordering::AcqRel);
                         next_sync = Instant::now() + Duration::from_secs(s.sync_interval_s as u64);
                     }
@@ -328,14 +341,47 @@ fn drain(c: &Conn, p: &Persist, e: &Engine) -> Result<(), DbError> {
     }
 }
 
-/// Applies the changes any node logged since the cursor, oldest first.
-fn import(c: &Conn, p: &Persist, e: &Engine) -> Result<(), DbError> {
+/// Which change-log rows this node has already taken into account: every
+/// id up to `floor` (the log as loaded at start-up, or passed long ago), and
+/// the ids above it seen since. Re-applying a row would undo what came
+/// after it (a lifted ban would come back until its unban row followed).
+#[derive(Default)]
+struct Seen {
+    floor: Option<u64>,
+    ids: std::collections::BTreeSet<u64>,
+}
+
+impl Seen {
+    /// True the first time `id` is offered.
+    fn first_time(&mut self, id: u64, start_cursor: u64) -> bool {
+        let floor = *self.floor.get_or_insert(start_cursor);
+        id > floor && self.ids.insert(id)
+    }
+
+    /// Forgets ids the look-back will not read again.
+    fn advance(&mut self, cursor: u64) {
+        let new_floor = cursor.saturating_sub(LOOKBACK);
+        if self.floor.is_some_and(|f| new_floor > f) {
+            self.floor = Some(new_floor);
+            self.ids = self.ids.split_off(&(new_floor + 1));
+        }
+    }
+}
+
+/// Applies the changes other nodes logged since the cursor, oldest first.
+/// Our own rows were applied when they were made.
+fn import(c: &Conn, p: &Persist, e: &Engine, seen: &mut Seen) -> Result<(), DbError> {
     let mut cursor = p.shared.cursor.load(Ordering::Relaxed);
+    let start = cursor;
     let mut from = cursor.saturating_sub(LOOKBACK);
     loop {
         let changes = store::changes_since(c, from, 1000)?;
         let now = now_us();
         for ch in &changes {
+            cursor = cursor.max(ch.id);
+            if !seen.first_time(ch.id, start) || ch.node_id == p.settings.node_id {
+                continue;
+            }
             let b = ch.ban;
             if ch.unban {
                 if let Ok(Some(ban)) = e.unban(&b.target, now) {
@@ -350,9 +396,9 @@ fn import(c: &Conn, p: &Persist, e: &Engine) -> Result<(), DbError> {
                     events::ban(&rec, events::FROM_DB);
                 }
             }
-            cursor = cursor.max(ch.id);
         }
         p.shared.cursor.store(cursor, Ordering::Relaxed);
+        seen.advance(cursor);
         if changes.len() < 1000 {
             break;
         }
