@@ -706,3 +706,39 @@ fn bad_script_args_return_minus3() {
     }
     assert!(failures.is_empty(), "{}\n--- log tail ---\n{}", failures.join("\n"), os.tail(40));
 }
+
+/// IPv6 end to end: OpenSIPS also listens on [::1]; a flood from ::1 is
+/// banned at the same threshold while an IPv4 source keeps passing.
+#[test]
+fn ipv6_flood_banned_ipv4_unaffected() {
+    let env = require!("ipv6_flood_banned_ipv4_unaffected", sipp);
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("SKIP: ipv6_flood_banned_ipv4_unaffected: no IPv6 loopback (::1) on this machine");
+        return;
+    }
+    let _g = heavy();
+    const DENSITY: usize = 10;
+    const FLOOD: u32 = 200;
+    const LEGIT: u32 = 10;
+    let dir = TestDir::new("ipv6");
+    let cfg = FLOOD_CFG.replace("socket=@SOCKET@", "socket=@SOCKET@\nsocket=udp:[::1]:@PORT@");
+    let os = OpenSips::start(env, &dir, "ipv6", &cfg, &[("PIKE_DENSITY", s(DENSITY)), ("RL_LIMIT", s(1)), ("WORKERS", s(2))]);
+
+    let flood = options(env, &dir, &os, "flood6").from("::1").service("flood").calls(FLOOD, 200).spawn();
+    let legit = options(env, &dir, &os, "legit4").from("127.0.0.12").service("legit").calls(LEGIT, 5).spawn();
+    let flood = flood.wait();
+    let legit = legit.wait();
+    flood.assert_complete();
+    legit.assert_complete();
+    eprintln!("flood from ::1: {:?}; legit from 127.0.0.12: {:?}", flood.tally(), legit.tally());
+
+    assert_eq!(flood.count("200"), DENSITY, "::1 passes exactly density requests\n{}", flood.describe());
+    assert_eq!(flood.count("403"), FLOOD as usize - DENSITY);
+    assert_eq!(legit.count("200"), LEGIT as usize, "the IPv4 source is unaffected\n{}", legit.describe());
+    let evs = os.wait_events(FLOOD as usize + LEGIT as usize, |e| e.get("check") == "pike");
+    // OpenSIPS prints $si for IPv6 uncompressed.
+    let f = from(&evs, "pike", "0:0:0:0:0:0:0:1");
+    assert_eq!(f.len(), FLOOD as usize, "server saw every request from ::1");
+    assert_eq!(count_r(&f, "-2"), 1, "exactly one request from ::1 crosses the threshold");
+    assert_eq!(os.log_lines_with(&["rsec:sec_pike_check", "banned ::1 for 300s"]).len(), 1);
+}

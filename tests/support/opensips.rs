@@ -373,6 +373,7 @@ impl OpenSips {
             let http_port = with_http.then(free_tcp_port);
             let mut all: Vec<(&str, String)> = vec![
                 ("SOCKET", format!("udp:127.0.0.1:{port}")),
+                ("PORT", port.to_string()),
                 ("MPATH", format!("{}/", env.mpath.display())),
                 ("RSEC_SO", so.display().to_string()),
             ];

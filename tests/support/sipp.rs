@@ -58,7 +58,7 @@ impl<'a> Sipp<'a> {
 
     /// Source address (sipp binds it: -i). Must be a loopback address.
     pub fn from(mut self, ip: &str) -> Self {
-        assert!(ip.starts_with("127."), "tests only ever send from loopback addresses");
+        assert!(ip.starts_with("127.") || ip == "::1", "tests only ever send from loopback addresses");
         self.src = ip.into();
         self
     }
@@ -116,7 +116,8 @@ impl<'a> Sipp<'a> {
         let mut cmd = Command::new(self.env.sipp());
         cmd.arg("-sf")
             .arg(&scenario)
-            .arg(format!("127.0.0.1:{}", self.port))
+            // From an IPv6 source, talk to OpenSIPS over IPv6 (loopback).
+            .arg(if self.src.contains(':') { format!("[::1]:{}", self.port) } else { format!("127.0.0.1:{}", self.port) })
             .args(["-i", &self.src])
             .args(["-s", &self.service])
             .args(["-m", &self.calls.to_string()])
