@@ -19,21 +19,26 @@
 //! to see the measured numbers (sync delay between nodes, response times
 //! with and without a database outage). The outage test takes about a minute.
 
+#[path = "support/json.rs"]
+mod json;
 #[path = "support/mariadb.rs"]
 mod mariadb;
+#[path = "support/mi.rs"]
+mod mi;
 #[path = "support/opensips.rs"]
 mod opensips;
 #[path = "support/sipp.rs"]
 mod sipp;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use json::Json;
 use mariadb::MariaDb;
+use mi::Mi;
 use opensips::{Env, Event, OpenSips, TestDir};
 use sipp::{Sipp, SippResult};
 
@@ -85,300 +90,6 @@ fn poll<T>(limit: Duration, every: Duration, mut f: impl FnMut() -> Option<T>) -
             return None;
         }
         std::thread::sleep(every);
-    }
-}
-
-// ---------------------------------------------------------------------------
-// A minimal JSON reader for MI replies.
-// ---------------------------------------------------------------------------
-
-#[derive(Clone, Debug, PartialEq)]
-enum J {
-    Null,
-    Bool(bool),
-    Num(f64),
-    Str(String),
-    Arr(Vec<J>),
-    Obj(Vec<(String, J)>),
-}
-
-static JNULL: J = J::Null;
-
-impl J {
-    fn parse(text: &str) -> Result<J, String> {
-        let b = text.as_bytes();
-        let mut i = 0;
-        let v = json_value(b, &mut i, 0)?;
-        json_ws(b, &mut i);
-        if i != b.len() {
-            return Err(format!("trailing characters at {i}"));
-        }
-        Ok(v)
-    }
-
-    fn get(&self, k: &str) -> &J {
-        match self {
-            J::Obj(m) => m.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v).unwrap_or(&JNULL),
-            _ => &JNULL,
-        }
-    }
-
-    /// `a.b.0.c`: members by name, array elements by index.
-    fn at(&self, path: &str) -> &J {
-        path.split('.').fold(self, |v, p| match (v, p.parse::<usize>()) {
-            (J::Arr(a), Ok(i)) => a.get(i).unwrap_or(&JNULL),
-            _ => v.get(p),
-        })
-    }
-
-    fn has(&self, k: &str) -> bool {
-        matches!(self, J::Obj(m) if m.iter().any(|(n, _)| n == k))
-    }
-
-    fn num(&self) -> Option<f64> {
-        match self {
-            J::Num(n) => Some(*n),
-            _ => None,
-        }
-    }
-
-    fn u64(&self) -> Option<u64> {
-        self.num().filter(|n| *n >= 0.0 && n.fract() == 0.0).map(|n| n as u64)
-    }
-
-    fn str(&self) -> Option<&str> {
-        match self {
-            J::Str(s) => Some(s),
-            _ => None,
-        }
-    }
-
-    fn arr(&self) -> &[J] {
-        match self {
-            J::Arr(a) => a,
-            _ => &[],
-        }
-    }
-
-    fn members(&self) -> &[(String, J)] {
-        match self {
-            J::Obj(m) => m,
-            _ => &[],
-        }
-    }
-}
-
-fn json_ws(b: &[u8], i: &mut usize) {
-    while *i < b.len() && matches!(b[*i], b' ' | b'\t' | b'\r' | b'\n') {
-        *i += 1;
-    }
-}
-
-fn json_value(b: &[u8], i: &mut usize, depth: u32) -> Result<J, String> {
-    if depth > 64 {
-        return Err("nested too deep".into());
-    }
-    json_ws(b, i);
-    let lit = |i: &mut usize, w: &str, v: J| {
-        if b[*i..].starts_with(w.as_bytes()) {
-            *i += w.len();
-            Ok(v)
-        } else {
-            Err(format!("bad literal at {i}"))
-        }
-    };
-    match b.get(*i) {
-        None => Err("unexpected end".into()),
-        Some(b'n') => lit(i, "null", J::Null),
-        Some(b't') => lit(i, "true", J::Bool(true)),
-        Some(b'f') => lit(i, "false", J::Bool(false)),
-        Some(b'"') => json_string(b, i).map(J::Str),
-        Some(b'[') => {
-            *i += 1;
-            let mut a = Vec::new();
-            json_ws(b, i);
-            if b.get(*i) == Some(&b']') {
-                *i += 1;
-                return Ok(J::Arr(a));
-            }
-            loop {
-                a.push(json_value(b, i, depth + 1)?);
-                json_ws(b, i);
-                match b.get(*i) {
-                    Some(b',') => *i += 1,
-                    Some(b']') => {
-                        *i += 1;
-                        return Ok(J::Arr(a));
-                    }
-                    _ => return Err(format!("expected , or ] at {i}")),
-                }
-            }
-        }
-        Some(b'{') => {
-            *i += 1;
-            let mut m = Vec::new();
-            json_ws(b, i);
-            if b.get(*i) == Some(&b'}') {
-                *i += 1;
-                return Ok(J::Obj(m));
-            }
-            loop {
-                json_ws(b, i);
-                let k = json_string(b, i)?;
-                json_ws(b, i);
-                if b.get(*i) != Some(&b':') {
-                    return Err(format!("expected : at {i}"));
-                }
-                *i += 1;
-                m.push((k, json_value(b, i, depth + 1)?));
-                json_ws(b, i);
-                match b.get(*i) {
-                    Some(b',') => *i += 1,
-                    Some(b'}') => {
-                        *i += 1;
-                        return Ok(J::Obj(m));
-                    }
-                    _ => return Err(format!("expected , or }} at {i}")),
-                }
-            }
-        }
-        Some(_) => {
-            let start = *i;
-            while *i < b.len() && matches!(b[*i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') {
-                *i += 1;
-            }
-            std::str::from_utf8(&b[start..*i])
-                .ok()
-                .and_then(|t| t.parse::<f64>().ok())
-                .map(J::Num)
-                .ok_or_else(|| format!("bad value at {start}"))
-        }
-    }
-}
-
-fn json_string(b: &[u8], i: &mut usize) -> Result<String, String> {
-    if b.get(*i) != Some(&b'"') {
-        return Err(format!("expected a string at {i}"));
-    }
-    *i += 1;
-    let mut out = Vec::new();
-    while let Some(&c) = b.get(*i) {
-        *i += 1;
-        match c {
-            b'"' => return String::from_utf8(out).map_err(|_| "string is not UTF-8".into()),
-            b'\\' => {
-                let e = *b.get(*i).ok_or("unexpected end")?;
-                *i += 1;
-                let ch = match e {
-                    b'"' => '"',
-                    b'\\' => '\\',
-                    b'/' => '/',
-                    b'b' => '\u{8}',
-                    b'f' => '\u{c}',
-                    b'n' => '\n',
-                    b'r' => '\r',
-                    b't' => '\t',
-                    b'u' => {
-                        let h = std::str::from_utf8(b.get(*i..*i + 4).ok_or("short \\u")?).map_err(|_| "bad \\u")?;
-                        *i += 4;
-                        char::from_u32(u32::from_str_radix(h, 16).map_err(|_| "bad \\u")?).unwrap_or('\u{fffd}')
-                    }
-                    _ => return Err(format!("bad escape at {i}")),
-                };
-                let mut buf = [0u8; 4];
-                out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
-            }
-            _ => out.push(c),
-        }
-    }
-    Err("unterminated string".into())
-}
-
-// ---------------------------------------------------------------------------
-// MI over mi_http (JSON-RPC, HTTP/1.0).
-// ---------------------------------------------------------------------------
-
-struct Mi {
-    port: u16,
-    next_id: AtomicU32,
-}
-
-impl Mi {
-    fn new(port: u16) -> Mi {
-        Mi { port, next_id: AtomicU32::new(1) }
-    }
-
-    fn exchange(&self, method: &str, params: &str) -> Result<J, String> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let body = if params.is_empty() {
-            format!(r#"{{"jsonrpc":"2.0","method":"{method}","id":{id}}}"#)
-        } else {
-            format!(r#"{{"jsonrpc":"2.0","method":"{method}","params":{params},"id":{id}}}"#)
-        };
-        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
-        let mut sock = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| format!("connect {addr}: {e}"))?;
-        // sec_db_sync and sec_whitelist_reload wait up to 10 s for the database.
-        sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        let req = format!(
-            "POST /mi HTTP/1.0\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            self.port,
-            body.len()
-        );
-        sock.write_all(req.as_bytes()).map_err(|e| format!("send: {e}"))?;
-        let mut raw = Vec::new();
-        sock.read_to_end(&mut raw).map_err(|e| format!("read: {e}"))?;
-        let text = String::from_utf8_lossy(&raw).into_owned();
-        let (_, reply) = text.split_once("\r\n\r\n").ok_or_else(|| format!("no HTTP body in {text:?}"))?;
-        let j = J::parse(reply.trim()).map_err(|e| format!("reply to {body} is not JSON ({e}): {reply:?}"))?;
-        if j.get("id").u64() != Some(id as u64) {
-            return Err(format!("not the reply to id {id}: {reply}"));
-        }
-        Ok(j)
-    }
-
-    /// The result, or the JSON-RPC error (code, message). Panics when the
-    /// exchange itself fails.
-    fn call(&self, method: &str, params: &str) -> Result<J, (i64, String)> {
-        let j = self.exchange(method, params).unwrap_or_else(|e| panic!("MI {method} {params}: {e}"));
-        if j.has("result") {
-            return Ok(j.get("result").clone());
-        }
-        let e = j.get("error");
-        Err((e.get("code").num().unwrap_or(0.0) as i64, e.get("message").str().unwrap_or("").to_string()))
-    }
-
-    fn ok(&self, method: &str, params: &str) -> J {
-        self.call(method, params).unwrap_or_else(|e| panic!("MI {method} {params} failed: {e:?}"))
-    }
-
-    /// The `rsec:` statistics, names without the group.
-    fn stats(&self) -> BTreeMap<String, u64> {
-        self.ok("get_statistics", r#"{"statistics":["rsec:"]}"#)
-            .members()
-            .iter()
-            .map(|(k, v)| (k.trim_start_matches("rsec:").to_string(), v.u64().unwrap_or_else(|| panic!("{k} = {v:?}"))))
-            .collect()
-    }
-
-    fn stat(&self, name: &str) -> u64 {
-        *self.stats().get(name).unwrap_or_else(|| panic!("no statistic rsec:{name}"))
-    }
-
-    /// Addresses in sec_ban_list.
-    fn bans(&self) -> Vec<String> {
-        let l = self.ok("sec_ban_list", "");
-        l.get("bans").arr().iter().map(|b| b.get("ip").str().unwrap_or("?").to_string()).collect()
-    }
-
-    fn wait_ready(&self, limit: Duration) -> Result<(), String> {
-        let t0 = Instant::now();
-        loop {
-            match self.exchange("uptime", "") {
-                Ok(_) => return Ok(()),
-                Err(e) if t0.elapsed() > limit => return Err(e),
-                Err(_) => std::thread::sleep(Duration::from_millis(50)),
-            }
-        }
     }
 }
 
@@ -569,7 +280,8 @@ impl<'a> Node<'a> {
     fn start(env: &'a Env, dir: &'a TestDir, name: &str, db_url: &str, node_id: &str, vars: &[(&'static str, String)]) -> Node<'a> {
         let all = node_vars(db_url, node_id, vars);
         let os = OpenSips::start_with_http(env, dir, name, NODE_CFG, &all);
-        let mi = Mi::new(os.http_port.unwrap());
+        // sec_db_sync and sec_whitelist_reload wait up to 10 s for the database.
+        let mi = Mi::with_timeout(os.http_port.unwrap(), Duration::from_secs(20));
         mi.wait_ready(Duration::from_secs(10)).unwrap_or_else(|e| panic!("[{name}] mi_http does not answer: {e}\n{}", os.tail(40)));
         Node { env, dir, os, mi, name: name.to_string() }
     }
@@ -678,16 +390,16 @@ fn ban_by_traffic_is_written() {
     assert_eq!(ch[0], (s("ban"), s("pike"), created, expires, s("node-one")));
     // The same ban as the node itself shows it.
     let listed = n.mi.ok("sec_ban_list", &format!(r#"{{"ip":"{SRC}"}}"#));
-    assert_eq!(listed.at("bans.0.created").u64(), Some(created), "{listed:?}");
-    assert_eq!(listed.at("bans.0.expires").u64(), Some(expires), "{listed:?}");
+    assert_eq!(listed.at("bans.0.created").as_u64(), Some(created), "{listed:?}");
+    assert_eq!(listed.at("bans.0.expires").as_u64(), Some(expires), "{listed:?}");
 
     // A permanent MI ban is stored with expires 0.
-    assert_eq!(n.mi.ok("sec_ban", r#"{"ip":"127.0.0.64","seconds":0}"#), J::Str(s("OK")));
+    assert_eq!(n.mi.ok("sec_ban", r#"{"ip":"127.0.0.64","seconds":0}"#), Json::Str(s("OK")));
     let (row, _) = poll(Duration::from_secs(5), Duration::from_millis(20), || ban_row(&db, "127.0.0.64")).expect("MI ban written");
     assert_eq!((row.0.as_str(), row.2, row.3.as_str()), ("manual", 0, "node-one"), "{row:?}");
 
     // MI unban: the row goes, the change log gets an 'unban' of the same ban.
-    assert_eq!(n.mi.ok("sec_unban", &format!(r#"{{"ip":"{SRC}"}}"#)), J::Str(s("OK")));
+    assert_eq!(n.mi.ok("sec_unban", &format!(r#"{{"ip":"{SRC}"}}"#)), Json::Str(s("OK")));
     let (_, took) = poll(Duration::from_secs(5), Duration::from_millis(20), || ban_row(&db, SRC).is_none().then_some(()))
         .unwrap_or_else(|| panic!("rsec_bans row of {SRC} still there 5 s after sec_unban"));
     eprintln!("unban of {SRC} deleted from rsec_bans {} ms after sec_unban", took.as_millis());
@@ -699,12 +411,12 @@ fn ban_by_traffic_is_written() {
     let max_id: u64 = db.sql("SELECT MAX(id) FROM rsec_ban_changes").trim().parse().unwrap();
     let sync = n.mi.ok("sec_db_sync", "");
     eprintln!("sec_db_sync -> {sync:?}");
-    assert_eq!(sync.get("synced"), &J::Bool(true), "{sync:?}");
-    assert_eq!(sync.get("cursor").u64(), Some(max_id), "{sync:?}");
-    let last = sync.get("last_sync").u64().expect("last_sync");
+    assert_eq!(sync.get("synced"), &Json::Bool(true), "{sync:?}");
+    assert_eq!(sync.get("cursor").as_u64(), Some(max_id), "{sync:?}");
+    let last = sync.get("last_sync").as_u64().expect("last_sync");
     assert!(last + 5 >= now_s() && last <= now_s(), "last_sync {last} is not now: {sync:?}");
 
-    let st = n.mi.stats();
+    let st = n.mi.rsec_stats();
     eprintln!(
         "db stats: writes {} errors {} queue_depth {} queue_drops {} last_sync {}",
         st["db_writes"], st["db_errors"], st["db_queue_depth"], st["db_queue_drops"], st["db_last_sync"]
@@ -730,9 +442,9 @@ fn ban_by_traffic_is_written() {
     let bans_for_src = n.events(&[("ev", "ban"), ("ip", SRC)]).len();
     let unbans_for_src = n.events(&[("ev", "unban"), ("ip", SRC)]).len();
     assert_eq!((bans_for_src, unbans_for_src), (1, 1), "one ban and one unban event for {SRC}");
-    assert_eq!(n.mi.bans(), ["127.0.0.64"]);
+    assert_eq!(n.mi.ban_ips(), ["127.0.0.64"]);
 
-    assert_eq!(n.mi.stat("bans_created"), 2, "a pike ban and an MI ban, nothing re-created by the sync");
+    assert_eq!(n.mi.rsec_stat("bans_created"), 2, "a pike ban and an MI ban, nothing re-created by the sync");
 }
 
 // ---------------------------------------------------------------------------
@@ -751,8 +463,8 @@ fn restart_keeps_ban_before_any_traffic() {
 
     let mut first = Node::start(env, &dir, "first", &db.url(), "restart", &vars);
     first.flood(FLOODER, 30);
-    assert_eq!(first.mi.ok("sec_ban", &format!(r#"{{"ip":"{MANUAL}","seconds":0}}"#)), J::Str(s("OK")));
-    assert_eq!(first.mi.ok("sec_ban", &format!(r#"{{"ip":"{PREFIX}","seconds":900,"reason":"auth"}}"#)), J::Str(s("OK")));
+    assert_eq!(first.mi.ok("sec_ban", &format!(r#"{{"ip":"{MANUAL}","seconds":0}}"#)), Json::Str(s("OK")));
+    assert_eq!(first.mi.ok("sec_ban", &format!(r#"{{"ip":"{PREFIX}","seconds":900,"reason":"auth"}}"#)), Json::Str(s("OK")));
     poll(Duration::from_secs(5), Duration::from_millis(20), || {
         (db.sql("SELECT COUNT(*) FROM rsec_bans").trim() == "3").then_some(())
     })
@@ -786,18 +498,18 @@ fn restart_keeps_ban_before_any_traffic() {
 
     let after = second.mi.ok("sec_ban_list", "");
     eprintln!("sec_ban_list after the restart: {after:?}");
-    let key = |l: &J| -> Vec<(String, String, Option<u64>, Option<u64>)> {
+    let key = |l: &Json| -> Vec<(String, String, Option<u64>, Option<u64>)> {
         let mut v: Vec<_> = l
             .get("bans")
-            .arr()
+            .as_arr()
             .iter()
-            .map(|b| (s(b.get("ip").str().unwrap_or("")), s(b.get("reason").str().unwrap_or("")), b.get("created").u64(), b.get("expires").u64()))
+            .map(|b| (s(b.get("ip").as_str().unwrap_or("")), s(b.get("reason").as_str().unwrap_or("")), b.get("created").as_u64(), b.get("expires").as_u64()))
             .collect();
         v.sort();
         v
     };
     assert_eq!(key(&after), key(&before), "the same bans, same reasons and times, after the restart");
-    assert_eq!(after.get("count").u64(), Some(3));
+    assert_eq!(after.get("count").as_u64(), Some(3));
 
     // Announced once each as coming from the database.
     let evs = poll(Duration::from_secs(5), Duration::from_millis(50), || {
@@ -872,7 +584,7 @@ fn two_nodes_share_bans_within_interval() {
 
     // Unban on A: B lets the source through within the interval.
     let t_unban = now_f();
-    assert_eq!(a.mi.ok("sec_unban", &format!(r#"{{"ip":"{SRC}"}}"#)), J::Str(s("OK")));
+    assert_eq!(a.mi.ok("sec_unban", &format!(r#"{{"ip":"{SRC}"}}"#)), Json::Str(s("OK")));
     let passed = poll(Duration::from_secs_f64(SYNC * 3.0 + 5.0), Duration::from_millis(100), || {
         (b.options(SRC) == Some(200)).then(now_f)
     })
@@ -883,11 +595,11 @@ fn two_nodes_share_bans_within_interval() {
     assert!(b.wait_event(&[("ev", "unban"), ("ip", SRC)], Duration::from_secs(2)).is_some(), "B's E_SEC_UNBAN");
 
     // And the other way: a ban made on B, imported at once by sec_db_sync on A.
-    assert_eq!(b.mi.ok("sec_ban", r#"{"ip":"127.0.0.67","seconds":120}"#), J::Str(s("OK")));
+    assert_eq!(b.mi.ok("sec_ban", r#"{"ip":"127.0.0.67","seconds":120}"#), Json::Str(s("OK")));
     poll(Duration::from_secs(5), Duration::from_millis(20), || ban_row(&db, "127.0.0.67")).expect("B's ban written");
     let sync = a.mi.ok("sec_db_sync", "");
-    assert_eq!(sync.get("synced"), &J::Bool(true), "{sync:?}");
-    assert!(a.mi.bans().contains(&s("127.0.0.67")), "A has B's ban right after sec_db_sync");
+    assert_eq!(sync.get("synced"), &Json::Bool(true), "{sync:?}");
+    assert!(a.mi.ban_ips().contains(&s("127.0.0.67")), "A has B's ban right after sec_db_sync");
     assert_eq!(a.options("127.0.0.67"), Some(403));
     assert_eq!(ban_row(&db, "127.0.0.67").map(|r| r.3), Some(s("b")), "node_id of the node that banned");
 
@@ -902,8 +614,8 @@ fn two_nodes_share_bans_within_interval() {
     ];
     assert_eq!(b.options(SRC), Some(200));
     assert_eq!(a.options(SRC), Some(200));
-    let mut a_bans = a.mi.bans();
-    let mut b_bans = b.mi.bans();
+    let mut a_bans = a.mi.ban_ips();
+    let mut b_bans = b.mi.ban_ips();
     a_bans.sort();
     b_bans.sort();
     let want = vec![s("127.0.0.57"), s("127.0.0.63"), s("127.0.0.67")];
@@ -980,11 +692,11 @@ fn mysql_outage_costs_no_sip_latency_and_loses_nothing() {
         flood_ban(src);
     }
     for ip in ["127.0.1.11", "127.0.1.12"] {
-        up_mi.push(mi_ms(&|| assert_eq!(n.mi.ok("sec_ban", &format!(r#"{{"ip":"{ip}","seconds":600}}"#)), J::Str(s("OK")))));
+        up_mi.push(mi_ms(&|| assert_eq!(n.mi.ok("sec_ban", &format!(r#"{{"ip":"{ip}","seconds":600}}"#)), Json::Str(s("OK")))));
     }
     poll(Duration::from_secs(5), Duration::from_millis(50), || (db.sql("SELECT COUNT(*) FROM rsec_bans").trim() == "4").then_some(()))
         .expect("the 4 bans made while the database is up are written");
-    let before = n.mi.stats();
+    let before = n.mi.rsec_stats();
     assert_eq!((before["db_errors"], before["db_queue_depth"]), (0, 0), "{before:?}");
     let sleep_until = |t: f64| {
         let d = t - now_f();
@@ -1006,10 +718,10 @@ fn mysql_outage_costs_no_sip_latency_and_loses_nothing() {
     }
     let mut down_mi = Vec::new();
     for ip in outage_mi {
-        down_mi.push(mi_ms(&|| assert_eq!(n.mi.ok("sec_ban", &format!(r#"{{"ip":"{ip}","seconds":600}}"#)), J::Str(s("OK")))));
+        down_mi.push(mi_ms(&|| assert_eq!(n.mi.ok("sec_ban", &format!(r#"{{"ip":"{ip}","seconds":600}}"#)), Json::Str(s("OK")))));
     }
     // An unban during the outage too (of a ban written before it).
-    down_mi.push(mi_ms(&|| assert_eq!(n.mi.ok("sec_unban", r#"{"ip":"127.0.0.68"}"#), J::Str(s("OK")))));
+    down_mi.push(mi_ms(&|| assert_eq!(n.mi.ok("sec_unban", r#"{"ip":"127.0.0.68"}"#), Json::Str(s("OK")))));
     // Enforced at once, database or not.
     for ip in outage_flooders.iter().chain(&outage_mi) {
         assert_eq!(n.options(ip), Some(403), "{ip} banned during the outage");
@@ -1017,11 +729,11 @@ fn mysql_outage_costs_no_sip_latency_and_loses_nothing() {
     assert_eq!(n.options("127.0.0.68"), Some(200), "unbanned during the outage");
     let queued = outage_flooders.len() + outage_mi.len() + 1;
     let mid = poll(Duration::from_secs(15), Duration::from_millis(200), || {
-        let st = n.mi.stats();
+        let st = n.mi.rsec_stats();
         (st["db_errors"] > 0).then_some(st)
     })
     .map(|(st, _)| st)
-    .unwrap_or_else(|| panic!("db_errors stayed 0 during the outage: {:?}", n.mi.stats()));
+    .unwrap_or_else(|| panic!("db_errors stayed 0 during the outage: {:?}", n.mi.rsec_stats()));
     eprintln!(
         "during the outage: {queued} decisions made; db_errors {} db_queue_depth {} db_queue_drops {} db_writes {}",
         mid["db_errors"], mid["db_queue_depth"], mid["db_queue_drops"], mid["db_writes"]
@@ -1041,14 +753,14 @@ fn mysql_outage_costs_no_sip_latency_and_loses_nothing() {
         have.sort();
         let mut want: Vec<String> = expect_bans.iter().map(|s| s.to_string()).collect();
         want.sort();
-        (have == want && n.mi.stat("db_queue_depth") == 0).then_some(())
+        (have == want && n.mi.rsec_stat("db_queue_depth") == 0).then_some(())
     });
     let recovered_after = landed.as_ref().map(|(_, d)| d.as_secs_f64());
     assert!(
         recovered_after.is_some(),
         "the outage's decisions were not all written 45 s after the database came back: rsec_bans = {:?}, stats {:?}\n{}",
         rows(&db, "SELECT address, reason, node_id FROM rsec_bans"),
-        n.mi.stats(),
+        n.mi.rsec_stats(),
         n.os.tail(30)
     );
     eprintln!("all {queued} decisions of the outage written {:.1} s after MariaDB came back", recovered_after.unwrap());
@@ -1064,7 +776,7 @@ fn mysql_outage_costs_no_sip_latency_and_loses_nothing() {
         assert_eq!(ban_row(&db, ip).map(|r| r.0), Some(s("manual")));
     }
     assert_eq!(ops(&changes(&db, "127.0.0.68")), ["ban", "unban"], "the unban made during the outage is logged");
-    let after = n.mi.stats();
+    let after = n.mi.rsec_stats();
     assert_eq!((after["db_queue_depth"], after["db_queue_drops"]), (0, 0), "{after:?}");
     assert_eq!(after["db_writes"], 4 + queued as u64, "every decision written exactly once: {after:?}");
 
@@ -1172,10 +884,10 @@ fn bad_db_settings_refuse_start() {
     assert!(err.iter().all(|l| !l.contains("rsecpw")), "{err:?}");
     let e = n.mi.call("sec_db_sync", "").expect_err("sec_db_sync without a database");
     eprintln!("sec_db_sync without a database: {e:?}");
-    assert_eq!(e.0, 503, "{e:?}");
-    assert_eq!(n.mi.ok("sec_ban", r#"{"ip":"127.0.0.91","seconds":60}"#), J::Str(s("OK")), "bans work without a database");
+    assert_eq!(e.code, 503, "{e:?}");
+    assert_eq!(n.mi.ok("sec_ban", r#"{"ip":"127.0.0.91","seconds":60}"#), Json::Str(s("OK")), "bans work without a database");
     assert_eq!(n.options("127.0.0.91"), Some(403));
-    assert!(n.mi.stat("db_errors") > 0);
+    assert!(n.mi.rsec_stat("db_errors") > 0);
     drop(n);
 
     // The database is down at start-up and comes back: the bans stored in
@@ -1221,7 +933,7 @@ fn whitelist_from_db_and_reload() {
     assert!(skipped[0].contains("127.0.0.300"), "{skipped:?}");
 
     let list = |n: &Node| -> Vec<String> {
-        let mut v: Vec<String> = n.mi.ok("sec_whitelist_list", "").get("whitelist").arr().iter().map(|c| s(c.str().unwrap_or("?"))).collect();
+        let mut v: Vec<String> = n.mi.ok("sec_whitelist_list", "").get("whitelist").as_arr().iter().map(|c| s(c.as_str().unwrap_or("?"))).collect();
         v.sort();
         v
     };
@@ -1252,13 +964,13 @@ fn whitelist_from_db_and_reload() {
     // Control: a source not in the whitelist is banned by the same flood.
     let control = n.flood("127.0.0.82", 30);
     assert_eq!(control.count("403"), 30 - DENSITY);
-    assert_eq!(n.mi.bans(), ["127.0.0.82"]);
+    assert_eq!(n.mi.ban_ips(), ["127.0.0.82"]);
 
     // A new row, applied by sec_whitelist_reload in every worker at once.
     db.sql("INSERT INTO rsec_whitelist (cidr, description) VALUES ('127.0.0.81', 'new')");
     let r = n.mi.ok("sec_whitelist_reload", "");
     eprintln!("sec_whitelist_reload -> {r:?}");
-    assert_eq!(r.get("entries").u64(), Some(4), "{r:?}");
+    assert_eq!(r.get("entries").as_u64(), Some(4), "{r:?}");
     let (t, w) = flood_all("127.0.0.81", 4, 40);
     eprintln!("after reload, 127.0.0.81: 160 requests -> {t:?} in {w} of 4 workers");
     assert_eq!(t.get("200"), Some(&160), "{t:?}");
@@ -1267,16 +979,16 @@ fn whitelist_from_db_and_reload() {
 
     // A deleted row is gone after the next reload; the modparam entry stays.
     db.sql("DELETE FROM rsec_whitelist WHERE cidr = '127.0.0.80'");
-    assert_eq!(n.mi.ok("sec_whitelist_reload", "").get("entries").u64(), Some(3));
+    assert_eq!(n.mi.ok("sec_whitelist_reload", "").get("entries").as_u64(), Some(3));
     assert_eq!(norm(list(&n)), ["127.0.0.81", "127.0.3.0/24", "192.0.2.0/24"]);
     // The pike window of 127.0.0.80 (its earlier flood was never counted
     // while whitelisted) starts empty: it is banned after DENSITY requests.
     let f = n.flood("127.0.0.80", 30);
     assert_eq!(f.count("403"), 30 - DENSITY, "no longer whitelisted: {}", f.describe());
-    let mut bans = n.mi.bans();
+    let mut bans = n.mi.ban_ips();
     bans.sort();
     assert_eq!(bans, ["127.0.0.80", "127.0.0.82"]);
-    assert_eq!(n.mi.stat("db_errors"), 0);
+    assert_eq!(n.mi.rsec_stat("db_errors"), 0);
 }
 
 // ---------------------------------------------------------------------------
@@ -1295,12 +1007,12 @@ fn full_queue_during_outage_counts_drops() {
     db.stop();
     let ips: Vec<String> = (1..=BANS).map(|i| format!("127.0.4.{i}")).collect();
     for ip in &ips {
-        assert_eq!(n.mi.ok("sec_ban", &format!(r#"{{"ip":"{ip}","seconds":600}}"#)), J::Str(s("OK")));
+        assert_eq!(n.mi.ok("sec_ban", &format!(r#"{{"ip":"{ip}","seconds":600}}"#)), Json::Str(s("OK")));
     }
     for ip in &ips {
         assert_eq!(n.options(ip), Some(403), "{ip} is enforced whether or not it can be persisted");
     }
-    let st = n.mi.stats();
+    let st = n.mi.rsec_stats();
     eprintln!("{BANS} bans with db_queue_size {QUEUE} and the database down: db_queue_depth {} db_queue_drops {}", st["db_queue_depth"], st["db_queue_drops"]);
     assert_eq!((st["db_queue_depth"], st["db_queue_drops"]), (QUEUE as u64, (BANS - QUEUE) as u64), "{st:?}");
     let full = n.os.log_lines_with(&["db queue full"]);
@@ -1308,10 +1020,10 @@ fn full_queue_during_outage_counts_drops() {
     assert!(!full.is_empty(), "the overflow is logged\n{}", n.os.tail(20));
     db.start();
     // The oldest QUEUE decisions were kept.
-    poll(Duration::from_secs(45), Duration::from_millis(250), || (n.mi.stat("db_queue_depth") == 0).then_some(()))
-        .unwrap_or_else(|| panic!("the queue never drained: {:?}\n{}", n.mi.stats(), n.os.tail(20)));
+    poll(Duration::from_secs(45), Duration::from_millis(250), || (n.mi.rsec_stat("db_queue_depth") == 0).then_some(()))
+        .unwrap_or_else(|| panic!("the queue never drained: {:?}\n{}", n.mi.rsec_stats(), n.os.tail(20)));
     let mut stored: Vec<String> = rows(&db, "SELECT address FROM rsec_bans").into_iter().map(|r| r[0].clone()).collect();
     stored.sort();
     assert_eq!(stored, ips[..QUEUE].to_vec(), "the queued decisions, oldest first");
-    assert_eq!(n.mi.stat("db_queue_drops"), (BANS - QUEUE) as u64);
+    assert_eq!(n.mi.rsec_stat("db_queue_drops"), (BANS - QUEUE) as u64);
 }

@@ -10,11 +10,19 @@ use std::time::{Duration, Instant};
 
 use super::json::Json;
 
+/// How long [`http`] and a [`Mi::new`] client wait for a reply.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// One HTTP exchange: status code and body.
 pub fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String), String> {
+    http_timeout(port, method, path, body, READ_TIMEOUT)
+}
+
+/// [`http`], waiting at most `read_timeout` for the reply.
+pub fn http_timeout(port: u16, method: &str, path: &str, body: Option<&str>, read_timeout: Duration) -> Result<(u16, String), String> {
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| format!("connect {addr}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_read_timeout(Some(read_timeout)).unwrap();
     s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut req = format!("{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
     if let Some(b) = body {
@@ -56,12 +64,19 @@ pub struct MiError {
 /// A JSON-RPC client for one OpenSIPS mi_http.
 pub struct Mi {
     pub port: u16,
+    read_timeout: Duration,
     next_id: AtomicU64,
 }
 
 impl Mi {
     pub fn new(port: u16) -> Mi {
-        Mi { port, next_id: AtomicU64::new(1) }
+        Mi::with_timeout(port, READ_TIMEOUT)
+    }
+
+    /// A client that waits up to `read_timeout` for each reply (for
+    /// commands that may themselves wait, e.g. on a database).
+    pub fn with_timeout(port: u16, read_timeout: Duration) -> Mi {
+        Mi { port, read_timeout, next_id: AtomicU64::new(1) }
     }
 
     /// Sends `{"jsonrpc":"2.0","method":method,"params":params,"id":n}`
@@ -74,7 +89,7 @@ impl Mi {
         } else {
             format!(r#"{{"jsonrpc":"2.0","method":{},"params":{params},"id":{id}}}"#, super::json::quote(method))
         };
-        let (status, body) = http(self.port, "POST", "/mi", Some(&req))?;
+        let (status, body) = http_timeout(self.port, "POST", "/mi", Some(&req), self.read_timeout)?;
         let j = Json::parse(&body).map_err(|e| format!("HTTP {status}, reply is not JSON ({e}): {body:?}"))?;
         if j.get("jsonrpc").as_str() != Some("2.0") || j.get("id").as_u64() != Some(id) {
             return Err(format!("not a JSON-RPC reply to id {id}: {body}"));
@@ -121,6 +136,21 @@ impl Mi {
                 let name = k.strip_prefix("rsec:").unwrap_or_else(|| panic!("statistic {k} outside the rsec group"));
                 (name.to_string(), v.as_u64().unwrap_or_else(|| panic!("statistic {k} = {v} is not a count")))
             })
+            .collect()
+    }
+
+    /// One statistic of the `rsec:` group; panics when it is missing.
+    pub fn rsec_stat(&self, name: &str) -> u64 {
+        *self.rsec_stats().get(name).unwrap_or_else(|| panic!("no statistic rsec:{name}"))
+    }
+
+    /// The addresses (or prefixes) listed by `sec_ban_list`, in its order.
+    pub fn ban_ips(&self) -> Vec<String> {
+        let l = self.ok("sec_ban_list", "");
+        l.get("bans")
+            .as_arr()
+            .iter()
+            .map(|b| b.get("ip").as_str().unwrap_or_else(|| panic!("ban without an ip in {l}")).to_string())
             .collect()
     }
 
