@@ -23,10 +23,9 @@ mod sipp;
 
 use std::fs;
 use std::path::Path;
-use std::sync::Mutex;
 use std::time::Duration;
 
-use opensips::{tally, workers, Env, Event, OpenSips, TestDir};
+use opensips::{heavy, s, tally, workers, Env, Event, OpenSips, TestDir};
 use sipp::{Sipp, SippResult};
 
 const FLOOD_CFG: &str = include_str!("cfg/flood.cfg");
@@ -36,14 +35,6 @@ const BANS_CFG: &str = include_str!("cfg/bans.cfg");
 const BADARGS_CFG: &str = include_str!("cfg/badargs.cfg");
 const BAD_MODPARAM_CFG: &str = include_str!("cfg/bad_modparam.cfg");
 
-/// The traffic-heavy tests run one at a time: on a small machine two floods
-/// at once would measure the scheduler, not the module. (Correctness does not
-/// depend on it: every expectation below is exact whatever the timing.)
-static HEAVY: Mutex<()> = Mutex::new(());
-
-fn heavy() -> std::sync::MutexGuard<'static, ()> {
-    HEAVY.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 macro_rules! require {
     ($test:literal, sipp) => {
@@ -58,10 +49,6 @@ macro_rules! require {
             None => return,
         }
     };
-}
-
-fn s(v: impl ToString) -> String {
-    v.to_string()
 }
 
 /// Events from `src` with check `check`.

@@ -35,18 +35,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use json::Json;
 use mi::{Mi, MiError};
-use opensips::{tally, workers, Env, Event, OpenSips, TestDir};
+use opensips::{heavy, s, tally, workers, Env, Event, OpenSips, TestDir};
 use sipp::{Sipp, SippResult};
 
 const OPS_CFG: &str = include_str!("cfg/ops.cfg");
 
-/// Traffic tests run one at a time (two floods at once on a small machine
-/// would measure the scheduler); the expectations do not depend on it.
-static HEAVY: Mutex<()> = Mutex::new(());
-
-fn heavy() -> std::sync::MutexGuard<'static, ()> {
-    HEAVY.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 macro_rules! require {
     ($test:literal) => {
@@ -55,10 +48,6 @@ macro_rules! require {
             None => return,
         }
     };
-}
-
-fn s(v: impl ToString) -> String {
-    v.to_string()
 }
 
 /// Every statistic the module exports, in export order.

@@ -39,19 +39,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use json::Json;
 use mariadb::MariaDb;
 use mi::Mi;
-use opensips::{Env, Event, OpenSips, TestDir};
+use opensips::{heavy, s, Env, Event, OpenSips, TestDir};
 use sipp::{Sipp, SippResult};
 
 const NODE_CFG: &str = include_str!("cfg/persist_node.cfg");
 
-/// One test at a time: the outage test measures response times, and two
-/// MariaDB servers plus floods at once on a small machine would measure the
-/// scheduler.
-static HEAVY: Mutex<()> = Mutex::new(());
-
-fn heavy() -> std::sync::MutexGuard<'static, ()> {
-    HEAVY.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// The environment and a fresh MariaDB (schema loaded unless `schema` is
 /// false), or return after one SKIP line.
@@ -64,10 +56,6 @@ macro_rules! require {
         let Some(db) = MariaDb::start_new($test, $schema) else { return };
         (env, db)
     }};
-}
-
-fn s(v: impl ToString) -> String {
-    v.to_string()
 }
 
 fn now_f() -> f64 {

@@ -80,15 +80,20 @@ fn in_path(name: &str) -> Option<PathBuf> {
     })
 }
 
-fn find_opensips() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("OPENSIPS_BIN") {
+/// `$var` if set (and only if it exists), else `name` on PATH, else `fallback`.
+fn find_bin(var: &str, name: &str, fallback: &str) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(var) {
         let p = PathBuf::from(p);
         return p.is_file().then_some(p);
     }
-    in_path("opensips").or_else(|| {
-        let p = PathBuf::from("/opt/opensips/sbin/opensips");
+    in_path(name).or_else(|| {
+        let p = PathBuf::from(fallback);
         p.is_file().then_some(p)
     })
+}
+
+fn find_opensips() -> Option<PathBuf> {
+    find_bin("OPENSIPS_BIN", "opensips", "/opt/opensips/sbin/opensips")
 }
 
 fn find_mpath(bin: &Path) -> Option<PathBuf> {
@@ -104,14 +109,20 @@ fn find_mpath(bin: &Path) -> Option<PathBuf> {
 }
 
 fn find_sipp() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("SIPP_BIN") {
-        let p = PathBuf::from(p);
-        return p.is_file().then_some(p);
-    }
-    in_path("sipp").or_else(|| {
-        let p = PathBuf::from("/usr/bin/sipp");
-        p.is_file().then_some(p)
-    })
+    find_bin("SIPP_BIN", "sipp", "/usr/bin/sipp")
+}
+
+/// Serialises the traffic-heavy tests of one test binary: two floods at
+/// once on a small machine would measure the scheduler, not the module
+/// (the expectations are exact whatever the timing).
+pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: Mutex<()> = Mutex::new(());
+    HEAVY.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Shorthand for template variable values.
+pub fn s(v: impl ToString) -> String {
+    v.to_string()
 }
 
 /// RSEC_SO as is; else $CARGO_TARGET_DIR (default target)/release/librsec.so,
