@@ -251,9 +251,11 @@ fn run() {
     let mut conn: Option<Conn> = None;
     let mut backoff = Duration::from_secs(1);
     let mut next_connect = Instant::now();
-    let mut next_sync = Instant::now() + Duration::from_secs(s.sync_interval_s as u64);
-    let mut next_prune = Instant::now();
-    let mut seen = Seen::default();
+    let mut sched = Schedule {
+        next_sync: Instant::now() + Duration::from_secs(s.sync_interval_s as u64),
+        next_prune: Instant::now(),
+        seen: Seen::default(),
+    };
     loop {
         if conn.is_none() && Instant::now() >= next_connect {
             match connect(p, e) {
@@ -272,34 +274,7 @@ fn run() {
             }
         }
         if let Some(c) = &conn {
-            let r = drain(c, p, e)
-                .and_then(|_| {
-                    let want = p.shared.sync_requested.load(Ordering::Acquire);
-                    if Instant::now() >= next_sync || p.shared.sync_done.load(Ordering::Acquire) < want {
-                        import(c, p, e, &mut seen)?;
-                        p.shared.sync_done.fetch_max(want, Ordering::AcqRel);
-                        next_sync = Instant::now() + Duration::from_secs(s.sync_interval_s as u64);
-                    }
-                    Ok(())
-                })
-                .and_then(|_| {
-                    let want = p.shared.reload_requested.load(Ordering::Acquire);
-                    if p.shared.reload_done.load(Ordering::Acquire) < want {
-                        let n = reload_whitelist(c, e, s)?;
-                        p.shared.reload_result.store(n as u64, Ordering::Relaxed);
-                        p.shared.reload_done.fetch_max(want, Ordering::AcqRel);
-                        rsec_log!(Notice, "persistence", "whitelist reloaded: {} entries", n);
-                    }
-                    Ok(())
-                })
-                .and_then(|_| {
-                    if Instant::now() >= next_prune {
-                        store::prune(c, LOG_RETENTION_S, now_us() / US)?;
-                        next_prune = Instant::now() + Duration::from_secs(600);
-                    }
-                    Ok(())
-                });
-            if let Err(err) = r {
+            if let Err(err) = service(c, p, e, &mut sched) {
                 p.shared.errors.fetch_add(1, Ordering::Relaxed);
                 p.shared.connected.store(0, Ordering::Relaxed);
                 rsec_log!(Err, "persistence", "database error, reconnecting: {}", err);
@@ -310,6 +285,42 @@ fn run() {
         let busy = e.queue().is_some_and(|q| q.depth() > 0) && conn.is_some();
         std::thread::sleep(Duration::from_millis(if busy { 5 } else { 50 }));
     }
+}
+
+/// When the periodic jobs run next, and what the import has seen.
+struct Schedule {
+    next_sync: Instant,
+    next_prune: Instant,
+    seen: Seen,
+}
+
+/// One round with a live connection: write what is queued, then import,
+/// reload and prune when due or asked. The first error ends the round (and
+/// the connection).
+fn service(c: &Conn, p: &Persist, e: &Engine, sched: &mut Schedule) -> Result<(), DbError> {
+    let sh = p.shared;
+    drain(c, p, e)?;
+
+    let want = sh.sync_requested.load(Ordering::Acquire);
+    if Instant::now() >= sched.next_sync || sh.sync_done.load(Ordering::Acquire) < want {
+        import(c, p, e, &mut sched.seen)?;
+        sh.sync_done.fetch_max(want, Ordering::AcqRel);
+        sched.next_sync = Instant::now() + Duration::from_secs(p.settings.sync_interval_s as u64);
+    }
+
+    let want = sh.reload_requested.load(Ordering::Acquire);
+    if sh.reload_done.load(Ordering::Acquire) < want {
+        let n = reload_whitelist(c, e, &p.settings)?;
+        sh.reload_result.store(n as u64, Ordering::Relaxed);
+        sh.reload_done.fetch_max(want, Ordering::AcqRel);
+        rsec_log!(Notice, "persistence", "whitelist reloaded: {} entries", n);
+    }
+
+    if Instant::now() >= sched.next_prune {
+        store::prune(c, LOG_RETENTION_S, now_us() / US)?;
+        sched.next_prune = Instant::now() + Duration::from_secs(600);
+    }
+    Ok(())
 }
 
 fn connect(p: &Persist, e: &Engine) -> Result<Conn, String> {
