@@ -2,9 +2,11 @@
 //! (JSON-RPC over mi_http), the statistics (get_statistics and the
 //! prometheus module) and the E_SEC_BAN / E_SEC_UNBAN events.
 //!
-//! Every test starts `opensips -F` with tests/cfg/ops.cfg on its own free UDP
+//! Every test starts `opensips -F` with tests/cfg/ops.cfg (test 10:
+//! tests/cfg/ops_capacity.cfg, a small source table) on its own free UDP
 //! and TCP ports, sends SIP traffic with sipp from chosen 127.0.0.x source
-//! addresses and talks to mi_http with a small HTTP/1.0 client
+//! addresses (test 10 also from 5000 127.1.x.y addresses with a raw UDP
+//! sender) and talks to mi_http with a small HTTP/1.0 client
 //! (tests/support/mi.rs). What the script decided and which events fired is
 //! read back from the `RSEC-TEST` xlog lines of ops.cfg; every expectation
 //! is exact and independent of timing, except where a wait for an expiry is
@@ -39,6 +41,7 @@ use opensips::{heavy, s, tally, workers, Env, Event, OpenSips, TestDir};
 use sipp::{Sipp, SippResult};
 
 const OPS_CFG: &str = include_str!("cfg/ops.cfg");
+const OPS_CAPACITY_CFG: &str = include_str!("cfg/ops_capacity.cfg");
 
 
 macro_rules! require {
@@ -83,6 +86,12 @@ struct Ops<'a> {
 impl<'a> Ops<'a> {
     /// ops.cfg with these defaults, each replaceable through `vars`.
     fn start(env: &'a Env, dir: &'a TestDir, name: &str, vars: &[(&str, String)]) -> Ops<'a> {
+        Self::start_cfg(env, dir, name, OPS_CFG, vars)
+    }
+
+    /// As [`start`](Self::start), with another template of tests/cfg/
+    /// (one that loads httpd and mi_http as ops.cfg does).
+    fn start_cfg(env: &'a Env, dir: &'a TestDir, name: &str, template: &str, vars: &[(&str, String)]) -> Ops<'a> {
         let mut all: Vec<(&str, String)> = vec![
             ("WORKERS", s(2)),
             ("PIKE_SAMPLING", s(10)),
@@ -100,7 +109,7 @@ impl<'a> Ops<'a> {
                 None => all.push((k, v.clone())),
             }
         }
-        let os = OpenSips::start_with_http(env, dir, name, OPS_CFG, &all);
+        let os = OpenSips::start_with_http(env, dir, name, template, &all);
         let mi = Mi::new(os.http_port.unwrap());
         mi.wait_ready(Duration::from_secs(10)).unwrap_or_else(|e| panic!("mi_http does not answer: {e}\n{}", os.tail(40)));
         Ops { env, dir, os, mi, runs: std::cell::Cell::new(0) }
@@ -1118,4 +1127,335 @@ fn refusals_are_counted_exactly_under_concurrency() {
     );
     assert_eq!(st["pike_blocked"] as usize, total - SOURCES as usize * DENSITY);
     assert_eq!(st["bans_pike"], SOURCES as u64);
+}
+
+// ---------------------------------------------------------------------------
+// 10. A distributed flood from thousands of sources, far more than the
+//     source table holds: the table evicts, memory stays fixed, and a real
+//     flooder among them is still banned at exactly the threshold.
+// ---------------------------------------------------------------------------
+
+/// What the raw-UDP distributed flood saw.
+#[derive(Default)]
+struct DistFlood {
+    /// Sources that sent all their requests.
+    sources: usize,
+    sent: usize,
+    /// Replies by status code.
+    answers: BTreeMap<String, usize>,
+    /// Requests without a reply within 2 s.
+    lost: usize,
+    /// Replies that matched no request of their socket, or came twice.
+    unexpected: Vec<String>,
+    elapsed: Duration,
+}
+
+/// `per_source` OPTIONS from each of `sources` to 127.0.0.1:`port`, by
+/// `threads` threads, paced to `rate_pps` packets per second in all.
+///
+/// Not sipp: sipp binds one local address per process (`-i`), so thousands
+/// of source addresses would take thousands of sipp processes. Here each
+/// source is one UdpSocket bound to its own 127.1.x.y:0 (any 127/8 address
+/// is local on Linux), which sends its requests back to back, then collects
+/// their replies (each matched by its Via branch) for at most 2 s and is
+/// closed. Each thread waits for one source's replies before the next, so
+/// at most `threads * per_source` requests are in flight: the server is
+/// never pushed past what it answers, and no request is lost to a full
+/// socket buffer. `progress` counts the sources whose every request was
+/// answered (so the server has counted them all); nothing is sent after
+/// `deadline`.
+fn distributed_flood(
+    port: u16,
+    sources: &[std::net::Ipv4Addr],
+    per_source: usize,
+    rate_pps: u32,
+    threads: usize,
+    progress: &AtomicU64,
+    deadline: Instant,
+) -> DistFlood {
+    let t0 = Instant::now();
+    // One source's requests per this interval, in each thread.
+    let every = Duration::from_secs_f64(per_source as f64 * threads as f64 / rate_pps as f64);
+    let parts: Vec<DistFlood> = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                sc.spawn(move || {
+                    let mut d = DistFlood::default();
+                    let mut buf = [0u8; 4096];
+                    let start = t0 + every * t as u32 / threads as u32;
+                    for (j, (i, ip)) in sources.iter().enumerate().skip(t).step_by(threads).enumerate() {
+                        if let Some(w) = (start + every * j as u32).checked_duration_since(Instant::now()) {
+                            std::thread::sleep(w);
+                        }
+                        if Instant::now() > deadline {
+                            break;
+                        }
+                        assert!(ip.octets()[0] == 127, "loopback sources only");
+                        let sock = UdpSocket::bind((*ip, 0)).unwrap_or_else(|e| panic!("bind {ip}:0: {e}"));
+                        sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+                        let lport = sock.local_addr().unwrap().port();
+                        for k in 0..per_source {
+                            let msg = format!(
+                                "OPTIONS sip:dist@127.0.0.1:{port} SIP/2.0\r\n\
+                                 Via: SIP/2.0/UDP {ip}:{lport};branch=z9hG4bK-rsec-dist-{i}-{k}\r\n\
+                                 Max-Forwards: 70\r\n\
+                                 From: <sip:dist@{ip}:{lport}>;tag=dist{i}x{k}\r\n\
+                                 To: <sip:dist@127.0.0.1:{port}>\r\n\
+                                 Call-ID: rsec-dist-{i}-{k}-{lport}@{ip}\r\n\
+                                 CSeq: {} OPTIONS\r\n\
+                                 Content-Length: 0\r\n\r\n",
+                                k + 1
+                            );
+                            // Only ever to the test's own OpenSIPS on loopback.
+                            sock.send_to(msg.as_bytes(), ("127.0.0.1", port)).unwrap();
+                            d.sent += 1;
+                        }
+                        let mine = format!("branch=z9hG4bK-rsec-dist-{i}-");
+                        let mut answered = vec![false; per_source];
+                        let until = Instant::now() + Duration::from_secs(2);
+                        while answered.iter().any(|a| !a) && Instant::now() < until {
+                            let Ok(len) = sock.recv(&mut buf) else { continue };
+                            let reply = String::from_utf8_lossy(&buf[..len]);
+                            let k = reply
+                                .find(&mine)
+                                .map(|at| &reply[at + mine.len()..])
+                                .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next()?.parse::<usize>().ok())
+                                .filter(|k| *k < per_source && !answered[*k]);
+                            let Some(k) = k else {
+                                d.unexpected.push(format!("{ip}: {}", reply.lines().next().unwrap_or("")));
+                                continue;
+                            };
+                            answered[k] = true;
+                            let code = reply.split_whitespace().nth(1).unwrap_or("?").to_string();
+                            *d.answers.entry(code).or_insert(0) += 1;
+                        }
+                        let lost = answered.iter().filter(|a| !**a).count();
+                        d.lost += lost;
+                        d.sources += 1;
+                        if lost == 0 {
+                            progress.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    d
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut all = DistFlood::default();
+    for p in parts {
+        all.sources += p.sources;
+        all.sent += p.sent;
+        all.lost += p.lost;
+        all.unexpected.extend(p.unexpected);
+        for (k, v) in p.answers {
+            *all.answers.entry(k).or_insert(0) += v;
+        }
+    }
+    all.elapsed = t0.elapsed();
+    all
+}
+
+/// (pid, VmRSS, RssAnon, RssShmem) in KiB of every SIP worker, found with
+/// the core's MI `ps`; None when that or /proc is unavailable.
+fn worker_rss(mi: &Mi) -> Option<Vec<(u64, u64, u64, u64)>> {
+    let ps = mi.call("ps", "").ok()?;
+    let mut out = Vec::new();
+    for p in ps.get("Processes").as_arr() {
+        let (Some(pid), Some(ty)) = (p.get("PID").as_u64(), p.get("Type").as_str()) else { return None };
+        if !ty.starts_with("SIP receiver udp:") {
+            continue;
+        }
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let kb = |k: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(k))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        };
+        out.push((pid, kb("VmRSS:")?, kb("RssAnon:")?, kb("RssShmem:")?));
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+#[test]
+fn distributed_flood_from_thousands_of_sources_stays_bounded() {
+    let env = require!("distributed_flood_from_thousands_of_sources_stays_bounded");
+    let _g = heavy();
+    const MAX_TRACKED: u64 = 1024;
+    const STRIPES: u64 = 16;
+    const DENSITY: usize = 20;
+    const SOURCES: usize = 5000;
+    const PER_SOURCE: usize = 3;
+    const RATE_PPS: u32 = 3000;
+    const ATTACKER: &str = "127.2.0.1";
+    const LEGIT: &str = "127.2.0.2";
+    const AFTER: &str = "127.2.0.3";
+    const ATTACK_N: u32 = 600;
+    const LEGIT_N: u32 = 20;
+    let dir = TestDir::new("distributed_flood");
+    let ops = Ops::start_cfg(
+        env,
+        &dir,
+        "distributed_flood",
+        OPS_CAPACITY_CFG,
+        &[
+            ("WORKERS", s(4)),
+            ("MAX_TRACKED_IPS", s(MAX_TRACKED)),
+            ("LOCK_STRIPES", s(STRIPES)),
+            ("PIKE_DENSITY", s(DENSITY)),
+            ("PIKE_SAMPLING", s(2)),
+        ],
+    );
+    let base = ops.stats();
+    assert!(STATS.iter().all(|n| base[*n] == 0), "statistics at start: {base:?}");
+    let rss_start = worker_rss(&ops.mi);
+
+    // 5000 sources 127.1.0.1 ... 127.1.19.250, 3 requests each: each source
+    // stays far under the density, all together they are ~5x the table.
+    let srcs: Vec<std::net::Ipv4Addr> =
+        (0..SOURCES).map(|i| std::net::Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250 + 1) as u8)).collect();
+    let progress = AtomicU64::new(0);
+    let port = ops.os.port;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (flood, attack, legit, mid_sources, mid_stats, rss_mid, at_attack_end) = std::thread::scope(|sc| {
+        let flood = sc.spawn(|| distributed_flood(port, &srcs, PER_SOURCE, RATE_PPS, 4, &progress, deadline));
+        // The flooder and the legitimate source start once a third of the
+        // sources are through: the table is full and evicting by then.
+        let t0 = Instant::now();
+        while progress.load(Ordering::Relaxed) < SOURCES as u64 / 3 && !flood.is_finished() {
+            assert!(t0.elapsed() < Duration::from_secs(60), "the distributed flood does not progress");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mid_sources = progress.load(Ordering::Relaxed);
+        let mid_stats = ops.stats();
+        let rss_mid = worker_rss(&ops.mi);
+        let attack = ops.sipp("options.xml", ATTACKER, "flood").calls(ATTACK_N, 300).spawn();
+        let legit = ops.sipp("options.xml", LEGIT, "legit").calls(LEGIT_N, 5).spawn();
+        let attack = attack.wait();
+        let at_attack_end = progress.load(Ordering::Relaxed);
+        let legit = legit.wait();
+        let flood = flood.join().unwrap();
+        (flood, attack, legit, mid_sources, mid_stats, rss_mid, at_attack_end)
+    });
+    let st = ops.stats();
+    let answered: usize = flood.answers.values().sum();
+    let legit_ok = legit.count("200");
+    eprintln!(
+        "distributed flood: {} distinct sources (127.1.0.1-127.1.19.250), {} packets in {:.1} s ({:.0}/s) -> {:?}, {} lost, {} unexpected",
+        flood.sources,
+        flood.sent,
+        flood.elapsed.as_secs_f64(),
+        flood.sent as f64 / flood.elapsed.as_secs_f64(),
+        flood.answers,
+        flood.lost,
+        flood.unexpected.len()
+    );
+    eprintln!(
+        "source table of {MAX_TRACKED} in {STRIPES} stripes: table_evictions {} at the end, {} when the flooder started \
+         (after {mid_sources} sources); table_full {}",
+        st["table_evictions"], mid_stats["table_evictions"], st["table_full"]
+    );
+    eprintln!(
+        "flooder {ATTACKER}: {ATTACK_N} OPTIONS at 300/s -> {:?}: {} answered 200 before the ban (density {DENSITY}); \
+         the distributed flood had done {at_attack_end} of {SOURCES} sources when it ended",
+        attack.tally(),
+        attack.count("200")
+    );
+    eprintln!(
+        "legit {LEGIT}: {LEGIT_N} OPTIONS at 5/s -> {:?}: {:.1}% success",
+        legit.tally(),
+        100.0 * legit_ok as f64 / LEGIT_N as f64
+    );
+
+    // Every spoofed request answered, and answered 200: under the density,
+    // none of the 5000 is ever banned.
+    assert_eq!((flood.sources, flood.sent), (SOURCES, SOURCES * PER_SOURCE), "the flood was cut short");
+    assert!(flood.unexpected.is_empty(), "unexpected replies: {:?}", &flood.unexpected[..flood.unexpected.len().min(5)]);
+    assert_eq!(flood.lost, 0, "spoofed requests without a reply: {:?}", flood.answers);
+    assert_eq!(flood.answers.get("200"), Some(&(SOURCES * PER_SOURCE)), "{:?}", flood.answers);
+    // The flooder: exactly the density passes, the rest is refused, though
+    // thousands of other sources churn the table around its entry.
+    attack.assert_complete();
+    assert_eq!(
+        (attack.count("200"), attack.count("403")),
+        (DENSITY, ATTACK_N as usize - DENSITY),
+        "{}",
+        attack.describe()
+    );
+    legit.assert_complete();
+    assert_eq!(legit_ok, LEGIT_N as usize, "{}", legit.describe());
+
+    // The server's side: one decision per request, the 127.1.* ones all "1".
+    let total = answered + ATTACK_N as usize + LEGIT_N as usize;
+    let evs = ops.os.wait_events(total, |e| e.get("check") == "pike");
+    assert_eq!(evs.len(), total, "one decision line per answered request");
+    let spoofed: Vec<&Event> = evs.iter().filter(|e| e.get("src").starts_with("127.1.")).collect();
+    let distinct: std::collections::BTreeSet<&str> = spoofed.iter().map(|e| e.get("src")).collect();
+    assert_eq!((spoofed.len(), distinct.len()), (SOURCES * PER_SOURCE, SOURCES));
+    assert_eq!(tally(spoofed.iter().copied(), "r"), BTreeMap::from([("1".to_string(), SOURCES * PER_SOURCE)]));
+    let mine: Vec<Event> = evs.iter().filter(|e| e.get("src") == ATTACKER).cloned().collect();
+    assert_eq!((count_r(&mine, "1"), count_r(&mine, "-2")), (DENSITY, 1), "{:?}", tally(mine.iter(), "r"));
+
+    // One ban, the flooder's, and it outlives the churn.
+    let list = ops.mi.ok("sec_ban_list", "");
+    assert_eq!(num(&list, "count"), 1, "{list}");
+    assert_eq!(ban_ips(&list), [ATTACKER], "{list}");
+    assert_eq!(text(&list, "bans.0.reason"), "pike");
+    assert_eq!(ops.events("ban", &[]).len(), 1, "one E_SEC_BAN");
+
+    // Statistics: every answered request was checked once; the table hit
+    // its capacity and evicted (no entry lapses within the test: they are
+    // kept for the 60 s auth window, so every source beyond the capacity
+    // took a live entry's slot), and nothing was refused for a full table.
+    assert_eq!(st["requests_checked"] as usize, total, "{st:?}");
+    assert_eq!(st["pike_blocked"] as usize, ATTACK_N as usize - DENSITY);
+    assert_eq!(st["dropped_while_banned"] as usize, ATTACK_N as usize - DENSITY - 1);
+    assert_eq!((st["bans_created"], st["bans_pike"], st["bans_active"]), (1, 1, 1), "{st:?}");
+    assert!(
+        mid_stats["table_evictions"] >= mid_sources.saturating_sub(MAX_TRACKED) && mid_stats["table_evictions"] > 0,
+        "the table was not evicting yet when the flooder started: {mid_stats:?} after {mid_sources} sources"
+    );
+    assert!(st["table_evictions"] >= (SOURCES as u64 + 2) - MAX_TRACKED, "{st:?}");
+    assert!(st["table_evictions"] <= st["requests_checked"], "{st:?}");
+    assert_eq!((st["table_full"], st["lock_recoveries"]), (0, 0), "{st:?}");
+
+    // OpenSIPS still answers: a fresh source passes, the flooder is refused.
+    let r = ops.send(AFTER, "probe", 10, 100);
+    assert_eq!(r.count("200"), 10, "{}", r.describe());
+    let r = ops.send(ATTACKER, "probe", 5, 100);
+    assert_eq!(r.count("403"), 5, "{}", r.describe());
+    assert_eq!(ops.stats()["requests_checked"] as usize, total + 15);
+    assert!(ops.os.log_lines_with(&["rsec"]).iter().all(|l| !l.contains("panic")), "{}", ops.os.tail(40));
+
+    // Memory. The module's state is one shared mapping of fixed size made
+    // at start-up; the workers' RSS grows as they first touch its pages (the
+    // once-a-second sweep, run by whichever worker OpenSIPS hands the timer
+    // job to, walks all of it), so VmRSS and RssShmem are only reported.
+    // Private memory (RssAnon: pkg memory, the Rust heap) must not grow
+    // while 3,300 more sources churn a table already at capacity.
+    match (rss_start, rss_mid, worker_rss(&ops.mi)) {
+        (Some(a), Some(b), Some(c)) => {
+            let sum = |v: &[(u64, u64, u64, u64)]| v.iter().fold((0, 0, 0), |s, x| (s.0 + x.1, s.1 + x.2, s.2 + x.3));
+            eprintln!(
+                "worker RSS in KiB, sum of {} workers (VmRSS, RssAnon, RssShmem): at start {:?}, when the flooder started {:?}, at the end {:?}",
+                c.len(),
+                sum(&a),
+                sum(&b),
+                sum(&c)
+            );
+            let pids = |v: &[(u64, u64, u64, u64)]| v.iter().map(|x| x.0).collect::<Vec<_>>();
+            assert_eq!(pids(&b), pids(&c), "the SIP workers changed during the flood");
+            for (mid, end) in b.iter().zip(&c) {
+                assert!(
+                    end.2 <= mid.2 + 256,
+                    "worker {}: private memory grew from {} to {} KiB during the flood",
+                    end.0,
+                    mid.2,
+                    end.2
+                );
+            }
+        }
+        _ => eprintln!("worker RSS: not available (MI ps or /proc)"),
+    }
 }
