@@ -92,7 +92,7 @@ impl<'a> Ops<'a> {
     /// As [`start`](Self::start), with another template of tests/cfg/
     /// (one that loads httpd and mi_http as ops.cfg does).
     fn start_cfg(env: &'a Env, dir: &'a TestDir, name: &str, template: &str, vars: &[(&str, String)]) -> Ops<'a> {
-        let mut all: Vec<(&str, String)> = vec![
+        let all: Vec<(&str, String)> = vec![
             ("WORKERS", s(2)),
             ("PIKE_SAMPLING", s(10)),
             ("PIKE_DENSITY", s(10)),
@@ -103,12 +103,7 @@ impl<'a> Ops<'a> {
             ("RL_LIMIT", s(5)),
             ("PROM_GROUP_MODE", s(0)),
         ];
-        for (k, v) in vars {
-            match all.iter_mut().find(|(n, _)| n == k) {
-                Some(slot) => slot.1 = v.clone(),
-                None => all.push((k, v.clone())),
-            }
-        }
+        let all = opensips::override_vars(all, vars);
         let os = OpenSips::start_with_http(env, dir, name, template, &all);
         let mi = Mi::new(os.http_port.unwrap());
         mi.wait_ready(Duration::from_secs(10)).unwrap_or_else(|e| panic!("mi_http does not answer: {e}\n{}", os.tail(40)));

@@ -242,7 +242,7 @@ struct Node<'a> {
 static SIPP_RUNS: AtomicU32 = AtomicU32::new(0);
 
 fn node_vars(db_url: &str, node_id: &str, vars: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
-    let mut all: Vec<(&'static str, String)> = vec![
+    let all: Vec<(&'static str, String)> = vec![
         ("WORKERS", s(2)),
         ("PIKE_SAMPLING", s(2)),
         ("PIKE_DENSITY", s(10)),
@@ -255,13 +255,7 @@ fn node_vars(db_url: &str, node_id: &str, vars: &[(&'static str, String)]) -> Ve
         ("DB_TIMEOUT", s(3)),
         ("DB_QUEUE_SIZE", s(4096)),
     ];
-    for (k, v) in vars {
-        match all.iter_mut().find(|(n, _)| n == k) {
-            Some(slot) => slot.1 = v.clone(),
-            None => all.push((k, v.clone())),
-        }
-    }
-    all
+    opensips::override_vars(all, vars)
 }
 
 impl<'a> Node<'a> {

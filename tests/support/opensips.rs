@@ -120,6 +120,18 @@ pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
     HEAVY.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// `defaults` with each of `overrides` replacing the value of the same
+/// name, or appended when it is new.
+pub fn override_vars<'a>(mut defaults: Vec<(&'a str, String)>, overrides: &[(&'a str, String)]) -> Vec<(&'a str, String)> {
+    for (k, v) in overrides {
+        match defaults.iter_mut().find(|(n, _)| n == k) {
+            Some(slot) => slot.1 = v.clone(),
+            None => defaults.push((k, v.clone())),
+        }
+    }
+    defaults
+}
+
 /// Shorthand for template variable values.
 pub fn s(v: impl ToString) -> String {
     v.to_string()
