@@ -38,10 +38,14 @@ impl MariaDb {
         };
         let dir = std::env::temp_dir().join(format!("rsec-mariadb-{}-{}", std::process::id(), free_port()));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        // A private tmpdir: a server starting up deletes every `#sql*` file
+        // in its tmpdir, so a shared /tmp lets a parallel test's server pull
+        // the bootstrap's temporary tables from under mariadb-install-db.
+        std::fs::create_dir_all(dir.join("tmp")).unwrap();
         let out = Command::new(install)
             .args(["--no-defaults", "--user=root", "--auth-root-authentication-method=normal", "--skip-test-db"])
             .arg(format!("--datadir={}", dir.join("data").display()))
+            .arg(format!("--tmpdir={}", dir.join("tmp").display()))
             .output()
             .expect("run mariadb-install-db");
         assert!(out.status.success(), "mariadb-install-db failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -65,6 +69,7 @@ impl MariaDb {
             let mut child = Command::new(which("mariadbd").unwrap())
                 .args(["--no-defaults", "--user=root", "--bind-address=127.0.0.1", "--skip-log-bin", "--innodb-buffer-pool-size=16M"])
                 .arg(format!("--datadir={}", self.dir.join("data").display()))
+                .arg(format!("--tmpdir={}", self.dir.join("tmp").display()))
                 .arg(format!("--port={}", self.port))
                 .arg(format!("--socket={}", self.socket().display()))
                 .arg(format!("--pid-file={}", self.dir.join("pid").display()))
