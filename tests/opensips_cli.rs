@@ -1,0 +1,361 @@
+//! An operator's session with opensips-cli alone: every rsec MI command run
+//! through the real `opensips-cli -x mi …` over mi_fifo, against a real
+//! OpenSIPS 3.6 with the module loaded, while sipp sends traffic.
+//!
+//! opensips_operability.rs checks each MI command in depth over mi_http;
+//! this suite checks what an operator actually types: positional and named
+//! arguments as opensips-cli passes them, its JSON output, its exit status
+//! and error text, and the mi_fifo transport. Expectations are exact.
+//!
+//! Needs OpenSIPS (with mi_fifo), sipp and opensips-cli (`OPENSIPS_CLI`,
+//! else `opensips-cli` on PATH, else target/opensips-cli/bin/opensips-cli,
+//! where .ci/run installs it from PyPI); without them each test prints one
+//! `SKIP:` line and passes.
+//!
+//! Run: `cargo test --release --test opensips_cli -- --nocapture` to see
+//! each command and its reply.
+
+#[path = "support/json.rs"]
+mod json;
+#[path = "support/opensips.rs"]
+mod opensips;
+#[path = "support/sipp.rs"]
+mod sipp;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use json::Json;
+use opensips::{s, Env, OpenSips, TestDir};
+use sipp::{Sipp, SippResult};
+
+const CLI_CFG: &str = include_str!("cfg/cli.cfg");
+
+/// Every statistic of the `rsec:` group, as documented in the README.
+const STATS: [&str; 22] = [
+    "requests_checked",
+    "pike_blocked",
+    "rl_checked",
+    "rl_rejected",
+    "auth_failures",
+    "bans_created",
+    "bans_pike",
+    "bans_auth",
+    "bans_manual",
+    "bans_rl",
+    "bans_active",
+    "bans_expired",
+    "bans_removed",
+    "dropped_while_banned",
+    "table_evictions",
+    "table_full",
+    "lock_recoveries",
+    "db_writes",
+    "db_errors",
+    "db_queue_depth",
+    "db_queue_drops",
+    "db_last_sync",
+];
+
+fn find_cli() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("OPENSIPS_CLI") {
+        let p = PathBuf::from(p);
+        return p.is_file().then_some(p);
+    }
+    let on_path = std::env::var_os("PATH")
+        .and_then(|p| std::env::split_paths(&p).map(|d| d.join("opensips-cli")).find(|f| f.is_file()));
+    on_path.or_else(|| {
+        let p = Path::new(opensips::MANIFEST_DIR).join("target/opensips-cli/bin/opensips-cli");
+        p.is_file().then_some(p)
+    })
+}
+
+/// OpenSIPS, sipp and opensips-cli, or None after one `SKIP:` line.
+fn require(test: &str) -> Option<(&'static Env, PathBuf)> {
+    let env = opensips::env(test, true)?;
+    match find_cli() {
+        Some(cli) => Some((env, cli)),
+        None => {
+            eprintln!("SKIP: {test}: no opensips-cli found (set OPENSIPS_CLI, or pip install opensipscli)");
+            None
+        }
+    }
+}
+
+/// What one opensips-cli run printed.
+struct Reply {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+/// opensips-cli pointed at one OpenSIPS's mi_fifo, with no config file of
+/// the machine's: everything it needs is on its command line.
+struct Cli {
+    bin: PathBuf,
+    fifo: PathBuf,
+    reply_dir: PathBuf,
+}
+
+impl Cli {
+    fn run(&self, args: &[&str]) -> Reply {
+        let out = Command::new(&self.bin)
+            .arg("-o")
+            .arg("communication_type=fifo")
+            .arg("-o")
+            .arg(format!("fifo_file={}", self.fifo.display()))
+            .arg("-o")
+            .arg(format!("fifo_reply_dir={}", self.reply_dir.display()))
+            .args(["-o", "output_type=pretty-print", "-x", "mi"])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.bin.display()));
+        let r = Reply {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: strip_ansi(&String::from_utf8_lossy(&out.stderr)),
+        };
+        eprintln!("    $ opensips-cli -x mi {}\n{}{}", args.join(" "), indent(&r.stdout), indent(&r.stderr));
+        r
+    }
+
+    /// The parsed reply; panics (with what the CLI said) unless it succeeded.
+    fn ok(&self, args: &[&str]) -> Json {
+        let r = self.run(args);
+        assert!(r.ok && r.stderr.trim().is_empty(), "opensips-cli -x mi {args:?} failed: {}{}", r.stdout, r.stderr);
+        Json::parse(&r.stdout).unwrap_or_else(|e| panic!("opensips-cli -x mi {args:?}: output is not JSON ({e}): {}", r.stdout))
+    }
+
+    /// The error text; panics when the command succeeded.
+    fn err(&self, args: &[&str]) -> String {
+        let r = self.run(args);
+        assert!(!r.ok, "opensips-cli -x mi {args:?} should have failed, printed {}", r.stdout);
+        assert!(r.stdout.trim().is_empty(), "a failed command printed a result: {}", r.stdout);
+        r.stderr
+    }
+
+    fn ban_ips(&self) -> Vec<String> {
+        let l = self.ok(&["sec_ban_list"]);
+        assert_eq!(l.get("count").as_u64(), Some(l.get("bans").as_arr().len() as u64), "count disagrees with the list: {l}");
+        l.get("bans").as_arr().iter().map(|b| b.get("ip").as_str().unwrap().to_string()).collect()
+    }
+}
+
+/// opensips-cli colours its log lines even when stderr is not a terminal.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // CSI: ESC [ parameters, ended by a letter.
+            chars.by_ref().find(|c| c.is_ascii_alphabetic());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("      {l}\n")).collect()
+}
+
+/// An OpenSIPS running cli.cfg, and opensips-cli for it.
+struct Session<'a> {
+    env: &'a Env,
+    dir: &'a TestDir,
+    os: OpenSips,
+    cli: Cli,
+    runs: std::cell::Cell<u32>,
+}
+
+impl<'a> Session<'a> {
+    fn start(env: &'a Env, dir: &'a TestDir, cli: PathBuf) -> Session<'a> {
+        let fifo = dir.join("fifo");
+        let vars = [
+            ("FIFO", fifo.display().to_string()),
+            ("REPLY_DIR", dir.path.display().to_string()),
+            ("PIKE_DENSITY", s(10)),
+            ("RL_LIMIT", s(5)),
+        ];
+        let os = OpenSips::start(env, dir, "cli", CLI_CFG, &vars);
+        let cli = Cli { bin: cli, fifo, reply_dir: dir.path.clone() };
+        // The MI FIFO process may come up after the SIP workers answer.
+        let mut tries = 0;
+        while !cli.run(&["uptime"]).ok {
+            tries += 1;
+            assert!(tries < 50, "mi_fifo does not answer opensips-cli:\n{}", os.tail(40));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Session { env, dir, os, cli, runs: std::cell::Cell::new(0) }
+    }
+
+    /// `n` OPTIONS from `src` to user `service` at `rate`/s, every one answered.
+    fn send(&self, src: &str, service: &str, n: u32, rate: u32) -> SippResult {
+        let k = self.runs.get() + 1;
+        self.runs.set(k);
+        let name = format!("run{k}_{service}_{}", src.replace('.', "_"));
+        let r = Sipp::new(self.env, self.dir, &name, "options.xml", self.os.port).from(src).service(service).calls(n, rate).run();
+        r.assert_complete();
+        r
+    }
+
+    fn stats(&self) -> std::collections::BTreeMap<String, u64> {
+        let st = self.cli.ok(&["get_statistics", "rsec:"]);
+        st.members()
+            .iter()
+            .map(|(k, v)| {
+                let name = k.strip_prefix("rsec:").unwrap_or_else(|| panic!("statistic {k} outside the rsec group"));
+                (name.to_string(), v.as_u64().unwrap_or_else(|| panic!("statistic {k} = {v} is not a count")))
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn operator_lists_inspects_adds_and_removes_bans_with_opensips_cli() {
+    let Some((env, cli)) = require("operator_lists_inspects_adds_and_removes_bans_with_opensips_cli") else { return };
+    let dir = TestDir::new("cli_bans");
+    let t = Session::start(env, &dir, cli);
+    let cli = &t.cli;
+
+    // Nothing banned yet, and every statistic is there.
+    assert!(cli.ban_ips().is_empty());
+    let names: BTreeSet<String> = t.stats().into_keys().collect();
+    assert_eq!(names, STATS.iter().map(|n| n.to_string()).collect(), "get_statistics rsec: lists other statistics");
+
+    // A flood bans its source; the operator sees why, and how often it hit.
+    let flood = t.send("127.0.0.31", "flood", 30, 200);
+    assert_eq!((flood.count("200"), flood.count("403")), (10, 20), "{}", flood.describe());
+    let list = cli.ok(&["sec_ban_list"]);
+    assert_eq!(list.get("count").as_u64(), Some(1), "{list}");
+    let ban = list.get("bans").idx(0);
+    assert_eq!(ban.get("ip").as_str(), Some("127.0.0.31"));
+    assert_eq!(ban.get("reason").as_str(), Some("pike"));
+    assert_eq!(ban.get("hits").as_u64(), Some(19), "the crossing request is the ban's cause, the 19 after it are hits: {ban}");
+    let left = ban.get("seconds_left").as_u64().unwrap();
+    assert!((295..=300).contains(&left), "pike_ban_time is 300, {left} s left");
+
+    // The filter form, positional as an operator types it.
+    let only = cli.ok(&["sec_ban_list", "127.0.0.31"]);
+    assert_eq!(only.get("count").as_u64(), Some(1), "{only}");
+    let none = cli.ok(&["sec_ban_list", "127.0.0.32"]);
+    assert_eq!(none.get("count").as_u64(), Some(0), "{none}");
+
+    let info = cli.ok(&["sec_ip_info", "127.0.0.31"]);
+    assert_eq!(info.get("banned").as_bool(), Some(true), "{info}");
+    assert_eq!(info.get("whitelisted").as_bool(), Some(false), "{info}");
+    assert_eq!(info.at("ban.reason").as_str(), Some("pike"), "{info}");
+    assert_eq!(info.at("pike.density").as_u64(), Some(10), "{info}");
+    let top = cli.ok(&["sec_top", "3"]);
+    assert_eq!(top.at("sources").idx(0).get("ip").as_str(), Some("127.0.0.31"), "{top}");
+
+    // A manual ban on a prefix, named arguments this time.
+    cli.ok(&["sec_ban", "ip=192.0.2.0/24", "seconds=600", "reason=manual"]);
+    let both: BTreeSet<String> = cli.ban_ips().into_iter().collect();
+    assert_eq!(both, ["127.0.0.31", "192.0.2.0/24"].map(String::from).into());
+    let info = cli.ok(&["sec_ip_info", "192.0.2.77"]);
+    assert_eq!(info.get("banned").as_bool(), Some(true), "an address inside the banned prefix: {info}");
+
+    // Unban: the very next requests from the source pass, in every worker.
+    assert_eq!(cli.ok(&["sec_unban", "127.0.0.31"]).as_str(), Some("OK"));
+    assert_eq!(cli.ban_ips(), ["192.0.2.0/24"]);
+    let after = t.send("127.0.0.31", "flood", 5, 50);
+    assert_eq!(after.count("200"), 5, "unbanned source still refused: {}", after.describe());
+
+    // Rate-limit keys in use.
+    let rl = t.send("127.0.0.33", "rl", 8, 100);
+    assert_eq!((rl.count("200"), rl.count("429")), (5, 3), "{}", rl.describe());
+    let keys = cli.ok(&["sec_rl_list"]);
+    assert_eq!(keys.get("count").as_u64(), Some(1), "{keys}");
+    let key = keys.get("keys").idx(0);
+    assert_eq!(key.get("key").as_str(), Some("cli-rl"));
+    assert_eq!((key.get("limit").as_u64(), key.get("used").as_u64(), key.get("available").as_u64()), (Some(5), Some(5), Some(0)), "{key}");
+
+    // Every statistic moved by exactly what was done: 30 + 5 pike checks,
+    // 20 refused (1 crossing + 19 while banned), 8 rl checks, 3 rejected,
+    // one pike ban and one manual ban, one of them lifted.
+    let st = t.stats();
+    let want = [
+        ("requests_checked", 35),
+        ("pike_blocked", 20),
+        ("dropped_while_banned", 19),
+        ("rl_checked", 8),
+        ("rl_rejected", 3),
+        ("bans_created", 2),
+        ("bans_pike", 1),
+        ("bans_manual", 1),
+        ("bans_auth", 0),
+        ("bans_active", 1),
+        ("bans_removed", 1),
+        ("table_full", 0),
+    ];
+    for (name, n) in want {
+        assert_eq!(st[name], n, "rsec:{name}; all: {st:?}");
+    }
+
+    // Flush lifts what is left and says how much that was.
+    assert_eq!(cli.ok(&["sec_ban_flush"]).get("removed").as_u64(), Some(1));
+    assert!(cli.ban_ips().is_empty());
+    assert_eq!(t.stats()["bans_active"], 0);
+}
+
+#[test]
+fn operator_manages_the_whitelist_with_opensips_cli() {
+    let Some((env, cli)) = require("operator_manages_the_whitelist_with_opensips_cli") else { return };
+    let dir = TestDir::new("cli_whitelist");
+    let t = Session::start(env, &dir, cli);
+    let cli = &t.cli;
+
+    let wl = |c: &Cli| -> Vec<String> {
+        c.ok(&["sec_whitelist_list"]).get("whitelist").as_arr().iter().map(|e| e.as_str().unwrap().to_string()).collect()
+    };
+    assert!(wl(cli).is_empty());
+
+    assert_eq!(cli.ok(&["sec_whitelist_add", "127.0.0.40/30"]).as_str(), Some("OK"));
+    assert_eq!(wl(cli), ["127.0.0.40/30"]);
+
+    // A whitelisted source floods unharmed and cannot be banned by hand.
+    let flood = t.send("127.0.0.41", "flood", 30, 200);
+    assert_eq!(flood.count("200"), 30, "{}", flood.describe());
+    let e = cli.err(&["sec_ban", "127.0.0.41"]);
+    assert!(e.contains("403") && e.contains("127.0.0.41") && e.contains("whitelisted"), "{e}");
+    assert!(cli.ban_ips().is_empty());
+    assert_eq!(cli.ok(&["sec_ip_info", "127.0.0.42"]).get("whitelisted").as_bool(), Some(true));
+
+    // Removed: the same flood is stopped at the density again.
+    assert_eq!(cli.ok(&["sec_whitelist_del", "127.0.0.40/30"]).as_str(), Some("OK"));
+    assert!(wl(cli).is_empty());
+    let flood = t.send("127.0.0.42", "flood", 30, 200);
+    assert_eq!((flood.count("200"), flood.count("403")), (10, 20), "{}", flood.describe());
+    assert_eq!(cli.ban_ips(), ["127.0.0.42"]);
+}
+
+#[test]
+fn bad_arguments_are_cli_errors_that_name_the_value() {
+    let Some((env, cli)) = require("bad_arguments_are_cli_errors_that_name_the_value") else { return };
+    let dir = TestDir::new("cli_errors");
+    let t = Session::start(env, &dir, cli);
+    let cli = &t.cli;
+
+    let cases: [(&[&str], &[&str]); 6] = [
+        (&["sec_ban", "999.1.1.1"], &["400", "999.1.1.1"]),
+        (&["sec_ban", "192.0.2.1", "soon"], &["400", "soon"]),
+        (&["sec_unban", "192.0.2.99"], &["404", "192.0.2.99"]),
+        (&["sec_ip_info", "not-an-ip"], &["400", "not-an-ip"]),
+        (&["sec_whitelist_add", "10.0.0.0/33"], &["400", "10.0.0.0/33"]),
+        (&["sec_top", "many"], &["400", "many"]),
+    ];
+    for (args, needles) in cases {
+        let e = cli.err(args);
+        for n in needles {
+            assert!(e.contains(n), "opensips-cli -x mi {args:?}: {n:?} not in {e:?}");
+        }
+    }
+    // Nothing was half-done, and the MI process still answers.
+    assert!(cli.ban_ips().is_empty());
+    assert!(cli.ok(&["sec_whitelist_list"]).get("whitelist").as_arr().is_empty());
+    assert_eq!(t.stats()["bans_created"], 0);
+}
