@@ -7,7 +7,11 @@
 //! arguments as opensips-cli passes them, its JSON output, its exit status
 //! and error text, and the mi_fifo transport. Expectations are exact.
 //!
-//! Needs OpenSIPS (with mi_fifo), sipp and opensips-cli (`OPENSIPS_CLI`,
+//! The last test is the external firewall's side: it subscribes a UDP
+//! socket to E_SEC_BAN / E_SEC_UNBAN with `opensips-cli -x mi
+//! event_subscribe` and reads the event_datagram notifications.
+//!
+//! Needs OpenSIPS (with mi_fifo and event_datagram), sipp and opensips-cli (`OPENSIPS_CLI`,
 //! else `opensips-cli` on PATH, else target/opensips-cli/bin/opensips-cli,
 //! where .ci/run installs it from PyPI); without them each test prints one
 //! `SKIP:` line and passes.
@@ -23,6 +27,7 @@ mod opensips;
 mod sipp;
 
 use std::collections::BTreeSet;
+use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -358,4 +363,88 @@ fn bad_arguments_are_cli_errors_that_name_the_value() {
     assert!(cli.ban_ips().is_empty());
     assert!(cli.ok(&["sec_whitelist_list"]).get("whitelist").as_arr().is_empty());
     assert_eq!(t.stats()["bans_created"], 0);
+}
+
+/// The JSON-RPC notifications event_datagram sends to one UDP socket.
+struct Subscriber {
+    sock: UdpSocket,
+}
+
+impl Subscriber {
+    fn new() -> Subscriber {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        Subscriber { sock }
+    }
+
+    fn target(&self) -> String {
+        format!("udp:{}", self.sock.local_addr().unwrap())
+    }
+
+    /// The next notification: (event name, params), or None after `wait`.
+    fn next(&self, wait: Duration) -> Option<(String, Json)> {
+        self.sock.set_read_timeout(Some(wait)).unwrap();
+        let mut buf = [0u8; 4096];
+        let n = self.sock.recv(&mut buf).ok()?;
+        let text = std::str::from_utf8(&buf[..n]).expect("event datagram is not UTF-8");
+        let j = Json::parse(text).unwrap_or_else(|e| panic!("event datagram is not JSON ({e}): {text}"));
+        let method = j.get("method").as_str().unwrap_or_else(|| panic!("no method in {text}")).to_string();
+        eprintln!("    event> {text}");
+        Some((method, j.get("params").clone()))
+    }
+
+    fn expect(&self, event: &str, wait: Duration) -> Json {
+        match self.next(wait) {
+            Some((m, p)) if m == event => p,
+            Some((m, p)) => panic!("expected {event}, got {m} {p}"),
+            None => panic!("no {event} within {wait:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_firewall_subscribed_with_opensips_cli_follows_every_ban() {
+    let Some((env, cli)) = require("a_firewall_subscribed_with_opensips_cli_follows_every_ban") else { return };
+    let dir = TestDir::new("cli_events");
+    let t = Session::start(env, &dir, cli);
+    let cli = &t.cli;
+    let fw = Subscriber::new();
+    for ev in ["E_SEC_BAN", "E_SEC_UNBAN"] {
+        assert_eq!(cli.ok(&["event_subscribe", ev, &fw.target()]).as_str(), Some("OK"));
+    }
+    let soon = Duration::from_secs(5);
+    let str_of = |p: &Json, k: &str| p.get(k).as_str().unwrap_or_else(|| panic!("no {k} in {p}")).to_string();
+
+    // A ban by traffic: one notification, from the worker that decided.
+    let flood = t.send("127.0.0.51", "flood", 30, 200);
+    assert_eq!(flood.count("403"), 20, "{}", flood.describe());
+    let p = fw.expect("E_SEC_BAN", soon);
+    assert_eq!((str_of(&p, "ip"), str_of(&p, "reason"), str_of(&p, "source")), ("127.0.0.51".into(), "pike".into(), "sec_pike_check".into()));
+    assert_eq!(p.get("seconds").as_u64(), Some(300), "{p}");
+    let expires = p.get("expires").as_u64().unwrap();
+    let ban = cli.ok(&["sec_ban_list", "127.0.0.51"]);
+    assert_eq!(ban.get("bans").idx(0).get("expires").as_u64(), Some(expires), "the event and the ban list disagree: {ban}");
+
+    // Manual ban and unban, from the MI process.
+    cli.ok(&["sec_ban", "192.0.2.5", "120"]);
+    let p = fw.expect("E_SEC_BAN", soon);
+    assert_eq!((str_of(&p, "ip"), str_of(&p, "reason"), str_of(&p, "source")), ("192.0.2.5".into(), "manual".into(), "mi".into()));
+    assert_eq!(p.get("seconds").as_u64(), Some(120), "{p}");
+    cli.ok(&["sec_unban", "192.0.2.5"]);
+    let p = fw.expect("E_SEC_UNBAN", soon);
+    assert_eq!((str_of(&p, "ip"), str_of(&p, "reason")), ("192.0.2.5".into(), "manual".into()));
+
+    // A one-second ban: its expiry is told too, by the sweep.
+    cli.ok(&["sec_ban", "192.0.2.6", "1"]);
+    assert_eq!(str_of(&fw.expect("E_SEC_BAN", soon), "ip"), "192.0.2.6");
+    let p = fw.expect("E_SEC_UNBAN", Duration::from_secs(10));
+    assert_eq!((str_of(&p, "ip"), str_of(&p, "reason")), ("192.0.2.6".into(), "expired".into()));
+
+    // Flush: one unban per ban still in force, and then silence: nothing
+    // was told twice.
+    assert_eq!(cli.ok(&["sec_ban_flush"]).get("removed").as_u64(), Some(1));
+    let p = fw.expect("E_SEC_UNBAN", soon);
+    assert_eq!((str_of(&p, "ip"), str_of(&p, "reason")), ("127.0.0.51".into(), "flushed".into()));
+    if let Some((m, p)) = fw.next(Duration::from_secs(2)) {
+        panic!("an extra notification: {m} {p}");
+    }
 }
