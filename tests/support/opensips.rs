@@ -346,6 +346,14 @@ pub struct OpenSips {
     name: String,
 }
 
+/// How a config is started: which readiness probe, whether it serves HTTP,
+/// and extra command-line arguments.
+struct Launch<'a> {
+    probe_user: Option<&'a str>,
+    with_http: bool,
+    args: &'a [&'a str],
+}
+
 /// How long OpenSIPS may take to answer its first request.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -369,7 +377,7 @@ impl OpenSips {
         vars: &[(&str, String)],
         probe_user: Option<&str>,
     ) -> OpenSips {
-        Self::start_inner(env, dir, name, template, vars, probe_user, false)
+        Self::start_inner(env, dir, name, template, vars, Launch { probe_user, with_http: false, args: &[] })
     }
 
     /// As [`start`](Self::start) for configs that load httpd: also fills
@@ -377,7 +385,13 @@ impl OpenSips {
     /// waits until the HTTP server accepts connections; the port is in
     /// [`http_port`](Self::http_port).
     pub fn start_with_http(env: &Env, dir: &TestDir, name: &str, template: &str, vars: &[(&str, String)]) -> OpenSips {
-        Self::start_inner(env, dir, name, template, vars, Some("rsec-ping"), true)
+        Self::start_with_http_args(env, dir, name, template, vars, &[])
+    }
+
+    /// As [`start_with_http`](Self::start_with_http), with more command-line
+    /// arguments for OpenSIPS (e.g. `-m 4` for a small shared memory).
+    pub fn start_with_http_args(env: &Env, dir: &TestDir, name: &str, template: &str, vars: &[(&str, String)], args: &[&str]) -> OpenSips {
+        Self::start_inner(env, dir, name, template, vars, Launch { probe_user: Some("rsec-ping"), with_http: true, args })
     }
 
     fn start_inner(
@@ -386,9 +400,9 @@ impl OpenSips {
         name: &str,
         template: &str,
         vars: &[(&str, String)],
-        probe_user: Option<&str>,
-        with_http: bool,
+        launch: Launch,
     ) -> OpenSips {
+        let Launch { probe_user, with_http, args } = launch;
         let so = dir.module_copy(env);
         let mut last_log = String::new();
         for attempt in 1..=3 {
@@ -411,7 +425,7 @@ impl OpenSips {
             let cfg_path = dir.join(&format!("{name}.cfg"));
             let log_path = dir.join(&format!("{name}.log"));
             fs::write(&cfg_path, cfg).unwrap();
-            let child = spawn_opensips(env, &cfg_path, &log_path, &dir.path);
+            let child = spawn_opensips(env, &cfg_path, &log_path, &dir.path, args);
             let mut os = OpenSips { child: Some(child), port, http_port, cfg_path, log_path, name: name.to_string() };
             let ready = os.wait_ready(probe_user).and_then(|w| match http_port {
                 Some(h) => wait_tcp(h, READY_TIMEOUT.saturating_sub(w)).map(|_| w),
@@ -544,13 +558,14 @@ impl Drop for OpenSips {
     }
 }
 
-fn spawn_opensips(env: &Env, cfg: &Path, log: &Path, cwd: &Path) -> Child {
+fn spawn_opensips(env: &Env, cfg: &Path, log: &Path, cwd: &Path, args: &[&str]) -> Child {
     let out = fs::File::create(log).unwrap();
     let err = out.try_clone().unwrap();
     Command::new(&env.opensips)
         .arg("-F")
         .arg("-f")
         .arg(cfg)
+        .args(args)
         .current_dir(cwd)
         .stdin(Stdio::null())
         .stdout(out)
@@ -575,7 +590,7 @@ pub fn run_expecting_exit(env: &Env, dir: &TestDir, name: &str, template: &str, 
     let cfg_path = dir.join(&format!("{name}.cfg"));
     let log_path = dir.join(&format!("{name}.log"));
     fs::write(&cfg_path, render(template, &all)).unwrap();
-    let child = spawn_opensips(env, &cfg_path, &log_path, &dir.path);
+    let child = spawn_opensips(env, &cfg_path, &log_path, &dir.path, &[]);
     let mut os = OpenSips { child: Some(child), port, http_port: None, cfg_path, log_path: log_path.clone(), name: name.to_string() };
     let t0 = Instant::now();
     loop {
