@@ -6,6 +6,7 @@
 #                   OpenSIPS/sipp/MariaDB integration tests (those skip with
 #                   one line when OpenSIPS is not found)
 #   make bench      engine benchmarks
+#   make bench-pike rsec and the pike module side by side in a real OpenSIPS
 #   make check-abi  compare the hand-written ABI with OPENSIPS_SRC headers
 #
 # OPENSIPS_BIN selects the OpenSIPS the module is built for (its `-V` gives
@@ -20,7 +21,7 @@ MODULE := target/rsec.so
 
 export OPENSIPS_BIN
 
-.PHONY: all build install test bench check-abi clean
+.PHONY: all build install test bench bench-pike check-abi clean
 
 all: build
 
@@ -39,6 +40,9 @@ test: build
 
 bench:
 	$(CARGO) bench --bench engine
+
+bench-pike: build
+	RSEC_SO=$(abspath $(MODULE)) $(CARGO) bench --bench versus_pike
 
 check-abi:
 	@test -n "$(OPENSIPS_SRC)" || { echo "set OPENSIPS_SRC to an OpenSIPS 3.6 source tree"; exit 1; }
