@@ -575,6 +575,50 @@ fn spawn_opensips(env: &Env, cfg: &Path, log: &Path, cwd: &Path, args: &[&str]) 
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", env.opensips.display()))
 }
 
+/// The example turned into a runnable template for this machine: our socket
+/// (@SOCKET@), module paths, logging to stderr, a FIFO in the scratch
+/// directory, and its SQL database swapped for db_text tables in `dbdir`.
+/// The routing logic is left exactly as written.
+pub fn example_as_template(text: &str, dbdir: &Path, fifo: &Path) -> String {
+    let has_db_text = text.contains("\"db_text.so\"");
+    let mut db_loaded = has_db_text;
+    let mut out = String::new();
+    for line in text.lines() {
+        let t = line.trim_start();
+        let l = if t.starts_with("socket") || t.starts_with("listen") {
+            "socket=@SOCKET@".to_string()
+        } else if t.starts_with("mpath") && !t.starts_with("mpath_") {
+            "mpath=\"@MPATH@\"".to_string()
+        } else if t.starts_with("stderror_enabled") {
+            "stderror_enabled=yes".to_string()
+        } else if t.starts_with("syslog_enabled") {
+            "syslog_enabled=no".to_string()
+        } else if t.starts_with("loadmodule") && t.contains("rsec") && t.contains(".so") {
+            "loadmodule \"@RSEC_SO@\"".to_string()
+        } else if t.starts_with("loadmodule") && ["db_mysql", "db_postgres", "db_sqlite", "db_unixodbc"].iter().any(|m| t.contains(m)) {
+            if db_loaded {
+                continue;
+            }
+            db_loaded = true;
+            "loadmodule \"db_text.so\"".to_string()
+        } else if t.contains("fifo_name") {
+            format!("modparam(\"mi_fifo\", \"fifo_name\", \"{}\")", fifo.display())
+        } else {
+            let mut l = line.to_string();
+            for scheme in ["\"mysql://", "\"postgres://", "\"sqlite://", "\"text://"] {
+                if let Some(at) = l.find(scheme) {
+                    let end = l[at + 1..].find('"').map(|e| at + 1 + e).unwrap_or(l.len());
+                    l = format!("{}\"text://{}{}", &l[..at], dbdir.display(), &l[end..]);
+                }
+            }
+            l
+        };
+        out.push_str(&l);
+        out.push('\n');
+    }
+    out
+}
+
 /// Runs `opensips -F -f cfg` expecting it to refuse to start; returns its
 /// exit status and output. Panics if it is still running after `limit` (the
 /// process group is killed first) or if it started answering requests.
