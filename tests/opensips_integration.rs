@@ -123,17 +123,6 @@ fn example_cfg_passes_check() {
     assert!(text.contains("config file ok"), "opensips -c did not report the config as ok:\n{text}");
 }
 
-/// An integer rsec modparam set in the example, or `default`.
-fn example_int_param(text: &str, name: &str, default: usize) -> usize {
-    let needle = format!("\"{name}\"");
-    text.lines()
-        .map(str::trim)
-        .filter(|l| l.starts_with("modparam(\"rsec\"") && l.contains(&needle))
-        .filter_map(|l| l.rsplit(',').next()?.trim_end_matches([')', ';', ' ']).trim().parse().ok())
-        .next_back()
-        .unwrap_or(default)
-}
-
 #[test]
 fn example_cfg_runs_registrar_and_bans() {
     let env = require!("example_cfg_runs_registrar_and_bans", sipp);
@@ -141,8 +130,8 @@ fn example_cfg_runs_registrar_and_bans() {
     let example = example_path();
     assert!(example.is_file(), "{} is missing", example.display());
     let text = fs::read_to_string(&example).unwrap();
-    let density = example_int_param(&text, "pike_density", 30);
-    let threshold = example_int_param(&text, "auth_fail_threshold", 5);
+    let density = opensips::example_int_param(&text, "pike_density", 30);
+    let threshold = opensips::example_int_param(&text, "auth_fail_threshold", 5);
     let dir = TestDir::new("example_run");
     let dbdir = dir.join("dbtext");
     opensips::write_dbtext_subscribers(&dbdir, &[("alice", "127.0.0.1", "secret")]);

@@ -707,26 +707,6 @@ fn events_fire_once_per_ban_and_expiry() {
 // 6. The prometheus module exports the statistics with their values.
 // ---------------------------------------------------------------------------
 
-/// name -> value of every sample in a Prometheus text exposition, and
-/// name -> type from its `# TYPE` lines.
-fn parse_metrics(body: &str) -> (BTreeMap<String, f64>, BTreeMap<String, String>) {
-    let mut vals = BTreeMap::new();
-    let mut types = BTreeMap::new();
-    for l in body.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        if let Some(t) = l.strip_prefix("# TYPE ") {
-            let mut it = t.split_whitespace();
-            if let (Some(n), Some(ty)) = (it.next(), it.next()) {
-                types.insert(n.to_string(), ty.to_string());
-            }
-        } else if !l.starts_with('#') {
-            let mut it = l.split_whitespace();
-            let (Some(n), Some(v)) = (it.next(), it.next()) else { panic!("bad sample line {l:?}") };
-            vals.insert(n.to_string(), v.parse().unwrap_or_else(|_| panic!("bad value in {l:?}")));
-        }
-    }
-    (vals, types)
-}
-
 #[test]
 fn prometheus_scrape_has_rsec_counters() {
     let env = require!("prometheus_scrape_has_rsec_counters");
@@ -741,7 +721,7 @@ fn prometheus_scrape_has_rsec_counters() {
         let st = ops.stats();
         let (status, body) = mi::http(ops.mi.port, "GET", "/metrics", None).unwrap();
         assert_eq!(status, 200, "{body}");
-        let (vals, types) = parse_metrics(&body);
+        let (vals, types) = mi::parse_metrics(&body);
         if mode == 0 {
             eprintln!("GET /metrics (group_mode {mode}), rsec lines:");
             for l in body.lines().filter(|l| STATS.iter().any(|n| l.contains(n))).take(8) {

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use json::Json;
 use mariadb::MariaDb;
 use mi::Mi;
-use opensips::{heavy, s, Env, Event, OpenSips, TestDir};
+use opensips::{heavy, options, poll, s, Env, Event, OpenSips, TestDir};
 use sipp::{Sipp, SippResult};
 
 const NODE_CFG: &str = include_str!("cfg/persist_node.cfg");
@@ -64,58 +64,6 @@ fn now_f() -> f64 {
 
 fn now_s() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
-}
-
-/// Calls `f` every `every` until it returns Some, at most `limit`; the value
-/// and how long it took.
-fn poll<T>(limit: Duration, every: Duration, mut f: impl FnMut() -> Option<T>) -> Option<(T, Duration)> {
-    let t0 = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return Some((v, t0.elapsed()));
-        }
-        if t0.elapsed() >= limit {
-            return None;
-        }
-        std::thread::sleep(every);
-    }
-}
-
-// ---------------------------------------------------------------------------
-// One OPTIONS from a chosen source address.
-// ---------------------------------------------------------------------------
-
-/// Sends one OPTIONS to `sip:user@127.0.0.1:port` from `src` and returns
-/// the status code of the answer, or None after `wait`.
-fn options(src: &str, port: u16, user: &str, wait: Duration) -> Option<u16> {
-    static N: AtomicU32 = AtomicU32::new(0);
-    assert!(src.starts_with("127."), "loopback only");
-    let sock = UdpSocket::bind((src, 0)).unwrap_or_else(|e| panic!("bind {src}: {e}"));
-    let lport = sock.local_addr().unwrap().port();
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    let call_id = format!("persist-{}-{n}@{src}", std::process::id());
-    let msg = format!(
-        "OPTIONS sip:{user}@127.0.0.1:{port} SIP/2.0\r\n\
-         Via: SIP/2.0/UDP {src}:{lport};branch=z9hG4bK-persist-{n}\r\n\
-         Max-Forwards: 70\r\n\
-         From: <sip:persist@{src}:{lport}>;tag=p{n}\r\n\
-         To: <sip:{user}@127.0.0.1:{port}>\r\n\
-         Call-ID: {call_id}\r\n\
-         CSeq: 1 OPTIONS\r\n\
-         Content-Length: 0\r\n\r\n"
-    );
-    sock.send_to(msg.as_bytes(), ("127.0.0.1", port)).unwrap();
-    let deadline = Instant::now() + wait;
-    let mut buf = [0u8; 4096];
-    while Instant::now() < deadline {
-        sock.set_read_timeout(Some(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)))).unwrap();
-        let Ok(len) = sock.recv(&mut buf) else { break };
-        let text = String::from_utf8_lossy(&buf[..len]);
-        if text.contains(&call_id) {
-            return text.strip_prefix("SIP/2.0 ").and_then(|r| r.get(..3)).and_then(|c| c.parse().ok());
-        }
-    }
-    None
 }
 
 /// A steady client with microsecond timing (sipp's -trace_rtt has whole

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -128,15 +129,8 @@ impl Mi {
     }
 
     /// `get_statistics` of the whole `rsec:` group, names without the group.
-    pub fn rsec_stats(&self) -> std::collections::BTreeMap<String, u64> {
-        let r = self.ok("get_statistics", r#"{"statistics":["rsec:"]}"#);
-        r.members()
-            .iter()
-            .map(|(k, v)| {
-                let name = k.strip_prefix("rsec:").unwrap_or_else(|| panic!("statistic {k} outside the rsec group"));
-                (name.to_string(), v.as_u64().unwrap_or_else(|| panic!("statistic {k} = {v} is not a count")))
-            })
-            .collect()
+    pub fn rsec_stats(&self) -> BTreeMap<String, u64> {
+        rsec_group(&self.ok("get_statistics", r#"{"statistics":["rsec:"]}"#))
     }
 
     /// One statistic of the `rsec:` group; panics when it is missing.
@@ -178,4 +172,37 @@ fn reply(req: &str, j: &Json) -> Result<Json, MiError> {
         (Some(code), Some(m)) => Err(MiError { code, message: m.to_string() }),
         _ => panic!("malformed JSON-RPC error for {req}: {j}"),
     }
+}
+
+/// A `get_statistics rsec:` result as name (without the group) -> value;
+/// panics on a statistic outside the group or one that is not a count.
+pub fn rsec_group(result: &Json) -> BTreeMap<String, u64> {
+    result
+        .members()
+        .iter()
+        .map(|(k, v)| {
+            let name = k.strip_prefix("rsec:").unwrap_or_else(|| panic!("statistic {k} outside the rsec group"));
+            (name.to_string(), v.as_u64().unwrap_or_else(|| panic!("statistic {k} = {v} is not a count")))
+        })
+        .collect()
+}
+
+/// name -> value of every sample in a Prometheus text exposition, and
+/// name -> type from its `# TYPE` lines.
+pub fn parse_metrics(body: &str) -> (BTreeMap<String, f64>, BTreeMap<String, String>) {
+    let mut vals = BTreeMap::new();
+    let mut types = BTreeMap::new();
+    for l in body.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(t) = l.strip_prefix("# TYPE ") {
+            let mut it = t.split_whitespace();
+            if let (Some(n), Some(ty)) = (it.next(), it.next()) {
+                types.insert(n.to_string(), ty.to_string());
+            }
+        } else if !l.starts_with('#') {
+            let mut it = l.split_whitespace();
+            let (Some(n), Some(v)) = (it.next(), it.next()) else { panic!("bad sample line {l:?}") };
+            vals.insert(n.to_string(), v.parse().unwrap_or_else(|_| panic!("bad value in {l:?}")));
+        }
+    }
+    (vals, types)
 }

@@ -81,7 +81,7 @@ fn in_path(name: &str) -> Option<PathBuf> {
 }
 
 /// `$var` if set (and only if it exists), else `name` on PATH, else `fallback`.
-fn find_bin(var: &str, name: &str, fallback: &str) -> Option<PathBuf> {
+pub fn find_bin(var: &str, name: &str, fallback: &str) -> Option<PathBuf> {
     if let Some(p) = std::env::var_os(var) {
         let p = PathBuf::from(p);
         return p.is_file().then_some(p);
@@ -602,7 +602,14 @@ pub fn example_as_template(text: &str, dbdir: &Path, fifo: &Path) -> String {
             db_loaded = true;
             "loadmodule \"db_text.so\"".to_string()
         } else if t.contains("fifo_name") {
-            format!("modparam(\"mi_fifo\", \"fifo_name\", \"{}\")", fifo.display())
+            // Reply FIFOs beside it too: mi_fifo's default, /tmp/, is shared
+            // with everything else on the machine.
+            let dir = fifo.parent().expect("the FIFO path has a directory");
+            format!(
+                "modparam(\"mi_fifo\", \"fifo_name\", \"{}\")\nmodparam(\"mi_fifo\", \"reply_dir\", \"{}/\")",
+                fifo.display(),
+                dir.display()
+            )
         } else {
             let mut l = line.to_string();
             for scheme in ["\"mysql://", "\"postgres://", "\"sqlite://", "\"text://"] {
@@ -617,6 +624,70 @@ pub fn example_as_template(text: &str, dbdir: &Path, fifo: &Path) -> String {
         out.push('\n');
     }
     out
+}
+
+/// An integer rsec modparam set in the example, or `default`.
+pub fn example_int_param(text: &str, name: &str, default: usize) -> usize {
+    let needle = format!("\"{name}\"");
+    text.lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("modparam(\"rsec\"") && l.contains(&needle))
+        .filter_map(|l| l.rsplit(',').next()?.trim_end_matches([')', ';', ' ']).trim().parse().ok())
+        .next_back()
+        .unwrap_or(default)
+}
+
+/// Calls `f` every `every` until it returns Some, at most `limit`; the value
+/// and how long it took.
+pub fn poll<T>(limit: Duration, every: Duration, mut f: impl FnMut() -> Option<T>) -> Option<(T, Duration)> {
+    let t0 = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Some((v, t0.elapsed()));
+        }
+        if t0.elapsed() >= limit {
+            return None;
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// An OPTIONS to `sip:user@127.0.0.1:port` as sent from `src:lport`, with
+/// Call-ID `rsec-opt-<id>@<src>` (and branch and tag made from `id`).
+pub fn options_request(user: &str, port: u16, src: &str, lport: u16, id: &str) -> String {
+    format!(
+        "OPTIONS sip:{user}@127.0.0.1:{port} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {src}:{lport};branch=z9hG4bK-rsec-opt-{id}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:rsec-test@{src}:{lport}>;tag=o{id}\r\n\
+         To: <sip:{user}@127.0.0.1:{port}>\r\n\
+         Call-ID: rsec-opt-{id}@{src}\r\n\
+         CSeq: 1 OPTIONS\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// Sends one OPTIONS to `sip:user@127.0.0.1:port` from `src` and returns
+/// the status code of its answer (matched by Call-ID), or None after `wait`.
+pub fn options(src: &str, port: u16, user: &str, wait: Duration) -> Option<u16> {
+    static N: AtomicU32 = AtomicU32::new(0);
+    assert!(src.starts_with("127."), "loopback only");
+    let sock = UdpSocket::bind((src, 0)).unwrap_or_else(|e| panic!("bind {src}: {e}"));
+    let lport = sock.local_addr().unwrap().port();
+    let id = format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+    let call_id = format!("rsec-opt-{id}@{src}");
+    sock.send_to(options_request(user, port, src, lport, &id).as_bytes(), ("127.0.0.1", port)).unwrap();
+    let deadline = Instant::now() + wait;
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        sock.set_read_timeout(Some(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)))).unwrap();
+        let Ok(len) = sock.recv(&mut buf) else { break };
+        let text = String::from_utf8_lossy(&buf[..len]);
+        if text.contains(&call_id) {
+            return text.strip_prefix("SIP/2.0 ").and_then(|r| r.get(..3)).and_then(|c| c.parse().ok());
+        }
+    }
+    None
 }
 
 /// Runs `opensips -F -f cfg` expecting it to refuse to start; returns its
