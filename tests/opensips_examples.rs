@@ -26,7 +26,7 @@ mod mi;
 mod opensips;
 
 use std::fs;
-use std::net::{Ipv4Addr, UdpSocket};
+use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -50,46 +50,31 @@ fn replace_line(text: &str, prefix: &str, line: &str) -> String {
         .join("\n")
 }
 
-/// `n` OPTIONS from `src`, each after the previous one's answer (or 300 ms
-/// of silence: these examples drop banned sources without a reply).
-/// Returns (answered, unanswered).
+/// `n` OPTIONS from `src`, one after the other, each waiting up to 300 ms
+/// for its own answer (these examples drop banned sources without a
+/// reply). Returns (answered 200, unanswered); any other answer panics.
 fn ask(port: u16, src: Ipv4Addr, n: u32) -> (u32, u32) {
-    assert_eq!(src.octets()[0], 127, "loopback sources only");
-    let sock = UdpSocket::bind((src, 0)).unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
-    let lport = sock.local_addr().unwrap().port();
-    let mut buf = [0u8; 4096];
     let (mut answered, mut silent) = (0, 0);
-    for i in 0..n {
-        let msg = format!(
-            "OPTIONS sip:ex@127.0.0.1:{port} SIP/2.0\r\n\
-             Via: SIP/2.0/UDP {src}:{lport};branch=z9hG4bK-ex-{i}\r\n\
-             Max-Forwards: 70\r\n\
-             From: <sip:ex@{src}:{lport}>;tag=ex{i}\r\n\
-             To: <sip:ex@127.0.0.1:{port}>\r\n\
-             Call-ID: ex-{i}-{lport}@{src}\r\n\
-             CSeq: 1 OPTIONS\r\n\
-             Content-Length: 0\r\n\r\n"
-        );
-        sock.send_to(msg.as_bytes(), ("127.0.0.1", port)).unwrap();
-        match sock.recv(&mut buf) {
-            Ok(len) if buf[..len].starts_with(b"SIP/2.0 200") => answered += 1,
-            Ok(len) => panic!("unexpected reply: {}", String::from_utf8_lossy(&buf[..len])),
-            Err(_) => silent += 1,
+    for _ in 0..n {
+        match opensips::options(&src.to_string(), port, "ex", Duration::from_millis(300)) {
+            Some(200) => answered += 1,
+            None => silent += 1,
+            Some(code) => panic!("unexpected {code} answer to {src}"),
         }
     }
     (answered, silent)
 }
 
-fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let t0 = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(t0.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// `f`'s first Some within `limit` (polled every 100 ms); panics naming
+/// `what` after that.
+fn wait_for<T>(what: &str, limit: Duration, f: impl FnMut() -> Option<T>) -> T {
+    opensips::poll(limit, Duration::from_millis(100), f).unwrap_or_else(|| panic!("{what}: not within {limit:?}")).0
+}
+
+/// The one nft batch the example runs for a ban: make sure the element
+/// exists, remove it, add it with the ban's timeout.
+fn ban(set: &str, ip: &str, timeout: &str) -> String {
+    format!("add element inet rsec {set} {{ {ip} }}; delete element inet rsec {set} {{ {ip} }}; add element inet rsec {set} {{ {ip}{timeout} }}")
 }
 
 #[test]
@@ -108,16 +93,14 @@ fn nftables_example_mirrors_every_ban_into_nft() {
     let text: String = example("rsec-nftables.cfg")
         .lines()
         .map(|l| match l.trim_start().starts_with("exec(") {
-            true => l.replace("\"nft ", &format!("\"{fake} ")).replace("; nft ", &format!("; {fake} ")),
+            true => l.replace("\"nft ", &format!("\"{fake} ")),
             false => l.to_string(),
         })
         .collect::<Vec<_>>()
         .join("\n");
-    assert_eq!(text.matches(fake.as_str()).count(), 3, "the example's nft calls changed:\n{text}");
-    let density = 30;
-    assert!(text.contains(&format!("\"pike_density\", {density})")));
+    assert_eq!(text.matches(fake.as_str()).count(), 2, "the example's nft calls changed:\n{text}");
+    let density = opensips::example_int_param(&text, "pike_density", 30) as u32;
     let template = opensips::example_as_template(&text, &dir.join("db"), &dir.join("fifo"));
-    let template = with_reply_dir(&template, &dir);
     let os = OpenSips::start_probing(env, &dir, "nft", &template, &[], None);
     let nft_lines = || fs::read_to_string(&calls).unwrap_or_default().lines().map(str::to_string).collect::<Vec<_>>();
 
@@ -125,8 +108,8 @@ fn nftables_example_mirrors_every_ban_into_nft() {
     // ban's own timeout.
     let (answered, silent) = ask(os.port, Ipv4Addr::new(127, 0, 0, 61), density + 5);
     assert_eq!((answered, silent), (density, 5));
-    let lines = wait_for("the flood's nft calls", Duration::from_secs(5), || Some(nft_lines()).filter(|l| l.len() >= 2));
-    assert_eq!(lines, ["delete element inet rsec banned4 { 127.0.0.61 }", "add element inet rsec banned4 { 127.0.0.61 timeout 300s }"]);
+    let lines = wait_for("the flood's nft call", Duration::from_secs(5), || Some(nft_lines()).filter(|l| !l.is_empty()));
+    assert_eq!(lines, [ban("banned4", "127.0.0.61", " timeout 300s")]);
 
     // Manual bans through MI over the example's FIFO: an IPv6 prefix for a
     // minute, an IPv4 address until unbanned and then for two minutes
@@ -139,15 +122,11 @@ fn nftables_example_mirrors_every_ban_into_nft() {
     fifo.call("sec_unban", r#"{"ip":"2001:db8::/32"}"#);
     fifo.call("sec_ban_flush", "");
     let want = [
-        "delete element inet rsec banned4 { 127.0.0.61 }",
-        "add element inet rsec banned4 { 127.0.0.61 timeout 300s }",
-        "delete element inet rsec banned6 { 2001:db8::/32 }",
-        "add element inet rsec banned6 { 2001:db8::/32 timeout 60s }",
-        "delete element inet rsec banned4 { 192.0.2.9 }",
-        "add element inet rsec banned4 { 192.0.2.9 }",
-        "delete element inet rsec banned4 { 192.0.2.9 }",
-        "add element inet rsec banned4 { 192.0.2.9 timeout 120s }",
-        "delete element inet rsec banned6 { 2001:db8::/32 }",
+        ban("banned4", "127.0.0.61", " timeout 300s"),
+        ban("banned6", "2001:db8::/32", " timeout 60s"),
+        ban("banned4", "192.0.2.9", ""),
+        ban("banned4", "192.0.2.9", " timeout 120s"),
+        "delete element inet rsec banned6 { 2001:db8::/32 }".to_string(),
     ];
     let total = want.len() + 2;
     let lines = wait_for("the MI bans' nft calls", Duration::from_secs(5), || Some(nft_lines()).filter(|l| l.len() >= total));
@@ -160,51 +139,58 @@ fn nftables_example_mirrors_every_ban_into_nft() {
     assert_eq!(nft_lines().len(), total, "an nft call too many: {:?}", nft_lines());
 }
 
-/// `template` with mi_fifo's reply FIFOs made in `dir` (the default,
-/// /tmp/, is shared with everything else on the machine).
-fn with_reply_dir(template: &str, dir: &TestDir) -> String {
-    let fifo_line = template.lines().find(|l| l.contains("\"fifo_name\"")).expect("the example sets fifo_name").to_string();
-    template.replace(&fifo_line, &format!("{fifo_line}\nmodparam(\"mi_fifo\", \"reply_dir\", \"{}/\")", dir.path.display()))
-}
-
-/// JSON-RPC over the example's mi_fifo, with a reply FIFO in the test dir.
+/// JSON-RPC over the example's mi_fifo, with the reply FIFO in the test
+/// dir (example_as_template sets mi_fifo's reply_dir there). Every step is
+/// non-blocking with a deadline, so a dead or slow OpenSIPS fails the test
+/// instead of hanging it.
 struct Fifo {
     fifo: std::path::PathBuf,
     reply: std::path::PathBuf,
 }
 
 impl Fifo {
+    const LIMIT: Duration = Duration::from_secs(10);
+
     fn new(dir: &TestDir) -> Fifo {
         Fifo { fifo: dir.join("fifo"), reply: dir.join("reply") }
     }
 
-    /// The call's JSON reply; panics on an error reply.
+    /// The call's result; panics on an error reply or no reply.
     fn call(&self, method: &str, params: &str) -> json::Json {
         use std::io::{Read, Write};
+        use std::os::unix::fs::OpenOptionsExt;
+        let deadline = Instant::now() + Self::LIMIT;
         let _ = fs::remove_file(&self.reply);
         let c = std::ffi::CString::new(self.reply.to_str().unwrap()).unwrap();
         // SAFETY: mkfifo(3) on a NUL-terminated path we own.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo {}", self.reply.display());
+        // Open our end first: mi_fifo gives up on a reply FIFO it cannot
+        // open within a few tries.
+        let mut reply = fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&self.reply).unwrap();
+        // Writing needs mi_fifo's reader: ENOENT/ENXIO until it is there.
+        let mut req = loop {
+            match fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(&self.fifo) {
+                Ok(f) => break f,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "{method}: cannot open {}: {e}", self.fifo.display());
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        };
         let params = if params.is_empty() { String::new() } else { format!(r#","params":{params}"#) };
-        // The name only: mi_fifo refuses paths, and looks for it in the
-        // reply_dir the test set (see with_reply_dir).
-        let req = format!(r#":reply:{{"jsonrpc":"2.0","method":"{method}","id":1{params}}}"#);
-        fs::OpenOptions::new().write(true).open(&self.fifo).unwrap().write_all(req.as_bytes()).unwrap();
-        // Non-blocking, so a reply that never comes fails the test instead
-        // of hanging it: EOF before any byte means OpenSIPS has not opened
-        // the FIFO yet, EOF after some means the reply is complete.
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut r = fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&self.reply).unwrap();
+        req.write_all(format!(r#":reply:{{"jsonrpc":"2.0","method":"{method}","id":1{params}}}"#).as_bytes()).unwrap();
+        drop(req);
+        // EOF before any byte: mi_fifo has not opened the reply yet; EOF
+        // after some: the reply is complete.
         let (mut raw, mut buf) = (Vec::new(), [0u8; 4096]);
-        let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            match r.read(&mut buf) {
+            match reply.read(&mut buf) {
                 Ok(0) if !raw.is_empty() => break,
                 Ok(n) => raw.extend_from_slice(&buf[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) => panic!("{method}: reading {}: {e}", self.reply.display()),
             }
-            assert!(Instant::now() < deadline, "{method}: no reply from mi_fifo within 10 s");
+            assert!(Instant::now() < deadline, "{method}: no reply from mi_fifo within {:?}", Self::LIMIT);
             std::thread::sleep(Duration::from_millis(10));
         }
         let text = String::from_utf8(raw).expect("mi_fifo reply is not UTF-8");
@@ -219,6 +205,7 @@ fn prometheus_example_exposes_the_promised_metrics() {
     let Some(env) = opensips::env("prometheus_example_exposes_the_promised_metrics", false) else { return };
     let dir = TestDir::new("ex_prom");
     let text = replace_line(&example("rsec-prometheus.cfg"), "modparam(\"httpd\", \"port\"", "modparam(\"httpd\", \"port\", @HTTP_PORT@)");
+    let density = opensips::example_int_param(&text, "pike_density", 30) as u32;
     let template = opensips::example_as_template(&text, &dir.join("db"), &dir.join("fifo"));
     let os = OpenSips::start_with_http(env, &dir, "prom", &template, &[]);
     let port = os.http_port.unwrap();
@@ -227,11 +214,7 @@ fn prometheus_example_exposes_the_promised_metrics() {
     let metric = |name: &str| -> f64 {
         let (status, body) = mi::http(port, "GET", "/metrics", None).expect("scrape /metrics");
         assert_eq!(status, 200, "{body}");
-        body.lines()
-            .filter(|l| !l.starts_with('#'))
-            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {name} on the metrics page:\n{body}"))
+        *mi::parse_metrics(&body).0.get(name).unwrap_or_else(|| panic!("no {name} on the metrics page:\n{body}"))
     };
     // The names the example's comments promise.
     let before = metric("opensips_rsec_pike_blocked");
@@ -239,11 +222,11 @@ fn prometheus_example_exposes_the_promised_metrics() {
     metric("opensips_rsec_table_evictions");
     let checked = metric("opensips_rsec_requests_checked");
 
-    let (answered, silent) = ask(os.port, Ipv4Addr::new(127, 0, 0, 62), 35);
-    assert_eq!((answered, silent), (30, 5));
+    let (answered, silent) = ask(os.port, Ipv4Addr::new(127, 0, 0, 62), density + 5);
+    assert_eq!((answered, silent), (density, 5));
     assert_eq!(metric("opensips_rsec_pike_blocked") - before, 5.0);
     assert_eq!(metric("opensips_rsec_bans_active"), 1.0);
-    assert_eq!(metric("opensips_rsec_requests_checked") - checked, 35.0);
+    assert_eq!(metric("opensips_rsec_requests_checked") - checked, f64::from(density + 5));
 }
 
 #[test]
@@ -252,8 +235,9 @@ fn cluster_example_shares_a_ban_between_two_nodes() {
     let Some(db) = mariadb::MariaDb::start_new("cluster_example_shares_a_ban_between_two_nodes", true) else { return };
     let dir = TestDir::new("ex_cluster");
     let text = example("rsec-cluster.cfg");
-    let interval: u64 = 5;
-    assert!(text.contains(&format!("\"db_sync_interval\", {interval})")));
+    let interval = opensips::example_int_param(&text, "db_sync_interval", 5) as u64;
+    let density = opensips::example_int_param(&text, "pike_density", 30) as u32;
+    let ban_time = opensips::example_int_param(&text, "pike_ban_time", 300);
     let node = |id: &str| -> OpenSips {
         let t = replace_line(&text, "modparam(\"rsec\", \"node_id\"", &format!("modparam(\"rsec\", \"node_id\", \"{id}\")"));
         let t = opensips::example_as_template(&t, &dir.join("db"), &dir.join(&format!("fifo-{id}")));
@@ -266,15 +250,16 @@ fn cluster_example_shares_a_ban_between_two_nodes() {
     let b = node("proxy-2");
 
     let attacker = Ipv4Addr::new(127, 0, 0, 63);
-    let (answered, silent) = ask(a.port, attacker, 35);
-    assert_eq!((answered, silent), (30, 5));
+    let (answered, silent) = ask(a.port, attacker, density + 5);
+    assert_eq!((answered, silent), (density, 5));
     let t0 = Instant::now();
+    let imported = format!("rsec: {attacker} banned (pike, {ban_time}s) by db");
     let line = wait_for("the ban imported on proxy-2", Duration::from_secs(interval * 3), || {
-        b.log_lines_with(&["rsec: 127.0.0.63 banned (pike, 300s) by db"]).into_iter().next()
+        b.log_lines_with(&[&imported]).into_iter().next()
     });
     eprintln!("proxy-2 imported the ban after {:?}: {line}", t0.elapsed());
     assert_eq!(ask(b.port, attacker, 3), (0, 3), "proxy-2 answers the banned source");
     assert_eq!(ask(b.port, Ipv4Addr::new(127, 0, 0, 64), 3), (3, 0), "proxy-2 refuses an innocent source");
-    let rows = db.sql("SELECT node_id, reason FROM rsec_bans WHERE address = '127.0.0.63'");
+    let rows = db.sql(&format!("SELECT node_id, reason FROM rsec_bans WHERE address = '{attacker}'"));
     assert_eq!(rows.trim(), "proxy-1\tpike", "rsec_bans rows: {rows}");
 }
