@@ -35,8 +35,10 @@ install: build
 	install -m 0644 $(MODULE) $(DESTDIR)$(MODULES_DIR)/rsec.so
 	@echo "installed $(DESTDIR)$(MODULES_DIR)/rsec.so"
 
+# Every test; the benchmarks are not run, but must keep compiling.
 test: build
 	RSEC_SO=$(abspath $(MODULE)) $(CARGO) test --release --tests -- --test-threads=2
+	$(CARGO) bench --no-run
 
 bench:
 	$(CARGO) bench --bench engine

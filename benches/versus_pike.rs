@@ -41,19 +41,6 @@ use opensips::{OpenSips, TestDir};
 const PIKE_CFG: &str = include_str!("cfg/versus_pike.cfg");
 const RSEC_CFG: &str = include_str!("cfg/versus_rsec.cfg");
 
-fn options(port: u16, ip: Ipv4Addr, lport: u16, tag: &str) -> String {
-    format!(
-        "OPTIONS sip:vs@127.0.0.1:{port} SIP/2.0\r\n\
-         Via: SIP/2.0/UDP {ip}:{lport};branch=z9hG4bK-vs-{tag}\r\n\
-         Max-Forwards: 70\r\n\
-         From: <sip:vs@{ip}:{lport}>;tag={tag}\r\n\
-         To: <sip:vs@127.0.0.1:{port}>\r\n\
-         Call-ID: vs-{tag}@{ip}\r\n\
-         CSeq: 1 OPTIONS\r\n\
-         Content-Length: 0\r\n\r\n"
-    )
-}
-
 /// One request from each of `n` distinct addresses from 127.16.0.0 up,
 /// paced at about 20,000 per second; replies are not awaited.
 fn spoofed_flood(port: u16, n: u32) -> Duration {
@@ -63,7 +50,8 @@ fn spoofed_flood(port: u16, n: u32) -> Duration {
         assert!(ip.octets()[0] == 127, "loopback sources only");
         let sock = UdpSocket::bind((ip, 0)).unwrap_or_else(|e| panic!("bind {ip}:0: {e}"));
         let lport = sock.local_addr().unwrap().port();
-        sock.send_to(options(port, ip, lport, &format!("s{i}")).as_bytes(), ("127.0.0.1", port)).unwrap();
+        let msg = opensips::options_request("vs", port, &ip.to_string(), lport, &format!("s{i}"));
+        sock.send_to(msg.as_bytes(), ("127.0.0.1", port)).unwrap();
         if i % 200 == 199 {
             let due = t0 + Duration::from_micros(50 * u64::from(i + 1));
             if let Some(w) = due.checked_duration_since(Instant::now()) {
@@ -74,21 +62,13 @@ fn spoofed_flood(port: u16, n: u32) -> Duration {
     t0.elapsed()
 }
 
-/// `n` requests from `ip`, each sent after the previous one's reply (or a
-/// 500 ms timeout); the status codes seen, "lost" for no reply.
+/// `n` requests from `ip`, each sent after the previous one's reply (or
+/// 500 ms of silence) and `gap`; the status codes seen, "lost" for none.
 fn sequential(port: u16, ip: Ipv4Addr, n: u32, gap: Duration) -> BTreeMap<String, u32> {
-    let sock = UdpSocket::bind((ip, 0)).unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
-    let lport = sock.local_addr().unwrap().port();
     let mut codes = BTreeMap::new();
-    let mut buf = [0u8; 4096];
-    for i in 0..n {
-        sock.send_to(options(port, ip, lport, &format!("q{i}")).as_bytes(), ("127.0.0.1", port)).unwrap();
-        let code = match sock.recv(&mut buf) {
-            Ok(len) => String::from_utf8_lossy(&buf[..len]).split_whitespace().nth(1).unwrap_or("?").to_string(),
-            Err(_) => "lost".to_string(),
-        };
-        *codes.entry(code).or_insert(0) += 1;
+    for _ in 0..n {
+        let code = opensips::options(&ip.to_string(), port, "vs", Duration::from_millis(500));
+        *codes.entry(code.map_or("lost".to_string(), |c| c.to_string())).or_insert(0) += 1;
         std::thread::sleep(gap);
     }
     codes
@@ -102,17 +82,19 @@ fn stat(mi: &Mi, name: &str) -> u64 {
     r.get(name).as_u64().unwrap_or_else(|| panic!("no statistic {name} in {r}"))
 }
 
-/// Waits until OpenSIPS has taken in every request that reached it.
+/// Waits until OpenSIPS has taken in every request that reached it (its
+/// request count stops moving), at most a minute.
 fn drained(mi: &Mi) -> u64 {
     let mut last = stat(mi, "core:rcv_requests");
-    loop {
+    let (now, _) = opensips::poll(Duration::from_secs(60), Duration::ZERO, || {
         std::thread::sleep(Duration::from_millis(300));
         let now = stat(mi, "core:rcv_requests");
-        if now == last {
-            return now;
-        }
+        let still = now == last;
         last = now;
-    }
+        still.then_some(now)
+    })
+    .expect("OpenSIPS still receiving the flood after a minute");
+    now
 }
 
 struct Row {
