@@ -41,32 +41,6 @@ use sipp::{Sipp, SippResult};
 
 const CLI_CFG: &str = include_str!("cfg/cli.cfg");
 
-/// Every statistic of the `rsec:` group, as documented in the README.
-const STATS: [&str; 22] = [
-    "requests_checked",
-    "pike_blocked",
-    "rl_checked",
-    "rl_rejected",
-    "auth_failures",
-    "bans_created",
-    "bans_pike",
-    "bans_auth",
-    "bans_manual",
-    "bans_rl",
-    "bans_active",
-    "bans_expired",
-    "bans_removed",
-    "dropped_while_banned",
-    "table_evictions",
-    "table_full",
-    "lock_recoveries",
-    "db_writes",
-    "db_errors",
-    "db_queue_depth",
-    "db_queue_drops",
-    "db_last_sync",
-];
-
 fn find_cli() -> Option<PathBuf> {
     let venv = Path::new(opensips::MANIFEST_DIR).join("target/opensips-cli/bin/opensips-cli");
     opensips::find_bin("OPENSIPS_CLI", "opensips-cli", venv.to_str()?)
@@ -241,7 +215,7 @@ fn operator_lists_inspects_adds_and_removes_bans_with_opensips_cli() {
     // Nothing banned yet, and every statistic is there.
     assert!(cli.ban_ips().is_empty());
     let names: BTreeSet<String> = t.stats().into_keys().collect();
-    assert_eq!(names, STATS.iter().map(|n| n.to_string()).collect(), "get_statistics rsec: lists other statistics");
+    assert_eq!(names, mi::RSEC_STATS.iter().map(|n| n.to_string()).collect(), "get_statistics rsec: lists other statistics");
 
     // A flood bans its source; the operator sees why, and how often it hit.
     let flood = t.send("127.0.0.31", "flood", 30, 200);
@@ -307,7 +281,7 @@ fn operator_lists_inspects_adds_and_removes_bans_with_opensips_cli() {
         ("bans_removed", 1),
     ];
     let want: BTreeMap<String, u64> =
-        STATS.iter().map(|n| (n.to_string(), moved.iter().find(|(m, _)| m == n).map_or(0, |(_, v)| *v))).collect();
+        mi::RSEC_STATS.iter().map(|n| (n.to_string(), moved.iter().find(|(m, _)| m == n).map_or(0, |(_, v)| *v))).collect();
     assert_eq!(t.stats(), want);
 
     // Flush lifts what is left and says how much that was.

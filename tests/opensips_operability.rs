@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use json::Json;
-use mi::{Mi, MiError};
+use mi::{Mi, MiError, RSEC_STATS};
 use opensips::{heavy, s, tally, workers, Env, Event, OpenSips, TestDir};
 use sipp::{Sipp, SippResult};
 
@@ -52,27 +52,6 @@ macro_rules! require {
         }
     };
 }
-
-/// Every statistic the module exports, in export order.
-const STATS: [&str; 17] = [
-    "requests_checked",
-    "pike_blocked",
-    "rl_checked",
-    "rl_rejected",
-    "auth_failures",
-    "bans_created",
-    "bans_pike",
-    "bans_auth",
-    "bans_manual",
-    "bans_rl",
-    "bans_active",
-    "bans_expired",
-    "bans_removed",
-    "dropped_while_banned",
-    "table_evictions",
-    "table_full",
-    "lock_recoveries",
-];
 
 /// An OpenSIPS running ops.cfg, with its MI client.
 struct Ops<'a> {
@@ -187,12 +166,12 @@ impl<'a> Ops<'a> {
         }
     }
 
-    /// The statistics of [`STATS`] (others the module may add are left out).
+    /// The statistics of [`RSEC_STATS`] (others the module may add are left out).
     fn stats(&self) -> BTreeMap<String, u64> {
         let mut st = self.mi.rsec_stats();
-        let missing: Vec<&str> = STATS.iter().copied().filter(|n| !st.contains_key(*n)).collect();
+        let missing: Vec<&str> = RSEC_STATS.iter().copied().filter(|n| !st.contains_key(*n)).collect();
         assert!(missing.is_empty(), "get_statistics rsec: lacks {missing:?}: {st:?}");
-        st.retain(|k, _| STATS.contains(&k.as_str()));
+        st.retain(|k, _| RSEC_STATS.contains(&k.as_str()));
         st
     }
 }
@@ -468,7 +447,7 @@ fn mi_bad_params_get_error_replies() {
 
     // None of that changed anything...
     let st = ops.stats();
-    assert!(STATS.iter().all(|n| st[*n] == 0), "statistics moved: {st:?}");
+    assert!(RSEC_STATS.iter().all(|n| st[*n] == 0), "statistics moved: {st:?}");
     assert_eq!(num(&ops.mi.ok("sec_ban_list", ""), "count"), 0);
     assert_eq!(ops.mi.ok("sec_whitelist_list", "").get("whitelist").as_arr().len(), 0);
     // ...and OpenSIPS still serves SIP and MI.
@@ -507,7 +486,7 @@ fn statistics_move_exactly() {
     let check = |what: &str, expect: &BTreeMap<String, u64>| {
         let now = ops.stats();
         let delta: BTreeMap<&str, i64> =
-            STATS.iter().map(|n| (*n, now[*n] as i64 - base[*n] as i64)).filter(|(_, d)| *d != 0).collect();
+            RSEC_STATS.iter().map(|n| (*n, now[*n] as i64 - base[*n] as i64)).filter(|(_, d)| *d != 0).collect();
         eprintln!("after {what}: changes since start {delta:?}");
         assert_eq!(&now, expect, "statistics after {what}");
     };
@@ -724,7 +703,7 @@ fn prometheus_scrape_has_rsec_counters() {
         let (vals, types) = mi::parse_metrics(&body);
         if mode == 0 {
             eprintln!("GET /metrics (group_mode {mode}), rsec lines:");
-            for l in body.lines().filter(|l| STATS.iter().any(|n| l.contains(n))).take(8) {
+            for l in body.lines().filter(|l| RSEC_STATS.iter().any(|n| l.contains(n))).take(8) {
                 eprintln!("    {l}");
             }
             eprintln!("    ... ({} samples)", vals.len());
@@ -744,7 +723,7 @@ fn prometheus_scrape_has_rsec_counters() {
         .into_iter()
         .collect();
         let mut missing = Vec::new();
-        for n in STATS {
+        for n in RSEC_STATS {
             let name = format!("{prefix}{n}");
             match vals.get(&name) {
                 None => missing.push(name),
@@ -757,7 +736,7 @@ fn prometheus_scrape_has_rsec_counters() {
         assert!(missing.is_empty(), "missing from /metrics (group_mode {mode}): {missing:?}\n{body}");
         eprintln!(
             "group_mode {mode}: all {} rsec statistics as {prefix}<name>, # TYPE {:?}",
-            STATS.len(),
+            RSEC_STATS.len(),
             types.get(&format!("{prefix}requests_checked"))
         );
     }
@@ -1283,7 +1262,7 @@ fn distributed_flood_from_thousands_of_sources_stays_bounded() {
         ],
     );
     let base = ops.stats();
-    assert!(STATS.iter().all(|n| base[*n] == 0), "statistics at start: {base:?}");
+    assert!(RSEC_STATS.iter().all(|n| base[*n] == 0), "statistics at start: {base:?}");
     let rss_start = worker_rss(&ops.mi);
 
     // 5000 sources 127.1.0.1 ... 127.1.19.250, 3 requests each: each source

@@ -206,3 +206,30 @@ pub fn parse_metrics(body: &str) -> (BTreeMap<String, f64>, BTreeMap<String, Str
     }
     (vals, types)
 }
+
+/// Every statistic of the `rsec:` group, in export order, as documented in the README.
+pub const RSEC_STATS: [&str; 22] = [
+    "requests_checked",
+    "pike_blocked",
+    "rl_checked",
+    "rl_rejected",
+    "auth_failures",
+    "bans_created",
+    "bans_pike",
+    "bans_auth",
+    "bans_manual",
+    "bans_rl",
+    "bans_active",
+    "bans_expired",
+    "bans_removed",
+    "dropped_while_banned",
+    "table_evictions",
+    "table_full",
+    "lock_recoveries",
+    "db_writes",
+    "db_errors",
+    "db_queue_depth",
+    "db_queue_drops",
+    "db_last_sync",
+];
+
