@@ -27,7 +27,10 @@ all: build
 
 build:
 	$(CARGO) build --release --lib
-	cp target/release/librsec.so $(MODULE)
+	@# A new file renamed over the old one: an OpenSIPS running with the old
+	@# module keeps its mapping; rewriting the file in place crashes it.
+	cp target/release/librsec.so $(MODULE).tmp
+	mv -f $(MODULE).tmp $(MODULE)
 	@echo "built $(abspath $(MODULE))"
 
 install: build

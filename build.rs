@@ -1,7 +1,9 @@
 //! Build script:
 //! 1. learns the version strings OpenSIPS checks at load time from the
-//!    target's `opensips -V` (or the default profile in include/), and
-//! 2. when OPENSIPS_SRC is set, runs bindgen on the real headers and emits
+//!    target's `opensips -V` (or the default profile in include/),
+//! 2. refuses, with one line, a release whose ABI src/ffi/sys.rs does not
+//!    declare (src/ffi/abi.rs lists those), and
+//! 3. when OPENSIPS_SRC is set, runs bindgen on the real headers and emits
 //!    compile-time assertions that every hand-written struct in
 //!    src/ffi/sys.rs has the same size and field offsets.
 
@@ -9,6 +11,38 @@ use std::env;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+include!("src/ffi/abi.rs");
+
+/// (major, minor) from `opensips 3.6.3 (x86_64/linux)` or a bare `3.6.3`.
+fn release(version: &str) -> Option<(u32, u32)> {
+    let v = version.split_whitespace().find(|w| w.starts_with(|c: char| c.is_ascii_digit()))?;
+    let mut parts = v.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.trim_end_matches(|c: char| !c.is_ascii_digit()).parse().ok()?;
+    Some((major, minor))
+}
+
+/// Stops the build with one clear line unless `p` is a supported release.
+fn require_supported(p: &Profile) {
+    let supported: Vec<String> = SUPPORTED_ABIS.iter().map(|(a, b)| format!("{a}.{b}.x")).collect();
+    match release(&p.version) {
+        Some(r) if SUPPORTED_ABIS.contains(&r) => {}
+        found => {
+            let what = match found {
+                Some((a, b)) => format!("OpenSIPS {a}.{b}"),
+                None => format!("an OpenSIPS whose version '{}' cannot be read", p.version),
+            };
+            eprintln!(
+                "error: rsec: cannot build for {what} ('{}' from {}): rsec's ABI declarations are written for {} only",
+                p.version,
+                p.source,
+                supported.join(", ")
+            );
+            std::process::exit(1);
+        }
+    }
+}
 
 struct Profile {
     version: String,
@@ -114,6 +148,7 @@ fn main() {
     let default_profile = manifest.join("include/opensips-default.profile");
     println!("cargo:rerun-if-changed={}", default_profile.display());
     println!("cargo:rerun-if-changed=include/rsec_abi.h");
+    println!("cargo:rerun-if-changed=src/ffi/abi.rs");
     println!("cargo::rustc-check-cfg=cfg(rsec_layout_check)");
 
     let mut profile = match opensips_binary() {
@@ -133,6 +168,7 @@ fn main() {
         }
     };
     override_from_env(&mut profile);
+    require_supported(&profile);
     println!(
         "cargo:warning=rsec: built for '{}' flags '{}' {} {} (from {})",
         profile.version, profile.flags, profile.scm_type, profile.scm_rev, profile.source

@@ -158,13 +158,15 @@ fn exports_table_and_abi_call() {
             "db_queue_size",
             "db_sync_interval",
             "db_timeout",
+            "min_prefix_v4",
+            "min_prefix_v6",
         ] {
             assert!(params.contains(&(n.to_owned(), INT_PARAM)), "int modparam {n} missing: {params:?}");
         }
         for n in ["whitelist", "db_url", "node_id"] {
             assert!(params.contains(&(n.to_owned(), STR_PARAM)), "string modparam {n} missing");
         }
-        assert_eq!(params.len(), 17, "{params:?}");
+        assert_eq!(params.len(), 19, "{params:?}");
 
         // The persistence process is exported but not started without db_url.
         let procs = exp.procs.cast::<ProcExport>();
@@ -207,7 +209,16 @@ fn exports_table_and_abi_call() {
              "sec_whitelist_list", "sec_whitelist_add", "sec_whitelist_del", "sec_db_sync", "sec_whitelist_reload"]
         );
         let ban = &mi.iter().find(|(n, _)| n == "sec_ban").unwrap().1;
-        assert_eq!(ban, &vec![vec!["ip".to_owned()], vec!["ip".into(), "seconds".into()], vec!["ip".into(), "seconds".into(), "reason".into()]]);
+        // One recipe per subset of the optional parameters, in bit order.
+        assert_eq!(
+            ban,
+            &vec![
+                vec!["ip".to_owned()],
+                vec!["ip".into(), "seconds".into()],
+                vec!["ip".into(), "reason".into()],
+                vec!["ip".into(), "seconds".into(), "reason".into()]
+            ]
+        );
 
         // Set a modparam the way OpenSIPS does (write through the pointer),
         // run mod_init, then call sec_pike_check through the C ABI.
@@ -291,7 +302,6 @@ fn imported_symbols_resolve_against_real_opensips() {
         "add_mi_number",
         "add_mi_bool",
         "try_get_mi_string_param",
-        "try_get_mi_int_param",
         "evi_publish_event",
         "evi_get_id",
         "evi_probe_event",

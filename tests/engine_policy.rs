@@ -37,6 +37,10 @@ fn small() -> Config {
         max_bans: 256,
         lock_stripes: 8,
         db_queue_size: 0,
+        db_sync_interval_s: 5,
+        db_timeout_s: 3,
+        min_prefix_v4: 8,
+        min_prefix_v6: 32,
         whitelist: Vec::new(),
     }
 }
@@ -60,7 +64,8 @@ fn pike_allows_exactly_density_then_bans() {
         assert_eq!(e.pike_count(&src, T0 + i * 1000).unwrap(), i as u32 + 1);
     }
     let banned_at = T0 + 10_000;
-    assert_eq!(e.pike_check(&src, banned_at).unwrap(), PikeVerdict::JustBanned);
+    let o = e.pike_check(&src, banned_at).unwrap();
+    assert!(matches!(o, PikeVerdict::JustBanned(_)), "{o:?}");
     for i in 1..=5u64 {
         assert_eq!(e.pike_check(&src, banned_at + i).unwrap(), PikeVerdict::Banned(Reason::Pike));
     }
@@ -101,7 +106,8 @@ fn pike_requests_outside_the_sampling_window_do_not_count() {
         }
     }
     // The 11th inside one window is not.
-    assert_eq!(e.pike_check(&src, T0 + 8 * SEC + 10).unwrap(), PikeVerdict::JustBanned);
+    let o = e.pike_check(&src, T0 + 8 * SEC + 10).unwrap();
+    assert!(matches!(o, PikeVerdict::JustBanned(_)), "{o:?}");
 }
 
 #[test]
@@ -117,7 +123,8 @@ fn pike_burst_straddling_a_window_edge_is_caught() {
     for i in 0..4u64 {
         assert_eq!(e.pike_check(&src, edge + i).unwrap(), PikeVerdict::Allowed);
     }
-    assert_eq!(e.pike_check(&src, edge + 4).unwrap(), PikeVerdict::JustBanned);
+    let o = e.pike_check(&src, edge + 4).unwrap();
+    assert!(matches!(o, PikeVerdict::JustBanned(_)), "{o:?}");
 }
 
 #[test]
@@ -127,7 +134,8 @@ fn pike_v4_mapped_is_the_same_source() {
         assert_eq!(e.pike_check(&ip("10.0.0.1"), T0 + i).unwrap(), PikeVerdict::Allowed);
         assert_eq!(e.pike_check(&ip("::ffff:10.0.0.1"), T0 + i).unwrap(), PikeVerdict::Allowed);
     }
-    assert_eq!(e.pike_check(&ip("::ffff:10.0.0.1"), T0 + 9).unwrap(), PikeVerdict::JustBanned);
+    let o = e.pike_check(&ip("::ffff:10.0.0.1"), T0 + 9).unwrap();
+    assert!(matches!(o, PikeVerdict::JustBanned(_)), "{o:?}");
     assert_eq!(e.pike_check(&ip("10.0.0.1"), T0 + 9).unwrap(), PikeVerdict::Banned(Reason::Pike));
 }
 
@@ -154,11 +162,15 @@ fn whitelisted_sources_are_never_counted_or_banned() {
     assert_eq!(e.auth_count(&w4, T0 + 1000).unwrap(), 0);
 
     for reason in Reason::ALL {
-        assert_eq!(e.ban(Cidr::host(w4), 0, reason, T0).unwrap(), BanOutcome::Whitelisted);
-        assert_eq!(e.ban(Cidr::host(w6), 10, reason, T0).unwrap(), BanOutcome::Whitelisted);
+        let o = e.ban(Cidr::host(w4), 0, reason, T0).unwrap();
+        assert!(matches!(o, BanOutcome::Whitelisted(_)), "{o:?}");
+        let o = e.ban(Cidr::host(w6), 10, reason, T0).unwrap();
+        assert!(matches!(o, BanOutcome::Whitelisted(_)), "{o:?}");
     }
-    assert_eq!(e.ban(cidr("10.0.0.0/8"), 0, Reason::Manual, T0).unwrap(), BanOutcome::Whitelisted);
-    assert_eq!(e.ban(cidr("10.99.0.0/16"), 0, Reason::Manual, T0).unwrap(), BanOutcome::Whitelisted);
+    let o = e.ban(cidr("10.0.0.0/8"), 0, Reason::Manual, T0).unwrap();
+    assert!(matches!(o, BanOutcome::Whitelisted(_)), "{o:?}");
+    let o = e.ban(cidr("10.99.0.0/16"), 0, Reason::Manual, T0).unwrap();
+    assert!(matches!(o, BanOutcome::Whitelisted(_)), "{o:?}");
     assert_eq!(e.lookup_ban(&w4, T0).unwrap(), None);
     assert_eq!(e.list_bans(T0).unwrap(), vec![]);
     assert_eq!(e.bans_active(), 0);
@@ -173,14 +185,69 @@ fn whitelisted_sources_are_never_counted_or_banned() {
 
 #[test]
 fn whitelist_wins_over_a_covering_ban() {
-    let mut cfg = small();
-    cfg.whitelist = vec![cidr("10.1.0.0/16")];
-    let e = engine(cfg);
-    // A wider ban whose network address is not itself whitelisted.
-    assert_eq!(e.ban(cidr("10.0.0.0/8"), 0, Reason::Manual, T0).unwrap(), BanOutcome::Created);
+    let e = engine(small());
+    // A wider ban made before part of it was whitelisted at run time.
+    let o = e.ban(cidr("10.0.0.0/8"), 0, Reason::Manual, T0).unwrap();
+    assert!(matches!(o, BanOutcome::Created(_)), "{o:?}");
+    assert_eq!(e.whitelist_add(cidr("10.1.0.0/16")), Ok(true));
     assert_eq!(e.pike_check(&ip("10.1.2.3"), T0).unwrap(), PikeVerdict::Whitelisted);
     assert_eq!(e.auth_fail(&ip("10.1.2.3"), T0).unwrap(), AuthVerdict::Whitelisted);
     assert_eq!(e.pike_check(&ip("10.2.0.1"), T0).unwrap(), PikeVerdict::Banned(Reason::Manual));
+}
+
+#[test]
+fn a_ban_covering_a_whitelisted_address_is_refused() {
+    // The whitelisted host lies inside every one of these prefixes: a ban
+    // on any of them would be announced to firewalls and drop it.
+    let mut cfg = small();
+    cfg.whitelist = vec![cidr("127.0.0.250/32"), cidr("2001:db8:1::/48")];
+    let e = engine(cfg);
+    for (target, blocker) in [
+        ("127.0.0.0/8", "127.0.0.250"),
+        ("127.0.0.0/24", "127.0.0.250"),
+        ("127.0.0.250", "127.0.0.250"),
+        ("2001:db8::/32", "2001:db8:1::/48"),
+        ("2001:db8:1:2::/64", "2001:db8:1::/48"),
+    ] {
+        for reason in Reason::ALL {
+            let o = e.ban(cidr(target), 60, reason, T0).unwrap();
+            assert_eq!(o, BanOutcome::Whitelisted(cidr(blocker)), "{target}");
+        }
+        let o = e.restore_ban(cidr(target), Reason::Pike, T0, T0 + 60 * SEC, T0).unwrap();
+        assert_eq!(o, Some(BanOutcome::Whitelisted(cidr(blocker))), "{target} from the database");
+    }
+    // Beside the whitelist, prefixes are banned as before.
+    assert!(matches!(e.ban(cidr("127.0.1.0/24"), 60, Reason::Manual, T0).unwrap(), BanOutcome::Created(_)));
+    assert_eq!(e.lookup_ban(&ip("127.0.0.250"), T0).unwrap(), None);
+    assert_eq!(e.bans_active(), 1);
+}
+
+#[test]
+fn prefixes_shorter_than_the_minimum_are_refused() {
+    let e = engine(small());
+    for target in ["0.0.0.0/0", "0.0.0.0/7", "::/0", "2000::/3", "2001:db8::/31"] {
+        assert_eq!(e.ban(cidr(target), 60, Reason::Manual, T0).unwrap(), BanOutcome::TooBroad, "{target}");
+        assert_eq!(e.restore_ban(cidr(target), Reason::Manual, T0, 0, T0).unwrap(), Some(BanOutcome::TooBroad), "{target}");
+        assert!(matches!(e.whitelist_add(cidr(target)), Err(rsec::engine::WhitelistChange::TooBroad(_))), "{target}");
+    }
+    // The minimums themselves are allowed.
+    assert!(matches!(e.ban(cidr("10.0.0.0/8"), 60, Reason::Manual, T0).unwrap(), BanOutcome::Created(_)));
+    assert!(matches!(e.ban(cidr("2001:db8::/32"), 60, Reason::Manual, T0).unwrap(), BanOutcome::Created(_)));
+    assert_eq!(e.whitelist_add(cidr("172.16.0.0/12")), Ok(true));
+    assert_eq!(e.list_bans(T0).unwrap().len(), 2);
+    assert_eq!(e.whitelist().list(), vec![cidr("172.16.0.0/12")]);
+
+    // A whitelist modparam that would switch rsec off is a start-up error.
+    let mut cfg = small();
+    cfg.whitelist = vec![cidr("0.0.0.0/0")];
+    match Engine::new(cfg) {
+        Err(EngineError::Config(err)) => {
+            assert_eq!(err.param, "whitelist");
+            assert!(err.to_string().contains("'0.0.0.0/0'") && err.to_string().contains("min_prefix_v4"), "{err}");
+        }
+        Err(other) => panic!("{other}"),
+        Ok(_) => panic!("a whitelist of 0.0.0.0/0 was accepted"),
+    }
 }
 
 #[test]
@@ -194,12 +261,14 @@ fn whitelist_can_change_at_run_time() {
     assert_eq!(e.whitelist().add(cidr("192.0.2.0/24")), Ok(false));
     assert_eq!(e.whitelist().list(), vec![cidr("192.0.2.0/24")]);
     assert_eq!(e.pike_check(&src, T0 + 10).unwrap(), PikeVerdict::Whitelisted);
-    assert_eq!(e.ban(Cidr::host(src), 0, Reason::Manual, T0).unwrap(), BanOutcome::Whitelisted);
+    let o = e.ban(Cidr::host(src), 0, Reason::Manual, T0).unwrap();
+    assert!(matches!(o, BanOutcome::Whitelisted(_)), "{o:?}");
     assert_eq!(e.whitelist().remove(&cidr("192.0.2.0/24")), Ok(true));
     assert_eq!(e.whitelist().remove(&cidr("192.0.2.0/24")), Ok(false));
     assert!(e.whitelist().list().is_empty());
     // Counted again from where it was.
-    assert_eq!(e.pike_check(&src, T0 + 11).unwrap(), PikeVerdict::JustBanned);
+    let o = e.pike_check(&src, T0 + 11).unwrap();
+    assert!(matches!(o, PikeVerdict::JustBanned(_)), "{o:?}");
 }
 
 // ============================================================ auth failures
@@ -213,7 +282,8 @@ fn auth_fail_counts_then_bans_at_threshold() {
         assert_eq!(e.auth_count(&src, T0 + n as u64 * SEC).unwrap(), n);
     }
     let banned_at = T0 + 5 * SEC;
-    assert_eq!(e.auth_fail(&src, banned_at).unwrap(), AuthVerdict::JustBanned);
+    let o = e.auth_fail(&src, banned_at).unwrap();
+    assert!(matches!(o, AuthVerdict::JustBanned(_)), "{o:?}");
     for i in 1..=3u64 {
         assert_eq!(e.auth_fail(&src, banned_at + i).unwrap(), AuthVerdict::AlreadyBanned(Reason::Auth));
     }
@@ -244,7 +314,8 @@ fn auth_fail_ban_clears_the_count_even_within_the_window() {
     for n in 1..5u32 {
         assert_eq!(e.auth_fail(&src, T0).unwrap(), AuthVerdict::Counted(n));
     }
-    assert_eq!(e.auth_fail(&src, T0).unwrap(), AuthVerdict::JustBanned);
+    let o = e.auth_fail(&src, T0).unwrap();
+    assert!(matches!(o, AuthVerdict::JustBanned(_)), "{o:?}");
     assert_eq!(e.auth_count(&src, T0).unwrap(), 0);
     // 10 s later the ban is over but the 60 s window is not.
     assert_eq!(e.auth_fail(&src, T0 + 10 * SEC).unwrap(), AuthVerdict::Counted(1));
@@ -270,14 +341,16 @@ fn auth_failures_outside_the_window_do_not_count() {
     assert_eq!(e.auth_fail(&src2, t + 30 * SEC).unwrap(), AuthVerdict::Counted(4));
     assert_eq!(e.auth_fail(&src2, t + 60 * SEC).unwrap(), AuthVerdict::Counted(3));
     assert_eq!(e.auth_fail(&src2, t + 60 * SEC).unwrap(), AuthVerdict::Counted(4));
-    assert_eq!(e.auth_fail(&src2, t + 60 * SEC).unwrap(), AuthVerdict::JustBanned);
+    let o = e.auth_fail(&src2, t + 60 * SEC).unwrap();
+    assert!(matches!(o, AuthVerdict::JustBanned(_)), "{o:?}");
 }
 
 #[test]
 fn auth_fail_on_a_manually_banned_source() {
     let e = engine(small());
     let src = ip("192.0.2.5");
-    assert_eq!(e.ban(Cidr::host(src), 0, Reason::Manual, T0).unwrap(), BanOutcome::Created);
+    let o = e.ban(Cidr::host(src), 0, Reason::Manual, T0).unwrap();
+    assert!(matches!(o, BanOutcome::Created(_)), "{o:?}");
     assert_eq!(e.auth_fail(&src, T0).unwrap(), AuthVerdict::AlreadyBanned(Reason::Manual));
     assert_eq!(e.auth_count(&src, T0).unwrap(), 0);
 }
@@ -288,7 +361,8 @@ fn auth_fail_on_a_manually_banned_source() {
 fn manual_ban_with_zero_seconds_is_permanent() {
     let e = engine(small());
     let src = ip("198.51.100.200");
-    assert_eq!(e.ban(Cidr::host(src), 0, Reason::Manual, T0).unwrap(), BanOutcome::Created);
+    let o = e.ban(Cidr::host(src), 0, Reason::Manual, T0).unwrap();
+    assert!(matches!(o, BanOutcome::Created(_)), "{o:?}");
     let far = T0 + 20 * 365 * 86_400 * SEC;
     let rec = e.lookup_ban(&src, far).unwrap().expect("still banned 20 years later");
     assert!(rec.ban.is_permanent());
@@ -301,9 +375,9 @@ fn manual_ban_with_zero_seconds_is_permanent() {
 
     // unban returns the ban once, then nothing.
     let lifted = e.unban(&Cidr::host(src), far).unwrap().expect("was banned");
-    assert_eq!(lifted.reason, Reason::Manual);
-    assert_eq!(lifted.created_us, T0);
-    assert_eq!(lifted.hits, 1);
+    assert_eq!(lifted.ban.reason, Reason::Manual);
+    assert_eq!(lifted.ban.created_us, T0);
+    assert_eq!(lifted.ban.hits, 1);
     assert_eq!(e.unban(&Cidr::host(src), far).unwrap(), None);
     assert_eq!(e.lookup_ban(&src, far).unwrap(), None);
     assert_eq!(e.pike_check(&src, far).unwrap(), PikeVerdict::Allowed);
@@ -315,15 +389,19 @@ fn manual_ban_with_zero_seconds_is_permanent() {
 fn timed_manual_ban_and_updates() {
     let e = engine(small());
     let t = Cidr::host(ip("198.51.100.1"));
-    assert_eq!(e.ban(t, 30, Reason::Manual, T0).unwrap(), BanOutcome::Created);
+    let o = e.ban(t, 30, Reason::Manual, T0).unwrap();
+    assert!(matches!(o, BanOutcome::Created(_)), "{o:?}");
     assert_eq!(e.lookup_ban(&t.addr, T0).unwrap().unwrap().ban.expires_us, T0 + 30 * SEC);
     // A manual ban replaces the expiry, shorter or longer or permanent.
-    assert_eq!(e.ban(t, 5, Reason::Manual, T0 + SEC).unwrap(), BanOutcome::Updated);
+    let o = e.ban(t, 5, Reason::Manual, T0 + SEC).unwrap();
+    assert!(matches!(o, BanOutcome::Updated(_)), "{o:?}");
     assert_eq!(e.lookup_ban(&t.addr, T0).unwrap().unwrap().ban.expires_us, T0 + 6 * SEC);
-    assert_eq!(e.ban(t, 0, Reason::Manual, T0 + SEC).unwrap(), BanOutcome::Updated);
+    let o = e.ban(t, 0, Reason::Manual, T0 + SEC).unwrap();
+    assert!(matches!(o, BanOutcome::Updated(_)), "{o:?}");
     assert!(e.lookup_ban(&t.addr, T0 + 1000 * SEC).unwrap().unwrap().ban.is_permanent());
     // Automatic rules leave an existing ban alone.
-    assert_eq!(e.ban(t, 5, Reason::Pike, T0 + 2 * SEC).unwrap(), BanOutcome::AlreadyBanned(Reason::Manual));
+    let o = e.ban(t, 5, Reason::Pike, T0 + 2 * SEC).unwrap();
+    assert!(matches!(o, BanOutcome::AlreadyBanned(r) if r.ban.reason == Reason::Manual), "{o:?}");
     assert!(e.lookup_ban(&t.addr, T0 + 1000 * SEC).unwrap().unwrap().ban.is_permanent());
     // Created once only.
     assert_eq!(e.stats().bans_created_total(), 1);
@@ -335,7 +413,8 @@ fn timed_manual_ban_and_updates() {
         e.pike_check(&p, T0 + i).unwrap();
     }
     assert_eq!(e.lookup_ban(&p, T0 + 10).unwrap().unwrap().ban.reason, Reason::Pike);
-    assert_eq!(e.ban(Cidr::host(p), 0, Reason::Manual, T0 + 20).unwrap(), BanOutcome::Updated);
+    let o = e.ban(Cidr::host(p), 0, Reason::Manual, T0 + 20).unwrap();
+    assert!(matches!(o, BanOutcome::Updated(_)), "{o:?}");
     let b = e.lookup_ban(&p, T0 + 3600 * SEC).unwrap().unwrap().ban;
     assert_eq!((b.reason, b.expires_us), (Reason::Manual, 0));
     assert_eq!(e.pike_check(&p, T0 + 21).unwrap(), PikeVerdict::Banned(Reason::Manual));
@@ -345,7 +424,8 @@ fn timed_manual_ban_and_updates() {
 fn timed_ban_expires_exactly() {
     let e = engine(small());
     let t = Cidr::host(ip("2001:db8::dead"));
-    assert_eq!(e.ban(t, 7, Reason::RateLimit, T0).unwrap(), BanOutcome::Created);
+    let o = e.ban(t, 7, Reason::RateLimit, T0).unwrap();
+    assert!(matches!(o, BanOutcome::Created(_)), "{o:?}");
     assert_eq!(e.pike_check(&t.addr, T0 + 7 * SEC - 1).unwrap(), PikeVerdict::Banned(Reason::RateLimit));
     assert_eq!(e.pike_check(&t.addr, T0 + 7 * SEC).unwrap(), PikeVerdict::Allowed);
     // Expired but not yet swept: unban finds nothing active.
@@ -357,7 +437,8 @@ fn timed_ban_expires_exactly() {
 #[test]
 fn prefix_bans_block_every_address_inside() {
     let e = engine(small());
-    assert_eq!(e.ban(cidr("10.0.0.0/8"), 0, Reason::Manual, T0).unwrap(), BanOutcome::Created);
+    let o = e.ban(cidr("10.0.0.0/8"), 0, Reason::Manual, T0).unwrap();
+    assert!(matches!(o, BanOutcome::Created(_)), "{o:?}");
     for inside in ["10.1.2.3", "10.0.0.0", "10.255.255.255", "::ffff:10.9.9.9"] {
         assert_eq!(e.pike_check(&ip(inside), T0).unwrap(), PikeVerdict::Banned(Reason::Manual), "{inside}");
         let rec = e.lookup_ban(&ip(inside), T0).unwrap().unwrap();
@@ -371,7 +452,8 @@ fn prefix_bans_block_every_address_inside() {
     assert_eq!(e.lookup_ban(&ip("10.0.0.1"), T0).unwrap().unwrap().ban.hits, 4);
 
     // IPv6 /64.
-    assert_eq!(e.ban(cidr("2001:db8:1:2::/64"), 60, Reason::Manual, T0).unwrap(), BanOutcome::Created);
+    let o = e.ban(cidr("2001:db8:1:2::/64"), 60, Reason::Manual, T0).unwrap();
+    assert!(matches!(o, BanOutcome::Created(_)), "{o:?}");
     for inside in ["2001:db8:1:2::", "2001:db8:1:2:abcd::1", "2001:db8:1:2:ffff:ffff:ffff:ffff"] {
         assert_eq!(e.pike_check(&ip(inside), T0).unwrap(), PikeVerdict::Banned(Reason::Manual), "{inside}");
     }
@@ -392,9 +474,12 @@ fn prefix_bans_block_every_address_inside() {
 fn most_specific_ban_is_reported() {
     let e = engine(small());
     let h = ip("172.16.5.5");
-    assert_eq!(e.ban(cidr("172.16.0.0/12"), 0, Reason::Manual, T0).unwrap(), BanOutcome::Created);
-    assert_eq!(e.ban(cidr("172.16.5.0/24"), 0, Reason::Manual, T0).unwrap(), BanOutcome::Created);
-    assert_eq!(e.ban(Cidr::host(h), 0, Reason::Auth, T0).unwrap(), BanOutcome::Created);
+    let o = e.ban(cidr("172.16.0.0/12"), 0, Reason::Manual, T0).unwrap();
+    assert!(matches!(o, BanOutcome::Created(_)), "{o:?}");
+    let o = e.ban(cidr("172.16.5.0/24"), 0, Reason::Manual, T0).unwrap();
+    assert!(matches!(o, BanOutcome::Created(_)), "{o:?}");
+    let o = e.ban(Cidr::host(h), 0, Reason::Auth, T0).unwrap();
+    assert!(matches!(o, BanOutcome::Created(_)), "{o:?}");
     assert_eq!(e.lookup_ban(&h, T0).unwrap().unwrap().target, Cidr::host(h));
     assert_eq!(e.pike_check(&h, T0).unwrap(), PikeVerdict::Banned(Reason::Auth));
     assert_eq!(e.lookup_ban(&ip("172.16.5.6"), T0).unwrap().unwrap().target, cidr("172.16.5.0/24"));
@@ -410,8 +495,10 @@ fn most_specific_ban_is_reported() {
 
 #[test]
 fn v4_everything_ban_spares_ipv6() {
-    let e = engine(small());
-    assert_eq!(e.ban(cidr("0.0.0.0/0"), 0, Reason::Manual, T0).unwrap(), BanOutcome::Created);
+    // Only with the minimum prefix lowered on purpose.
+    let e = engine(Config { min_prefix_v4: 0, ..small() });
+    let o = e.ban(cidr("0.0.0.0/0"), 0, Reason::Manual, T0).unwrap();
+    assert!(matches!(o, BanOutcome::Created(_)), "{o:?}");
     assert_eq!(e.pike_check(&ip("8.8.8.8"), T0).unwrap(), PikeVerdict::Banned(Reason::Manual));
     assert_eq!(e.pike_check(&ip("2001:db8::1"), T0).unwrap(), PikeVerdict::Allowed);
 }
@@ -550,10 +637,14 @@ fn sweep_returns_expired_bans_exactly_once() {
     let b = Cidr::host(ip("2.2.2.2"));
     let c = Cidr::host(ip("3.3.3.3"));
     let d = cidr("4.4.0.0/16");
-    assert_eq!(e.ban(a, 10, Reason::Manual, T0).unwrap(), BanOutcome::Created);
-    assert_eq!(e.ban(b, 20, Reason::RateLimit, T0).unwrap(), BanOutcome::Created);
-    assert_eq!(e.ban(c, 0, Reason::Manual, T0).unwrap(), BanOutcome::Created);
-    assert_eq!(e.ban(d, 10, Reason::Manual, T0).unwrap(), BanOutcome::Created);
+    let o = e.ban(a, 10, Reason::Manual, T0).unwrap();
+    assert!(matches!(o, BanOutcome::Created(_)), "{o:?}");
+    let o = e.ban(b, 20, Reason::RateLimit, T0).unwrap();
+    assert!(matches!(o, BanOutcome::Created(_)), "{o:?}");
+    let o = e.ban(c, 0, Reason::Manual, T0).unwrap();
+    assert!(matches!(o, BanOutcome::Created(_)), "{o:?}");
+    let o = e.ban(d, 10, Reason::Manual, T0).unwrap();
+    assert!(matches!(o, BanOutcome::Created(_)), "{o:?}");
     assert_eq!(e.bans_active(), 4);
 
     assert_eq!(e.sweep(T0 + 10 * SEC - 1).unwrap(), vec![]);
@@ -591,7 +682,8 @@ fn bans_active_tracks_created_unbanned_expired_and_rebanned() {
     let mut n = 0;
     for i in 0..20u8 {
         let t = Cidr::host(IpKey::from_bytes(&[192, 0, 2, i]).unwrap());
-        assert_eq!(e.ban(t, 5 + i as u32 % 2 * 5, Reason::Manual, T0).unwrap(), BanOutcome::Created);
+        let o = e.ban(t, 5 + i as u32 % 2 * 5, Reason::Manual, T0).unwrap();
+        assert!(matches!(o, BanOutcome::Created(_)), "{o:?}");
         n += 1;
         assert_eq!(e.bans_active(), n);
     }
@@ -604,7 +696,8 @@ fn bans_active_tracks_created_unbanned_expired_and_rebanned() {
     // The even ones (5 s) lapse; a re-ban of a lapsed, unswept entry counts
     // as a new ban and the lapsed one is accounted for.
     let t4 = Cidr::host(IpKey::from_bytes(&[192, 0, 2, 4]).unwrap());
-    assert_eq!(e.ban(t4, 100, Reason::Manual, T0 + 5 * SEC).unwrap(), BanOutcome::Created);
+    let o = e.ban(t4, 100, Reason::Manual, T0 + 5 * SEC).unwrap();
+    assert!(matches!(o, BanOutcome::Created(_)), "{o:?}");
     assert_eq!(e.bans_active(), 17);
     // 8 even ones left in 3..20 other than 4 (6, 8, .., 18) expire at sweep.
     let expired = e.sweep(T0 + 5 * SEC).unwrap();
@@ -671,7 +764,8 @@ fn stats_move_by_exact_amounts() {
         e.pike_check(&src, T0 + i).unwrap();
     }
     assert_eq!(snapshot(s), [10, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-    assert_eq!(e.pike_check(&src, T0 + 10).unwrap(), PikeVerdict::JustBanned);
+    let o = e.pike_check(&src, T0 + 10).unwrap();
+    assert!(matches!(o, PikeVerdict::JustBanned(_)), "{o:?}");
     assert_eq!(snapshot(s), [11, 1, 0, 0, 0, 1, 0, 0, 0, 0]);
     for i in 0..7u64 {
         e.pike_check(&src, T0 + 11 + i).unwrap();
@@ -790,7 +884,8 @@ fn minimal_tables_with_many_stripes_can_be_created() {
     c.max_rl_keys = 16;
     c.lock_stripes = 64;
     let e = engine(c.clone());
-    assert_eq!(e.ban(Cidr::host(ip("192.0.2.1")), 0, Reason::Manual, T0).unwrap(), BanOutcome::Created);
+    let o = e.ban(Cidr::host(ip("192.0.2.1")), 0, Reason::Manual, T0).unwrap();
+    assert!(matches!(o, BanOutcome::Created(_)), "{o:?}");
     c.lock_stripes = 4096;
     let e = engine(c);
     assert_eq!(e.pike_check(&ip("192.0.2.1"), T0).unwrap(), PikeVerdict::Allowed);
@@ -821,4 +916,44 @@ fn config_is_kept() {
     let e = engine(c.clone());
     assert_eq!(e.config(), &c);
     assert!(e.shm_bytes() > 0);
+}
+
+#[test]
+fn every_ban_operation_returns_the_record_it_made() {
+    // The /24 is banned while its network address is banned as a host: the
+    // record returned (and so announced and persisted) is the /24's, not the
+    // more specific host ban a lookup of 10.0.0.0 finds first.
+    let e = engine(small());
+    let host = Cidr::host(ip("10.0.0.0"));
+    let net = cidr("10.0.0.0/24");
+    let o = e.ban(host, 30, Reason::Manual, T0).unwrap();
+    assert_eq!(o, BanOutcome::Created(BanRecord { target: host, ban: Ban { reason: Reason::Manual, created_us: T0, expires_us: T0 + 30 * SEC, hits: 0 } }));
+    let o = e.ban(net, 60, Reason::RateLimit, T0 + SEC).unwrap();
+    let made = BanRecord { target: net, ban: Ban { reason: Reason::RateLimit, created_us: T0 + SEC, expires_us: T0 + 61 * SEC, hits: 0 } };
+    assert_eq!(o, BanOutcome::Created(made));
+    assert_eq!(e.lookup_ban(&ip("10.0.0.0"), T0 + SEC).unwrap().unwrap().target, host, "the lookup finds the host ban");
+
+    // Replacing a manual ban returns the new expiry; an automatic rule
+    // meeting a ban returns the one left in force.
+    let o = e.ban(net, 0, Reason::Manual, T0 + 2 * SEC).unwrap();
+    assert!(matches!(o, BanOutcome::Updated(r) if r.target == net && r.ban.is_permanent() && r.ban.reason == Reason::Manual), "{o:?}");
+    let o = e.ban(net, 5, Reason::Pike, T0 + 3 * SEC).unwrap();
+    assert!(matches!(o, BanOutcome::AlreadyBanned(r) if r.target == net && r.ban.is_permanent()), "{o:?}");
+
+    // Unban returns what it removed, with its target.
+    let lifted = e.unban(&net, T0 + 4 * SEC).unwrap().unwrap();
+    assert_eq!((lifted.target, lifted.ban.reason), (net, Reason::Manual));
+    assert_eq!(e.unban(&host, T0 + 4 * SEC).unwrap().map(|r| r.target), Some(host));
+
+    // The checks return the ban they made.
+    let src = ip("192.0.2.9");
+    let mut made = None;
+    for i in 0..=10u64 {
+        if let PikeVerdict::JustBanned(r) = e.pike_check(&src, T0 + 10 * SEC + i).unwrap() {
+            made = Some(r);
+        }
+    }
+    let r = made.expect("the 11th request bans");
+    assert_eq!((r.target, r.ban.reason, r.ban.expires_us - r.ban.created_us), (Cidr::host(src), Reason::Pike, 60 * SEC));
+    assert_eq!(e.lookup_ban(&src, T0 + 11 * SEC).unwrap(), Some(BanRecord { target: r.target, ban: Ban { hits: 0, ..r.ban } }));
 }

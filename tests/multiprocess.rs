@@ -184,6 +184,10 @@ fn config() -> Config {
         max_bans: 1024,
         lock_stripes: 16,
         db_queue_size: 0,
+        db_sync_interval_s: 5,
+        db_timeout_s: 3,
+        min_prefix_v4: 8,
+        min_prefix_v6: 32,
         whitelist: Vec::new(),
     }
 }
@@ -286,7 +290,7 @@ fn pike_bans_exactly_once_across_processes() {
                 for _ in 0..PER_CHILD {
                     let slot = match e.pike_check(&ip, now) {
                         Ok(PikeVerdict::Allowed) => 0,
-                        Ok(PikeVerdict::JustBanned) => 1,
+                        Ok(PikeVerdict::JustBanned(_)) => 1,
                         Ok(PikeVerdict::Banned(Reason::Pike)) => 2,
                         _ => 3,
                     };
@@ -341,7 +345,7 @@ fn auth_bans_exactly_once_across_processes() {
                             ctr[base + 4 + n as usize].fetch_add(1, Ordering::Relaxed);
                             0
                         }
-                        Ok(AuthVerdict::JustBanned) => 1,
+                        Ok(AuthVerdict::JustBanned(_)) => 1,
                         Ok(AuthVerdict::AlreadyBanned(Reason::Auth)) => 2,
                         _ => 3,
                     };
@@ -535,7 +539,7 @@ fn bans_and_whitelist_changes_are_seen_by_every_process() {
 
     // A child bans; the parent sees it.
     let first = kids.spawn(|| match e.ban(Cidr::host(banned), 0, Reason::Manual, T0) {
-        Ok(BanOutcome::Created) => 0,
+        Ok(BanOutcome::Created(_)) => 0,
         _ => 2,
     });
     assert_all_ok(&kids.wait(&[first], Duration::from_secs(30)));
@@ -553,7 +557,7 @@ fn bans_and_whitelist_changes_are_seen_by_every_process() {
             std::hint::spin_loop();
         }
         match (e.pike_check(&friend, T0), e.ban(Cidr::host(friend), 0, Reason::Manual, T0)) {
-            (Ok(PikeVerdict::Whitelisted), Ok(BanOutcome::Whitelisted)) => {}
+            (Ok(PikeVerdict::Whitelisted), Ok(BanOutcome::Whitelisted(_))) => {}
             _ => return 3,
         }
         // And it lifts the ban the first child created.

@@ -87,3 +87,5 @@ impl PrefixIndex {
         .map(move |p| Cidr::new(ip, p))
     }
 }
+
+crate::shm_safe!(Reason, Ban, PrefixIndex);

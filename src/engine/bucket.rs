@@ -59,3 +59,5 @@ impl RateBucket {
         self.tat_us
     }
 }
+
+crate::shm_safe!(RateBucket);

@@ -1,45 +1,108 @@
-//! Engine settings, with the module's documented defaults and validation
-//! that names the offending parameter.
+//! Engine settings. Every integer setting is declared once, in [`settings!`]
+//! below: its field, the modparam that sets it, its default, its range and
+//! its unit. The `Config` struct, its defaults, its validation and the
+//! module's modparam table (glue/params.rs walks [`Config::INT_PARAMS`]) are
+//! all generated from that one list, so a default cannot disagree with the
+//! documented one in a second place.
 
 use super::ip::Cidr;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Config {
-    pub pike_sampling_time_s: u32,
-    pub pike_density: u32,
-    pub pike_ban_time_s: u32,
-    pub ban_time_s: u32,
-    pub auth_fail_threshold: u32,
-    pub auth_fail_window_s: u32,
-    pub auth_ban_time_s: u32,
-    pub max_tracked_ips: u32,
-    pub max_rl_keys: u32,
-    pub max_bans: u32,
-    pub lock_stripes: u32,
-    /// Capacity of the queue of ban decisions waiting to be persisted
-    /// (0 = no persistence, no queue).
-    pub db_queue_size: u32,
-    pub whitelist: Vec<Cidr>,
+/// One integer setting as the module exports it.
+pub struct IntParam {
+    /// Modparam name (NUL-terminated for the C export table).
+    pub name: &'static std::ffi::CStr,
+    pub default: u32,
+    pub min: u32,
+    pub max: u32,
+    /// What the number counts, for messages ("s", "entries", ...).
+    pub unit: &'static str,
+    /// The field it sets.
+    pub field: fn(&mut Config) -> &mut u32,
+    pub read: fn(&Config) -> u32,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            pike_sampling_time_s: 2,
-            pike_density: 30,
-            pike_ban_time_s: 300,
-            ban_time_s: 3600,
-            auth_fail_threshold: 5,
-            auth_fail_window_s: 60,
-            auth_ban_time_s: 900,
-            max_tracked_ips: 65536,
-            max_rl_keys: 16384,
-            max_bans: 16384,
-            lock_stripes: 64,
-            db_queue_size: 4096,
-            whitelist: Vec::new(),
-        }
+impl IntParam {
+    pub fn name(&self) -> &'static str {
+        // Names are ASCII literals (see settings!).
+        self.name.to_str().unwrap_or("?")
     }
+
+    fn check(&self, v: u32) -> Result<(), ConfigError> {
+        if (self.min..=self.max).contains(&v) {
+            return Ok(());
+        }
+        let why = match (self.min, self.max) {
+            (1, u32::MAX) => "must be greater than 0".to_owned(),
+            (_, u32::MAX) => format!("must be at least {}", self.min),
+            (min, max) => format!("must be between {min} and {max}"),
+        };
+        Err(ConfigError { param: self.name(), value: v as i64, why })
+    }
+}
+
+macro_rules! settings {
+    ($($(#[doc = $doc:literal])* $field:ident: $name:literal = $default:expr, [$min:expr, $max:expr], $unit:literal;)*) => {
+        #[derive(Clone, Debug, PartialEq, Eq)]
+        pub struct Config {
+            $($(#[doc = $doc])* pub $field: u32,)*
+            /// Prefixes never counted or banned.
+            pub whitelist: Vec<Cidr>,
+        }
+
+        impl Default for Config {
+            fn default() -> Self {
+                Config { $($field: $default,)* whitelist: Vec::new() }
+            }
+        }
+
+        impl Config {
+            /// Every integer setting, in declaration order.
+            pub const INT_PARAMS: &'static [IntParam] = &[$(IntParam {
+                name: match std::ffi::CStr::from_bytes_with_nul(concat!($name, "\0").as_bytes()) {
+                    Ok(c) => c,
+                    Err(_) => panic!("NUL inside a parameter name"),
+                },
+                default: $default,
+                min: $min,
+                max: $max,
+                unit: $unit,
+                field: |c| &mut c.$field,
+                read: |c| c.$field,
+            }),*];
+        }
+    };
+}
+
+/// Seconds in ten years: the longest ban or window accepted, so that no
+/// time computation can overflow and no typo bans for a century.
+pub const MAX_SECONDS: u32 = 10 * 365 * 86_400;
+
+settings! {
+    /// Flood window length.
+    pike_sampling_time_s: "pike_sampling_time" = 2, [1, 3600], "s";
+    /// Requests allowed per window; the next one bans.
+    pike_density: "pike_density" = 30, [1, u32::MAX], "requests";
+    pike_ban_time_s: "pike_ban_time" = 300, [1, MAX_SECONDS], "s";
+    /// Default length of a manual ban (0 = until unbanned).
+    ban_time_s: "ban_time" = 3600, [0, MAX_SECONDS], "s";
+    auth_fail_threshold: "auth_fail_threshold" = 5, [1, u32::MAX], "failures";
+    auth_fail_window_s: "auth_fail_window" = 60, [1, 86_400], "s";
+    auth_ban_time_s: "auth_ban_time" = 900, [1, MAX_SECONDS], "s";
+    max_tracked_ips: "max_tracked_ips" = 65536, [16, Config::MAX_ENTRIES], "entries";
+    max_rl_keys: "max_rl_keys" = 16384, [16, Config::MAX_ENTRIES], "entries";
+    max_bans: "max_bans" = 16384, [16, Config::MAX_ENTRIES], "entries";
+    lock_stripes: "lock_stripes" = 64, [1, 4096], "locks";
+    /// Capacity of the queue of ban decisions waiting to be persisted
+    /// (0 = no persistence, no queue).
+    db_queue_size: "db_queue_size" = 4096, [0, Config::MAX_ENTRIES], "changes";
+    /// How often other nodes' changes are imported (with db_url).
+    db_sync_interval_s: "db_sync_interval" = 5, [1, 86_400], "s";
+    /// Connect/read/write timeout of the database (with db_url).
+    db_timeout_s: "db_timeout" = 3, [1, 300], "s";
+    /// Shortest IPv4 prefix a ban or whitelist entry may have (0 allows /0).
+    min_prefix_v4: "min_prefix_v4" = 8, [0, 32], "bits";
+    /// Shortest IPv6 prefix a ban or whitelist entry may have (0 allows /0).
+    min_prefix_v6: "min_prefix_v6" = 32, [0, 128], "bits";
 }
 
 /// A parameter outside its allowed range.
@@ -47,7 +110,7 @@ impl Default for Config {
 pub struct ConfigError {
     pub param: &'static str,
     pub value: i64,
-    pub why: &'static str,
+    pub why: String,
 }
 
 impl std::fmt::Display for ConfigError {
@@ -61,42 +124,36 @@ impl Config {
     pub const MAX_ENTRIES: u32 = 1 << 24;
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let positive = [
-            ("pike_sampling_time", self.pike_sampling_time_s),
-            ("pike_density", self.pike_density),
-            ("pike_ban_time", self.pike_ban_time_s),
-            ("auth_fail_threshold", self.auth_fail_threshold),
-            ("auth_fail_window", self.auth_fail_window_s),
-            ("auth_ban_time", self.auth_ban_time_s),
-        ];
-        for (param, v) in positive {
-            if v == 0 {
-                return Err(ConfigError { param, value: 0, why: "must be greater than 0" });
+        for p in Self::INT_PARAMS {
+            p.check((p.read)(self))?;
+        }
+        for c in &self.whitelist {
+            if let Err(why) = self.check_breadth(c) {
+                return Err(ConfigError { param: "whitelist", value: c.family_prefix() as i64, why: format!("'{c}': {why}") });
             }
         }
-        let sizes = [
-            ("max_tracked_ips", self.max_tracked_ips),
-            ("max_rl_keys", self.max_rl_keys),
-            ("max_bans", self.max_bans),
-        ];
-        for (param, v) in sizes {
-            if !(16..=Self::MAX_ENTRIES).contains(&v) {
-                return Err(ConfigError { param, value: v as i64, why: "must be between 16 and 16777216" });
-            }
-        }
-        if !(1..=4096).contains(&self.lock_stripes) {
-            return Err(ConfigError {
-                param: "lock_stripes",
-                value: self.lock_stripes as i64,
-                why: "must be between 1 and 4096",
-            });
-        }
-        if self.db_queue_size > Self::MAX_ENTRIES {
-            return Err(ConfigError {
-                param: "db_queue_size",
-                value: self.db_queue_size as i64,
-                why: "must be at most 16777216",
-            });
+        Ok(())
+    }
+
+    /// Sets one integer setting from its modparam value, checking its range.
+    pub fn set(&mut self, p: &IntParam, v: i64) -> Result<(), ConfigError> {
+        let v = u32::try_from(v).map_err(|_| ConfigError {
+            param: p.name(),
+            value: v,
+            why: if v < 0 { "must not be negative".to_owned() } else { "too large".to_owned() },
+        })?;
+        p.check(v)?;
+        *(p.field)(self) = v;
+        Ok(())
+    }
+
+    /// Refuses a ban or whitelist prefix shorter than `min_prefix_v4` /
+    /// `min_prefix_v6`: a `0.0.0.0/0` typed by mistake would ban (or
+    /// whitelist) everyone, and a firewall fed by the events would follow.
+    pub fn check_breadth(&self, c: &Cidr) -> Result<(), String> {
+        let (min, family) = if c.addr.is_v4() && c.prefix >= 96 { (self.min_prefix_v4, "IPv4") } else { (self.min_prefix_v6, "IPv6") };
+        if (c.family_prefix() as u32) < min {
+            return Err(format!("shorter than the /{min} allowed for {family} (modparam min_prefix_{})", if family == "IPv4" { "v4" } else { "v6" }));
         }
         Ok(())
     }

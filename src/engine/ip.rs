@@ -128,6 +128,21 @@ impl Cidr {
     pub fn is_host(&self) -> bool {
         self.prefix == Self::HOST
     }
+
+    /// The prefix length as written for its family: 24 for `10.0.0.0/24`
+    /// (which is /120 in mapped space), 64 for `2001:db8::/64`.
+    pub fn family_prefix(&self) -> u8 {
+        if self.addr.is_v4() && self.prefix >= V4_MAPPED_PREFIX {
+            self.prefix - V4_MAPPED_PREFIX
+        } else {
+            self.prefix
+        }
+    }
+
+    /// True when the two prefixes share any address: one contains the other.
+    pub fn overlaps(&self, other: &Cidr) -> bool {
+        self.contains(&other.addr) || other.contains(&self.addr)
+    }
 }
 
 impl fmt::Display for Cidr {
@@ -167,9 +182,23 @@ impl fmt::Display for ParseError {
     }
 }
 
+impl ParseError {
+    /// What is wrong, without the input (for messages that show the input
+    /// their own, bounded way).
+    pub fn why(&self) -> &'static str {
+        match self {
+            ParseError::BadAddress(_) => "not an IPv4 or IPv6 address",
+            ParseError::BadPrefix(_) => "invalid prefix length",
+            ParseError::HostBitsSet(_) => "host bits set below the prefix length",
+        }
+    }
+}
+
 impl std::error::Error for ParseError {}
 
 /// Parses a comma-separated list of prefixes (the `whitelist` modparam).
 pub fn parse_cidr_list(s: &str) -> Result<Vec<Cidr>, ParseError> {
     s.split(',').map(str::trim).filter(|x| !x.is_empty()).map(Cidr::parse).collect()
 }
+
+crate::shm_safe!(IpKey, Cidr);

@@ -2,7 +2,11 @@
 //!
 //! Safe Rust over the `shm` primitives; it knows nothing of OpenSIPS. Time is
 //! always passed in (microseconds of wall-clock time), which keeps every
-//! decision reproducible in tests.
+//! decision reproducible in tests. Every operation that makes or lifts a ban
+//! returns the record it created, replaced or removed, so no caller ever
+//! has to look a ban up again (and find a different one).
+
+#![forbid(unsafe_code)]
 
 pub mod bans;
 pub mod bucket;
@@ -21,7 +25,7 @@ use std::io;
 use ahash::RandomState;
 
 pub use bans::{Ban, Reason};
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, IntParam, MAX_SECONDS};
 pub use ip::{Cidr, IpKey, ParseError};
 pub use ratelimit::{KeyError, RlKey};
 pub use stats::Stats;
@@ -35,7 +39,9 @@ use whitelist::Whitelist;
 
 use crate::shm::Region;
 
-const US: u64 = 1_000_000;
+/// Microseconds per second: the engine's one time unit is the microsecond.
+pub const US_PER_S: u64 = 1_000_000;
+const US: u64 = US_PER_S;
 
 /// Outcome of a flood check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,8 +49,9 @@ pub enum PikeVerdict {
     Allowed,
     /// Whitelisted: never counted against, never banned.
     Whitelisted,
-    /// This request took the source over the threshold; it is banned now.
-    JustBanned,
+    /// This request took the source over the threshold; it is banned now
+    /// with this ban.
+    JustBanned(BanRecord),
     /// Over the threshold but the ban table had no room: refused all the same
     /// (the failure is counted and logged; this never fails open).
     OverLimitUnbanned,
@@ -58,7 +65,7 @@ pub enum AuthVerdict {
     /// Failures in the window so far, below the threshold.
     Counted(u32),
     Whitelisted,
-    JustBanned,
+    JustBanned(BanRecord),
     OverLimitUnbanned,
     AlreadyBanned(Reason),
 }
@@ -66,14 +73,48 @@ pub enum AuthVerdict {
 /// Outcome of a ban request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BanOutcome {
-    Created,
-    /// Already banned; for manual bans the expiry was replaced.
-    Updated,
-    /// Already banned by an automatic rule; left as it was.
-    AlreadyBanned(Reason),
-    Whitelisted,
+    /// The ban made.
+    Created(BanRecord),
+    /// A ban on the same target was replaced (a manual ban's new expiry, or
+    /// an imported ban that differs): the ban now in force.
+    Updated(BanRecord),
+    /// Already banned by an automatic rule (or the same ban imported
+    /// again): the ban left in force.
+    AlreadyBanned(BanRecord),
+    /// The target is, or contains, this whitelisted prefix: a ban over it
+    /// would also ban (and have firewalls drop) a trusted source.
+    Whitelisted(Cidr),
+    /// The prefix is shorter than `min_prefix_v4` / `min_prefix_v6`.
+    TooBroad,
     /// No room in the ban table.
     TableFull,
+}
+
+impl BanOutcome {
+    /// The ban this outcome put in force, if it changed anything.
+    pub fn made(&self) -> Option<&BanRecord> {
+        match self {
+            BanOutcome::Created(r) | BanOutcome::Updated(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+/// Why a whitelist change was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum WhitelistChange {
+    /// Shorter than the configured minimum prefix; the text says which.
+    TooBroad(String),
+    Refused(whitelist::WhitelistError),
+}
+
+impl std::fmt::Display for WhitelistChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WhitelistChange::TooBroad(why) => f.write_str(why),
+            WhitelistChange::Refused(e) => e.fmt(f),
+        }
+    }
 }
 
 /// A ban as listed to operators.
@@ -173,15 +214,13 @@ impl Engine {
             0 => None,
             n => Some(queue::ChangeQueue::new(&mut region, n as usize).map_err(mem)?),
         };
-        for c in &cfg.whitelist {
-            whitelist.add(*c).map_err(|_| {
-                EngineError::Config(ConfigError {
-                    param: "whitelist",
-                    value: cfg.whitelist.len() as i64,
-                    why: "too many entries (at most 512)",
-                })
-            })?;
-        }
+        whitelist.replace(cfg.whitelist.clone()).map_err(|_| {
+            EngineError::Config(ConfigError {
+                param: "whitelist",
+                value: cfg.whitelist.len() as i64,
+                why: format!("too many entries (at most {})", whitelist::MAX_WHITELIST),
+            })
+        })?;
         Ok(Engine {
             cfg,
             lapsed: parking_lot::Mutex::new(Vec::new()),
@@ -209,6 +248,18 @@ impl Engine {
         self.region_bytes
     }
 
+    /// What was really allocated: (table, entries, stripes) for the
+    /// sources, bans and rate-limit keys. Entries are exactly the modparams;
+    /// a small table gets fewer stripes than `lock_stripes`, since each
+    /// stripe holds at least one probe window of slots.
+    pub fn layout(&self) -> [(&'static str, usize, usize); 3] {
+        [
+            ("sources", self.sources.capacity(), self.sources.stripe_count()),
+            ("bans", self.bans.capacity(), self.bans.stripe_count()),
+            ("rl keys", self.rl.capacity(), self.rl.stripe_count()),
+        ]
+    }
+
     pub fn source_counters(&self) -> &'static TableCounters {
         self.sources.counters()
     }
@@ -225,8 +276,37 @@ impl Engine {
         self.whitelist.contains(ip)
     }
 
+    /// The whitelist, for reading; changes go through [`Engine::whitelist_add`]
+    /// and its siblings, which enforce the minimum prefix.
     pub fn whitelist(&self) -> &Whitelist {
         &self.whitelist
+    }
+
+    /// Adds a prefix to the whitelist; false if it was already there.
+    pub fn whitelist_add(&self, c: Cidr) -> Result<bool, WhitelistChange> {
+        self.cfg.check_breadth(&c).map_err(WhitelistChange::TooBroad)?;
+        self.whitelist.add(c).map_err(WhitelistChange::Refused)
+    }
+
+    /// Removes a prefix from the whitelist; false if it was not there.
+    pub fn whitelist_remove(&self, c: &Cidr) -> Result<bool, WhitelistChange> {
+        self.whitelist.remove(c).map_err(WhitelistChange::Refused)
+    }
+
+    /// Replaces the whole whitelist; entries shorter than the minimum
+    /// prefix are left out and returned with the reason.
+    pub fn whitelist_replace(&self, list: Vec<Cidr>) -> Result<Vec<(Cidr, String)>, WhitelistChange> {
+        let (keep, refused): (Vec<_>, Vec<_>) = list.into_iter().partition(|c| self.cfg.check_breadth(c).is_ok());
+        self.whitelist.replace(keep).map_err(WhitelistChange::Refused)?;
+        Ok(refused.into_iter().map(|c| (c, self.cfg.check_breadth(&c).unwrap_err())).collect())
+    }
+
+    /// Why `target` may not be banned at all, whoever asks.
+    fn refusal(&self, target: &Cidr) -> Option<BanOutcome> {
+        if self.cfg.check_breadth(target).is_err() {
+            return Some(BanOutcome::TooBroad);
+        }
+        self.whitelist.overlapping(target).map(BanOutcome::Whitelisted)
     }
 
     fn source_keep_us(&self) -> u64 {
@@ -256,29 +336,35 @@ impl Engine {
 
     /// Bans `target` for `seconds` (0 = until unbanned).
     pub fn ban(&self, target: Cidr, seconds: u32, reason: Reason, now_us: u64) -> Result<BanOutcome, TableError> {
-        if self.whitelist.contains(&target.addr) {
-            return Ok(BanOutcome::Whitelisted);
+        if let Some(refused) = self.refusal(&target) {
+            return Ok(refused);
         }
         let expires_us = if seconds == 0 { 0 } else { now_us + seconds as u64 * US };
+        let rec = |b: &Ban| BanRecord { target, ban: *b };
         // Mark before inserting so a concurrent lookup never misses the ban.
         self.prefixes.mark(target.prefix);
         let mut lapsed = None;
         let r = self.bans.upsert_observing(&target, now_us, |b, found| match found {
             Found::Created => {
                 *b = Ban { reason, created_us: now_us, expires_us, hits: 0 };
-                BanOutcome::Created
+                BanOutcome::Created(rec(b))
             }
             Found::Existing if reason == Reason::Manual => {
                 b.reason = reason;
                 b.expires_us = expires_us;
-                BanOutcome::Updated
+                BanOutcome::Updated(rec(b))
             }
-            Found::Existing => BanOutcome::AlreadyBanned(b.reason),
+            Found::Existing => BanOutcome::AlreadyBanned(rec(b)),
         }, |k, b| lapsed = Some(BanRecord { target: *k, ban: *b }));
         self.note_lapsed(lapsed);
+        self.ban_result(r, reason)
+    }
+
+    /// Counts a created ban; a full table is an outcome, not an error.
+    fn ban_result(&self, r: Result<BanOutcome, TableError>, reason: Reason) -> Result<BanOutcome, TableError> {
         match r {
             Ok(o) => {
-                if o == BanOutcome::Created {
+                if matches!(o, BanOutcome::Created(_)) {
                     Stats::inc(&self.stats.bans_created[reason as usize]);
                 }
                 Ok(o)
@@ -302,50 +388,42 @@ impl Engine {
         if expires_us != 0 && expires_us <= now_us {
             return Ok(None);
         }
-        if self.whitelist.contains(&target.addr) {
-            return Ok(Some(BanOutcome::Whitelisted));
+        if let Some(refused) = self.refusal(&target) {
+            return Ok(Some(refused));
         }
         self.prefixes.mark(target.prefix);
         let mut lapsed = None;
         let fresh = Ban { reason, created_us: created_us.max(1), expires_us, hits: 0 };
+        let rec = |b: &Ban| BanRecord { target, ban: *b };
         let r = self.bans.upsert_observing(
             &target,
             now_us,
             |b, found| match found {
                 Found::Created => {
                     *b = fresh;
-                    BanOutcome::Created
+                    BanOutcome::Created(rec(b))
                 }
                 // Stored times have whole seconds: the same ban read back
                 // from the database differs below one second.
-                Found::Existing if b.reason == reason && b.expires_us / US == expires_us / US => BanOutcome::AlreadyBanned(reason),
+                Found::Existing if b.reason == reason && b.expires_us / US == expires_us / US => BanOutcome::AlreadyBanned(rec(b)),
                 Found::Existing => {
                     b.reason = reason;
                     b.created_us = fresh.created_us;
                     b.expires_us = expires_us;
-                    BanOutcome::Updated
+                    BanOutcome::Updated(rec(b))
                 }
             },
             |k, b| lapsed = Some(BanRecord { target: *k, ban: *b }),
         );
         self.note_lapsed(lapsed);
-        match r {
-            Ok(o) => {
-                if o == BanOutcome::Created {
-                    Stats::inc(&self.stats.bans_created[reason as usize]);
-                }
-                Ok(Some(o))
-            }
-            Err(TableError::Full) => Ok(Some(BanOutcome::TableFull)),
-            Err(e) => Err(e),
-        }
+        self.ban_result(r, reason).map(Some)
     }
 
     /// Lifts the ban on exactly `target`; returns it if one was active.
     /// Lifting a host's ban also forgets its request and auth-failure
     /// counts: otherwise a source unbanned right after a flood would be
     /// banned again by its very next request.
-    pub fn unban(&self, target: &Cidr, now_us: u64) -> Result<Option<Ban>, TableError> {
+    pub fn unban(&self, target: &Cidr, now_us: u64) -> Result<Option<BanRecord>, TableError> {
         let mut lapsed = None;
         let r = self.bans.remove_observing(target, now_us, |k, b| lapsed = Some(BanRecord { target: *k, ban: *b }))?;
         self.note_lapsed(lapsed);
@@ -355,7 +433,7 @@ impl Engine {
                 self.sources.remove(&target.addr, now_us)?;
             }
         }
-        Ok(r)
+        Ok(r.map(|ban| BanRecord { target: *target, ban }))
     }
 
     /// Records one event from `ip` in the window `which` picks (`window_s`
@@ -393,17 +471,19 @@ impl Engine {
         }
         Stats::inc(&self.stats.pike_blocked);
         Ok(match self.ban(Cidr::host(*ip), self.cfg.pike_ban_time_s, Reason::Pike, now_us)? {
-            BanOutcome::Created => PikeVerdict::JustBanned,
-            BanOutcome::Updated => PikeVerdict::Banned(Reason::Manual),
-            BanOutcome::AlreadyBanned(r) => {
+            BanOutcome::Created(rec) => PikeVerdict::JustBanned(rec),
+            BanOutcome::Updated(_) => PikeVerdict::Banned(Reason::Manual),
+            BanOutcome::AlreadyBanned(rec) => {
                 // Another process banned the source between our lookup and
                 // our count: this request is refused by that ban, so it is
                 // a hit on it like any other.
                 self.find_ban(ip, now_us, true)?;
                 Stats::inc(&self.stats.dropped_while_banned);
-                PikeVerdict::Banned(r)
+                PikeVerdict::Banned(rec.ban.reason)
             }
-            BanOutcome::Whitelisted => PikeVerdict::Whitelisted,
+            // A host is never too broad; a whitelist entry added since the
+            // check above covers it.
+            BanOutcome::Whitelisted(_) | BanOutcome::TooBroad => PikeVerdict::Whitelisted,
             BanOutcome::TableFull => PikeVerdict::OverLimitUnbanned,
         })
     }
@@ -422,14 +502,14 @@ impl Engine {
             return Ok(AuthVerdict::Counted(count));
         }
         Ok(match self.ban(Cidr::host(*ip), self.cfg.auth_ban_time_s, Reason::Auth, now_us)? {
-            BanOutcome::Created => {
+            BanOutcome::Created(rec) => {
                 // Start afresh once the ban is over.
                 self.sources.get(ip, now_us, |s| s.auth_failures.clear())?;
-                AuthVerdict::JustBanned
+                AuthVerdict::JustBanned(rec)
             }
-            BanOutcome::Updated => AuthVerdict::AlreadyBanned(Reason::Manual),
-            BanOutcome::AlreadyBanned(r) => AuthVerdict::AlreadyBanned(r),
-            BanOutcome::Whitelisted => AuthVerdict::Whitelisted,
+            BanOutcome::Updated(_) => AuthVerdict::AlreadyBanned(Reason::Manual),
+            BanOutcome::AlreadyBanned(rec) => AuthVerdict::AlreadyBanned(rec.ban.reason),
+            BanOutcome::Whitelisted(_) | BanOutcome::TooBroad => AuthVerdict::Whitelisted,
             BanOutcome::TableFull => AuthVerdict::OverLimitUnbanned,
         })
     }
@@ -476,16 +556,25 @@ impl Engine {
     /// wait for the single stripe being swept.
     pub fn sweep(&self, now_us: u64) -> Result<Vec<BanRecord>, TableError> {
         let mut expired = Vec::new();
-        for i in 0..self.bans.stripe_count() {
-            self.bans.retain_stripe(i, now_us, |k, b, r| {
-                if r == table::Retention::Free {
-                    expired.push(BanRecord { target: *k, ban: *b });
-                    return false;
-                }
-                true
-            })?;
-            self.sources.retain_stripe(i, now_us, |_, _, r| r != table::Retention::Free)?;
-            self.rl.retain_stripe(i, now_us, |_, _, r| r != table::Retention::Free)?;
+        // Small tables have fewer stripes than large ones (see Table::new);
+        // the walk interleaves the three so no table waits for the others.
+        let stripes = self.bans.stripe_count().max(self.sources.stripe_count()).max(self.rl.stripe_count());
+        for i in 0..stripes {
+            if i < self.bans.stripe_count() {
+                self.bans.retain_stripe(i, now_us, |k, b, r| {
+                    if r == table::Retention::Free {
+                        expired.push(BanRecord { target: *k, ban: *b });
+                        return false;
+                    }
+                    true
+                })?;
+            }
+            if i < self.sources.stripe_count() {
+                self.sources.retain_stripe(i, now_us, |_, _, r| r != table::Retention::Free)?;
+            }
+            if i < self.rl.stripe_count() {
+                self.rl.retain_stripe(i, now_us, |_, _, r| r != table::Retention::Free)?;
+            }
         }
         Ok(expired)
     }

@@ -116,3 +116,5 @@ impl ChangeQueue {
         self.hdr.pushed.load(Ordering::Relaxed)
     }
 }
+
+crate::shm_safe!(ChangeOp, Change, Header);

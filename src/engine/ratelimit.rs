@@ -75,3 +75,5 @@ impl Entry for RlState {
         }
     }
 }
+
+crate::shm_safe!(RlKey, RlState);

@@ -23,3 +23,5 @@ impl Entry for SourceState {
         }
     }
 }
+
+crate::shm_safe!(SourceState);

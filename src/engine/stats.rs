@@ -36,3 +36,5 @@ impl Stats {
         self.bans_created.iter().map(Self::get).sum()
     }
 }
+
+crate::shm_safe!(Stats);

@@ -35,7 +35,7 @@ pub enum Retention {
 }
 
 /// Value types stored in a [`Table`].
-pub trait Entry: Copy + Default + Send + 'static {
+pub trait Entry: Copy + Default + Send + crate::shm::ShmSafe + 'static {
     fn retention(&self, now_us: u64) -> Retention;
 }
 
@@ -91,44 +91,46 @@ pub struct Table<K: 'static, V: 'static> {
 
 impl<K, V> Table<K, V>
 where
-    K: Copy + Default + Eq + Hash + Send + 'static,
+    K: Copy + Default + Eq + Hash + Send + crate::shm::ShmSafe + 'static,
     V: Entry,
 {
-    /// Slots per stripe for `capacity` over `stripes`: rounded up so every
-    /// stripe holds the same number, and at least [`PROBE`] (or `capacity`
-    /// if smaller).
-    fn slots_per_stripe(capacity: usize, stripes: usize) -> usize {
-        capacity.div_ceil(stripes.max(1)).max(PROBE.min(capacity.max(1)))
+    /// Stripes a table of `capacity` slots really gets: `stripes`, but no
+    /// more than leaves every stripe a full probe window of slots.
+    pub fn stripes_for(capacity: usize, stripes: usize) -> usize {
+        stripes.clamp(1, (capacity / PROBE).max(1))
     }
 
-    /// Bytes of shared memory a table of `capacity` slots needs (after the
-    /// rounding [`Table::new`] applies), with slack for alignment.
+    /// Bytes of shared memory a table of `capacity` slots needs, with
+    /// slack for alignment.
     pub fn shm_bytes(capacity: usize, stripes: usize) -> usize {
-        let stripes = stripes.max(1);
-        Self::slots_per_stripe(capacity, stripes) * stripes * std::mem::size_of::<UnsafeCell<Slot<K, V>>>()
-            + stripes * std::mem::size_of::<ShmMutex>()
+        capacity.max(1) * std::mem::size_of::<UnsafeCell<Slot<K, V>>>()
+            + Self::stripes_for(capacity, stripes) * std::mem::size_of::<ShmMutex>()
             + std::mem::size_of::<TableCounters>()
             + 256
     }
 
-    /// Carves the table out of `region`. `capacity` is rounded up so every
-    /// stripe holds the same number of slots, at least [`PROBE`].
+    /// Carves the table out of `region`: exactly `capacity` slots, spread
+    /// over [`Table::stripes_for`] stripes whose sizes differ by at most one.
     pub fn new(region: &mut Region, capacity: usize, stripes: usize, hasher: RandomState) -> io::Result<Self> {
-        let stripes = stripes.max(1);
-        let per = Self::slots_per_stripe(capacity, stripes);
+        let capacity = capacity.max(1);
+        let stripes = Self::stripes_for(capacity, stripes);
+        let (base, extra) = (capacity / stripes, capacity % stripes);
         let locks = region.alloc_slice::<ShmMutex>(stripes)?;
-        let slots = region.alloc_slice::<UnsafeCell<Slot<K, V>>>(per * stripes)?;
+        let slots = region.alloc_slice::<UnsafeCell<Slot<K, V>>>(capacity)?;
         let counters = region.alloc::<TableCounters>()?;
         let mut v = Vec::with_capacity(stripes);
+        let mut start = 0;
         for (i, m) in locks.iter().enumerate() {
             m.init()?;
-            v.push(LockedSlice::new(m, &slots[i * per..(i + 1) * per]));
+            let len = base + usize::from(i < extra);
+            v.push(LockedSlice::new(m, &slots[start..start + len]));
+            start += len;
         }
         Ok(Table { stripes: v, hasher, counters })
     }
 
     pub fn capacity(&self) -> usize {
-        self.stripes.len() * self.stripes.first().map_or(0, |s| s.len())
+        self.stripes.iter().map(|s| s.len()).sum()
     }
 
     pub fn stripe_count(&self) -> usize {
@@ -287,3 +289,6 @@ where
         Ok(f())
     }
 }
+
+crate::shm_safe!(TableCounters);
+impl<K: crate::shm::ShmSafe, V: crate::shm::ShmSafe> crate::shm::ShmSafe for Slot<K, V> {}

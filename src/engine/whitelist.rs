@@ -39,6 +39,15 @@ pub enum WhitelistError {
     Lock(String),
 }
 
+impl std::fmt::Display for WhitelistError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WhitelistError::Full => write!(f, "whitelist full ({MAX_WHITELIST} entries)"),
+            WhitelistError::Lock(e) => write!(f, "whitelist lock failed: {e}"),
+        }
+    }
+}
+
 impl Whitelist {
     pub fn shm_bytes() -> usize {
         MAX_WHITELIST * std::mem::size_of::<WlEntry>() + 256
@@ -97,6 +106,19 @@ impl Whitelist {
                 }
             }
             false
+        })
+    }
+
+    /// A whitelisted prefix sharing any address with `target` (inside it
+    /// or around it), if there is one.
+    pub fn overlapping(&self, target: &Cidr) -> Option<Cidr> {
+        self.read(|it| {
+            for c in it {
+                if c.overlaps(target) {
+                    return Some(c);
+                }
+            }
+            None
         })
     }
 
@@ -175,3 +197,5 @@ impl Whitelist {
         })
     }
 }
+
+crate::shm_safe!(WlEntry, WlHeader);

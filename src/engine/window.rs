@@ -74,3 +74,5 @@ impl SlidingWindow {
         *self = SlidingWindow::default();
     }
 }
+
+crate::shm_safe!(SlidingWindow);

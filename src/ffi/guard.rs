@@ -2,8 +2,10 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-/// Runs `f`; a panic is logged at CRIT naming `what` and turned into `on_panic`.
-pub fn guard<R>(what: &'static str, on_panic: R, f: impl FnOnce() -> R) -> R {
+/// Runs `f`; a panic is logged at CRIT naming `what` and turned into
+/// `on_panic()`. The fallback is built only when needed: an MI error reply
+/// built up front and dropped unused would leak on every call.
+pub fn guard<R>(what: &'static str, on_panic: impl FnOnce() -> R, f: impl FnOnce() -> R) -> R {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(payload) => {
@@ -13,7 +15,7 @@ pub fn guard<R>(what: &'static str, on_panic: R, f: impl FnOnce() -> R) -> R {
                 .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
                 .unwrap_or("non-string panic payload");
             crate::rsec_log!(Crit, "guard", "internal error in {}: {} (request refused, module state intact)", what, msg);
-            on_panic
+            on_panic()
         }
     }
 }

@@ -3,11 +3,15 @@
 //! The level is checked before anything is formatted; the message is
 //! formatted into a stack buffer and handed to `dprint` behind a fixed
 //! `"%.*s"`, so no caller-supplied text is ever used as a format string.
+//! Control characters are written as `\xNN` on the way into the buffer, so
+//! no value (a username with CR LF, a key with a NUL) can end a log line
+//! early and forge the next one; [`shown`] also bounds a value's length.
 //! Outside OpenSIPS (unit tests, benches) the sink is stderr.
 
+use std::ffi::CStr;
 use std::fmt::{self, Write as _};
 use std::os::raw::{c_char, c_int};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::sys;
 
@@ -77,21 +81,116 @@ struct StackBuf {
     truncated: bool,
 }
 
+impl StackBuf {
+    fn push(&mut self, bytes: &[u8]) -> bool {
+        let room = BUF - 1 - self.len; // keep one byte for '\n'
+        if bytes.len() > room {
+            self.truncated = true;
+            return false;
+        }
+        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+        true
+    }
+}
+
 impl fmt::Write for StackBuf {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        let room = BUF - 1 - self.len; // keep one byte for '\n'
-        let n = s.len().min(room);
-        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
-        self.len += n;
-        if n < s.len() {
-            self.truncated = true;
+        for part in s.split_inclusive(|c: char| c.is_ascii_control()) {
+            let (text, ctl) = match part.as_bytes().last() {
+                Some(&c) if c.is_ascii_control() => (&part[..part.len() - 1], Some(c)),
+                _ => (part, None),
+            };
+            if !self.push(text.as_bytes()) {
+                // Cut on a char boundary so the line stays valid UTF-8.
+                let room = BUF - 1 - self.len;
+                let cut = (0..=room.min(text.len())).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+                self.push(&text.as_bytes()[..cut]);
+                return Ok(());
+            }
+            if let Some(c) = ctl {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                if !self.push(&[b'\\', b'x', HEX[(c >> 4) as usize], HEX[(c & 15) as usize]]) {
+                    return Ok(());
+                }
+            }
         }
         Ok(())
     }
 }
 
-/// Emits one message. `func` is a NUL-terminated function name.
-pub fn emit(level: Level, func: &'static [u8], args: fmt::Arguments<'_>) {
+/// Longest part of a caller-supplied value that is logged.
+pub const SHOWN_MAX: usize = 64;
+
+/// A caller-supplied value for a log line: at most [`SHOWN_MAX`] bytes
+/// (then `...(N bytes)`), invalid UTF-8 replaced; control characters are
+/// escaped by the logger itself.
+pub struct Shown<'a>(&'a [u8]);
+
+pub fn shown(b: &(impl AsRef<[u8]> + ?Sized)) -> Shown<'_> {
+    Shown(b.as_ref())
+}
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.len() <= SHOWN_MAX {
+            return f.write_str(&String::from_utf8_lossy(self.0));
+        }
+        write!(f, "{}...({} bytes)", String::from_utf8_lossy(&self.0[..SHOWN_MAX]), self.0.len())
+    }
+}
+
+/// Lets one log line per interval through for a condition that can repeat
+/// on every packet (a full ban table under a flood), and counts the rest
+/// into the next line, so an attack cannot turn into a log flood.
+/// Process-local: each OpenSIPS process logs its own first line and its own
+/// summaries, so the bound is processes × (1 + duration / interval).
+pub struct Throttle {
+    next_s: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+/// Seconds between two lines of one throttled condition in one process.
+pub const THROTTLE_INTERVAL_S: u64 = 10;
+
+impl Throttle {
+    pub const fn new() -> Throttle {
+        Throttle { next_s: AtomicU64::new(0), suppressed: AtomicU64::new(0) }
+    }
+
+    /// Some(times suppressed since the last line) when a line may be
+    /// written now; None when this one is to be counted and dropped.
+    pub fn admit(&self) -> Option<u64> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let next = self.next_s.load(Ordering::Relaxed);
+        if now < next || self.next_s.compare_exchange(next, now + THROTTLE_INTERVAL_S, Ordering::Relaxed, Ordering::Relaxed).is_err() {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(self.suppressed.swap(0, Ordering::Relaxed))
+    }
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// " (N more since the last line)" for a throttled line, or nothing.
+pub struct Suppressed(pub u64);
+
+impl fmt::Display for Suppressed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 > 0 {
+            write!(f, " ({} more in the last {}s)", self.0, THROTTLE_INTERVAL_S)?;
+        }
+        Ok(())
+    }
+}
+
+/// Emits one message on behalf of `func` (a script function or callback name).
+pub fn emit(level: Level, func: &'static CStr, args: fmt::Arguments<'_>) {
     let mut b = StackBuf { buf: [0; BUF], len: 0, truncated: false };
     let _ = b.write_fmt(args);
     if b.truncated {
@@ -103,7 +202,7 @@ pub fn emit(level: Level, func: &'static [u8], args: fmt::Arguments<'_>) {
     b.len += 1;
 
     if !IN_OPENSIPS.load(Ordering::Relaxed) {
-        eprint!("rsec:{}: {}", String::from_utf8_lossy(&func[..func.len() - 1]), String::from_utf8_lossy(&b.buf[..b.len]));
+        eprint!("rsec:{}: {}", func.to_string_lossy(), String::from_utf8_lossy(&b.buf[..b.len]));
         return;
     }
     let (stderr_fmt, syslog_fmt) = level.formats();
@@ -140,17 +239,35 @@ pub fn emit(level: Level, func: &'static [u8], args: fmt::Arguments<'_>) {
     }
 }
 
-/// `rsec_log!(Err, "sec_ban_ip", "bad ip '{}'", s)`: checks the level, then
-/// formats and logs. The function name is the script or callback name.
+/// `rsec_log!(Err, "sweep", "bad ip '{}'", s)`: checks the level, then
+/// formats and logs. The function name is a literal or a `&'static CStr`
+/// (a script function's own name).
 #[macro_export]
 macro_rules! rsec_log {
     ($lvl:ident, $func:literal, $($arg:tt)+) => {
+        $crate::rsec_log!($lvl, $crate::ffi::cstr!($func), $($arg)+)
+    };
+    ($lvl:ident, $func:expr, $($arg:tt)+) => {
         if $crate::ffi::log::enabled($crate::ffi::log::Level::$lvl) {
-            $crate::ffi::log::emit(
-                $crate::ffi::log::Level::$lvl,
-                concat!($func, "\0").as_bytes(),
-                format_args!($($arg)+),
-            );
+            $crate::ffi::log::emit($crate::ffi::log::Level::$lvl, $func, format_args!($($arg)+));
         }
     };
+}
+
+/// [`rsec_log!`] for a condition that can repeat on every packet: at most
+/// one line per [`THROTTLE_INTERVAL_S`] per process, the next one saying
+/// how many were dropped. Each call site has its own [`Throttle`].
+#[macro_export]
+macro_rules! rsec_log_throttled {
+    ($lvl:ident, $func:literal, $fmt:literal $(, $arg:expr)* $(,)?) => {
+        $crate::rsec_log_throttled!($lvl, $crate::ffi::cstr!($func), $fmt $(, $arg)*)
+    };
+    ($lvl:ident, $func:expr, $fmt:literal $(, $arg:expr)* $(,)?) => {{
+        static THROTTLE: $crate::ffi::log::Throttle = $crate::ffi::log::Throttle::new();
+        if $crate::ffi::log::enabled($crate::ffi::log::Level::$lvl) {
+            if let Some(n) = THROTTLE.admit() {
+                $crate::rsec_log!($lvl, $func, concat!($fmt, "{}") $(, $arg)*, $crate::ffi::log::Suppressed(n));
+            }
+        }
+    }};
 }

@@ -83,36 +83,164 @@ pub fn error(code: i32, msg: &str) -> Reply {
     Reply(unsafe { sys::init_mi_error_extra(code, msg.as_ptr().cast(), msg.len() as c_int, std::ptr::null(), 0) })
 }
 
-/// Reads named parameters of an MI call.
-pub struct Params(pub *const MiParams);
+/// An MI call's failure: the JSON-RPC error code and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MiError {
+    pub code: i32,
+    pub msg: String,
+}
+
+impl MiError {
+    pub fn new(code: i32, msg: impl Into<String>) -> MiError {
+        MiError { code, msg: msg.into() }
+    }
+
+    /// 400 naming the parameter and the value given.
+    pub fn bad(param: &str, value: &str, why: impl std::fmt::Display) -> MiError {
+        MiError::new(400, format!("bad {param} '{}': {why}", crate::ffi::log::shown(value)))
+    }
+}
+
+/// What an MI handler returns; errors become error replies.
+pub type MiResult = Result<Reply, MiError>;
+
+/// Reads named parameters of an MI call. Missing parameters are `None`;
+/// a parameter of the wrong JSON type is an error naming it, never a
+/// silent default.
+pub struct Params(*const MiParams);
+
+const MI_PARAM_ERR_MISSING: c_int = -1;
 
 impl Params {
-    /// The string parameter `name` (NUL-terminated literal).
-    pub fn str(&self, name: &'static std::ffi::CStr) -> Option<String> {
+    /// # Safety
+    /// `p` is the parameter list OpenSIPS passed to this MI call.
+    pub unsafe fn new(p: *const MiParams) -> Params {
+        Params(p)
+    }
+
+    fn name(name: &'static std::ffi::CStr) -> &'static str {
+        name.to_str().unwrap_or("?")
+    }
+
+    /// The parameter as text: a JSON string, or a number's decimal form.
+    /// Any other JSON type (array, object, null, boolean) is refused.
+    fn text(&self, name: &'static std::ffi::CStr) -> Result<Option<String>, MiError> {
         let mut p: *mut c_char = std::ptr::null_mut();
         let mut len: c_int = 0;
         // SAFETY: self.0 came from OpenSIPS for this call; out-pointers are locals.
         let rc = unsafe { sys::try_get_mi_string_param(self.0, name.as_ptr() as *mut _, &mut p, &mut len) };
-        if rc < 0 || p.is_null() || len < 0 {
-            return None;
+        match rc {
+            0 if !p.is_null() && len >= 0 => {
+                // SAFETY: the core returned `len` valid bytes at `p`.
+                let b = unsafe { std::slice::from_raw_parts(p as *const u8, len as usize) };
+                Ok(Some(String::from_utf8_lossy(b).into_owned()))
+            }
+            MI_PARAM_ERR_MISSING => Ok(None),
+            _ => Err(MiError::new(400, format!("bad {}: must be a string or a number, not an array, object, boolean or null", Self::name(name)))),
         }
-        // SAFETY: the core returned `len` valid bytes at `p`.
-        let b = unsafe { std::slice::from_raw_parts(p as *const u8, len as usize) };
-        Some(String::from_utf8_lossy(b).into_owned())
     }
 
-    /// The integer parameter `name` (a number or a numeric string):
-    /// Ok(None) when absent, Err(text given) when not a number.
-    pub fn int(&self, name: &'static std::ffi::CStr) -> Result<Option<i32>, String> {
-        let mut v: c_int = 0;
-        // SAFETY: as above.
-        let rc = unsafe { sys::try_get_mi_int_param(self.0, name.as_ptr() as *mut _, &mut v) };
-        match rc {
-            0 => Ok(Some(v)),
-            _ => match self.str(name) {
-                Some(s) => Err(s),
-                None => Ok(None),
-            },
-        }
+    /// The string parameter `name`, if given.
+    pub fn str(&self, name: &'static std::ffi::CStr) -> Result<Option<String>, MiError> {
+        self.text(name)
     }
+
+    /// The string parameter `name`, which must be given.
+    pub fn required_str(&self, name: &'static std::ffi::CStr) -> Result<String, MiError> {
+        self.text(name)?.ok_or_else(|| MiError::new(400, format!("missing {}", Self::name(name))))
+    }
+
+    /// The integer parameter `name` (a JSON number or a numeric string)
+    /// within `range`, if given. Out-of-range values are refused, never
+    /// wrapped or clamped (JSON numbers beyond 32 bits reach us saturated,
+    /// and are refused as out of range as well).
+    pub fn int(&self, name: &'static std::ffi::CStr, range: std::ops::RangeInclusive<i64>) -> Result<Option<i64>, MiError> {
+        let Some(t) = self.text(name)? else { return Ok(None) };
+        let n = Self::name(name);
+        let v: i64 = t.trim().parse().map_err(|_| MiError::bad(n, &t, "not an integer"))?;
+        if !range.contains(&v) {
+            return Err(MiError::bad(n, &t, format!("must be between {} and {}", range.start(), range.end())));
+        }
+        Ok(Some(v))
+    }
+}
+
+/// The table entry of one MI command: one recipe for every subset of its
+/// optional parameters (OpenSIPS picks the recipe whose names match the
+/// call's exactly), all served by `f`.
+pub const fn export(
+    name: &'static std::ffi::CStr,
+    help: &'static std::ffi::CStr,
+    f: sys::MiCmdFunction,
+    required: &[&'static std::ffi::CStr],
+    optional: &[&'static std::ffi::CStr],
+) -> sys::MiExport {
+    assert!(required.len() + optional.len() <= sys::MAX_MI_PARAMS, "too many MI parameters");
+    assert!((1usize << optional.len()) <= sys::MAX_MI_RECIPES, "too many optional MI parameters");
+    let mut recipes = [NO_RECIPE; sys::MAX_MI_RECIPES];
+    let mut mask = 0;
+    while mask < (1usize << optional.len()) {
+        let mut params = [std::ptr::null(); sys::MAX_MI_PARAMS];
+        let mut n = 0;
+        while n < required.len() {
+            params[n] = required[n].as_ptr();
+            n += 1;
+        }
+        let mut i = 0;
+        while i < optional.len() {
+            if mask & (1 << i) != 0 {
+                params[n] = optional[i].as_ptr();
+                n += 1;
+            }
+            i += 1;
+        }
+        recipes[mask] = sys::MiRecipe { cmd: Some(f), params };
+        mask += 1;
+    }
+    sys::MiExport { name: name.as_ptr(), help: help.as_ptr(), flags: 0, init_f: None, recipes }
+}
+
+const NO_RECIPE: sys::MiRecipe = sys::MiRecipe { cmd: None, params: [std::ptr::null(); sys::MAX_MI_PARAMS] };
+
+/// The table's terminator.
+pub const END: sys::MiExport =
+    sys::MiExport { name: std::ptr::null(), help: std::ptr::null(), flags: 0, init_f: None, recipes: [NO_RECIPE; sys::MAX_MI_RECIPES] };
+
+/// Runs an MI handler inside the panic guard and turns its result into
+/// the reply OpenSIPS sends.
+pub fn run(name: &'static str, p: Params, h: fn(Params) -> MiResult) -> *mut MiItem {
+    crate::ffi::guard::guard(name, || error(500, "internal error").0, || match h(p) {
+        Ok(r) => r.0,
+        Err(e) => error(e.code, &e.msg).0,
+    })
+}
+
+/// Declares the module's MI commands, once each, and generates the
+/// `MI_CMDS` export table: `fn NAME(required, ...; optional, ...) =>
+/// HANDLER, "help";`. Every combination of the optional parameters is
+/// accepted; the handler reads what was given from [`Params`].
+#[macro_export]
+macro_rules! mi_commands {
+    ($( fn $name:ident($($req:ident),* $(; $($opt:ident),+)?) => $handler:path, $help:literal; )*) => {
+        pub static MI_CMDS: [$crate::ffi::sys::MiExport; [$(stringify!($name)),*].len() + 1] = [
+            $($crate::ffi::mi::export(
+                $crate::ffi::cstr!(stringify!($name)),
+                $crate::ffi::cstr!($help),
+                {
+                    #[allow(unsafe_code)]
+                    unsafe extern "C" fn shim(
+                        p: *const $crate::ffi::sys::MiParams,
+                        _async: *mut ::std::os::raw::c_void,
+                    ) -> *mut $crate::ffi::sys::MiItem {
+                        // SAFETY: `p` is this call's parameter list.
+                        $crate::ffi::mi::run(stringify!($name), unsafe { $crate::ffi::mi::Params::new(p) }, $handler)
+                    }
+                    shim
+                },
+                &[$($crate::ffi::cstr!(stringify!($req))),*],
+                &[$($($crate::ffi::cstr!(stringify!($opt))),+)?],
+            ),)*
+            $crate::ffi::mi::END,
+        ];
+    };
 }

@@ -291,7 +291,6 @@ extern "C" {
     pub fn add_mi_bool(to: *mut MiItem, name: *const c_char, name_len: c_int, b: c_int) -> c_int;
     /// 0 found, MI_PARAM_ERR_MISSING / MI_PARAM_ERR_BAD_TYPE otherwise; logs nothing.
     pub fn try_get_mi_string_param(params: *const MiParams, name: *const c_char, value: *mut *mut c_char, len: *mut c_int) -> c_int;
-    pub fn try_get_mi_int_param(params: *const MiParams, name: *const c_char, value: *mut c_int) -> c_int;
 }
 
 // ---- Event interface (evi/evi.h, evi/evi_modules.h, evi/evi_params.h) ----

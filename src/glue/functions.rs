@@ -1,18 +1,18 @@
-//! The script functions. Each takes already-decoded arguments and returns
-//! the script return code; the C wrappers live in `exports`.
+//! The script functions: each declared once in [`script_functions!`] with
+//! typed parameters (the C shims, parameter flags and export table are
+//! generated from it), and each body a plain function of its decoded
+//! arguments returning the script return code.
 
-use crate::engine::{AuthVerdict, BanOutcome, Cidr, IpKey, PikeVerdict, Reason, RlKey};
-use crate::rsec_log;
+use crate::engine::{AuthVerdict, BanOutcome, Cidr, Engine, IpKey, PikeVerdict, Reason, RlKey, TableError, MAX_SECONDS};
+use crate::ffi::log::shown;
+use crate::ffi::script::{Call, Int, Opt, Str};
+use crate::ffi::sys::{
+    BRANCH_ROUTE, ERROR_ROUTE, EVENT_ROUTE, FAILURE_ROUTE, LOCAL_ROUTE, ONREPLY_ROUTE, REQUEST_ROUTE, STARTUP_ROUTE, TIMER_ROUTE,
+};
+use crate::{rsec_log, rsec_log_throttled, script_functions};
 
-use super::events::{self, UnbanReason};
+use super::decisions::{self, Origin};
 use super::{engine, now_us};
-
-/// Raises E_SEC_BAN for the ban now covering `ip`, made by `source`.
-fn announce_ban(e: &crate::engine::Engine, ip: &IpKey, now: u64, source: &str) {
-    if let Ok(Some(rec)) = e.lookup_ban(ip, now) {
-        events::ban(&rec, source);
-    }
-}
 
 /// Return codes shared by every function (never 0: that would stop the script).
 pub const RC_OK: i32 = 1;
@@ -20,77 +20,84 @@ pub const RC_NO: i32 = -1;
 pub const RC_JUST_BANNED: i32 = -2;
 pub const RC_ERROR: i32 = -3;
 
-/// The source a function acts on: its `ip` argument, or the message's
-/// source address when omitted.
-pub enum Target<'a> {
-    Arg(&'a [u8]),
-    MsgSource(Option<IpKey>),
+/// Routes where a function reads only its arguments.
+const ANY_ROUTE: i32 = MSG_ROUTES | STARTUP_ROUTE | TIMER_ROUTE | EVENT_ROUTE;
+/// Routes that carry a received message whose source can stand in for `ip`.
+const MSG_ROUTES: i32 = REQUEST_ROUTE | FAILURE_ROUTE | ONREPLY_ROUTE | BRANCH_ROUTE | ERROR_ROUTE | LOCAL_ROUTE;
+
+script_functions! {
+    on_panic = RC_ERROR;
+    /// Flood check of the source (or `ip`); enforces every ban.
+    fn sec_pike_check(call, ip: Opt<Str>) in MSG_ROUTES => pike_check;
+    /// Takes one request from the budget of `key`: `limit` per `period` s.
+    fn sec_rl_check(call, key: Str, limit: Int, period: Opt<Int>) in ANY_ROUTE => rl_check;
+    fn sec_ban_ip(call, ip: Str, seconds: Opt<Int>, reason: Opt<Str>) in ANY_ROUTE => ban_ip;
+    fn sec_unban_ip(call, ip: Str) in ANY_ROUTE => unban_ip;
+    fn sec_is_banned(call, ip: Opt<Str>) in MSG_ROUTES => is_banned;
+    /// Records a failed authentication of the source (or `ip`), as `user`.
+    fn sec_auth_fail(call, ip: Opt<Str>, user: Opt<Str>) in MSG_ROUTES => auth_fail;
 }
 
-fn text(b: &[u8]) -> std::borrow::Cow<'_, str> {
-    String::from_utf8_lossy(b)
-}
-
-macro_rules! try_engine {
-    ($func:literal) => {
-        match engine() {
-            Some(e) => e,
-            None => {
-                rsec_log!(Err, $func, "rsec is not initialised (mod_init did not run)");
-                return RC_ERROR;
-            }
-        }
-    };
-}
-
-macro_rules! resolve_ip {
-    ($func:literal, $t:expr) => {
-        match $t {
-            Target::Arg(b) => match IpKey::parse(&text(b)) {
-                Ok(ip) => ip,
-                Err(e) => {
-                    rsec_log!(Err, $func, "bad ip argument: {}", e);
-                    return RC_ERROR;
-                }
-            },
-            Target::MsgSource(Some(ip)) => ip,
-            Target::MsgSource(None) => {
-                rsec_log!(Err, $func, "no ip given and the message has no source address");
-                return RC_ERROR;
-            }
-        }
-    };
-}
-
-macro_rules! or_table_error {
-    ($func:literal, $r:expr) => {
-        match $r {
+/// Returns the error code from a function body after logging why.
+macro_rules! or_return {
+    ($e:expr) => {
+        match $e {
             Ok(v) => v,
-            Err(e) => {
-                rsec_log!(Err, $func, "shared table error: {}", e);
-                return RC_ERROR;
-            }
+            Err(rc) => return rc,
         }
     };
 }
 
-pub fn sec_pike_check(t: Target<'_>) -> i32 {
-    let e = try_engine!("sec_pike_check");
-    let ip = resolve_ip!("sec_pike_check", t);
-    let now = now_us();
-    let verdict = or_table_error!("sec_pike_check", e.pike_check(&ip, now));
-    events::flush_lapsed(e);
-    match verdict {
+fn ready(call: &Call) -> Result<&'static Engine, i32> {
+    engine().ok_or_else(|| {
+        rsec_log!(Err, call.name(), "rsec is not initialised (mod_init did not run)");
+        RC_ERROR
+    })
+}
+
+/// The `ip` argument, or the message's source address when omitted.
+fn source(call: &Call, ip: Option<&[u8]>) -> Result<IpKey, i32> {
+    match ip {
+        Some(b) => IpKey::parse(&String::from_utf8_lossy(b)).map_err(|_| {
+            rsec_log!(Err, call.name(), "bad ip argument '{}': not an IPv4 or IPv6 address", shown(b));
+            RC_ERROR
+        }),
+        None => call.source().map(IpKey::from_ip).ok_or_else(|| {
+            rsec_log!(Err, call.name(), "no ip given and the message has no source address");
+            RC_ERROR
+        }),
+    }
+}
+
+fn prefix(call: &Call, ip: &[u8]) -> Result<Cidr, i32> {
+    Cidr::parse(&String::from_utf8_lossy(ip)).map_err(|err| {
+        rsec_log!(Err, call.name(), "bad ip argument '{}': {}", shown(ip), err.why());
+        RC_ERROR
+    })
+}
+
+/// A shared-table failure (a lock that could not be taken): logged at most
+/// once per interval, since it would repeat on every packet.
+fn table<T>(call: &Call, r: Result<T, TableError>) -> Result<T, i32> {
+    r.map_err(|e| {
+        rsec_log_throttled!(Err, call.name(), "shared table error: {}", e);
+        RC_ERROR
+    })
+}
+
+fn pike_check(call: &Call, ip: Option<&[u8]>) -> i32 {
+    let e = or_return!(ready(call));
+    let ip = or_return!(source(call, ip));
+    match or_return!(table(call, decisions::pike_check(e, Origin::Script(call.name()), &ip, now_us()))) {
         PikeVerdict::Allowed | PikeVerdict::Whitelisted => RC_OK,
         PikeVerdict::Banned(_) => RC_NO,
-        PikeVerdict::JustBanned => {
-            announce_ban(e, &ip, now, "sec_pike_check");
+        PikeVerdict::JustBanned(rec) => {
             let c = e.config();
             rsec_log!(
                 Notice,
-                "sec_pike_check",
+                call.name(),
                 "banned {} for {}s: more than {} requests in {}s",
-                ip,
+                rec.target,
                 c.pike_ban_time_s,
                 c.pike_density,
                 c.pike_sampling_time_s
@@ -98,155 +105,135 @@ pub fn sec_pike_check(t: Target<'_>) -> i32 {
             RC_JUST_BANNED
         }
         PikeVerdict::OverLimitUnbanned => {
-            rsec_log!(Err, "sec_pike_check", "{} is flooding but the ban table is full (max_bans); refusing its requests without a ban", ip);
+            rsec_log_throttled!(
+                Err,
+                call.name(),
+                "{} is flooding but the ban table is full (max_bans); refusing its requests without a ban",
+                ip
+            );
             RC_JUST_BANNED
         }
     }
 }
 
-pub fn sec_rl_check(key: &[u8], limit: Option<i32>, period: Option<i32>) -> i32 {
-    let e = try_engine!("sec_rl_check");
+fn rl_check(call: &Call, key: &[u8], limit: i32, period: Option<i32>) -> i32 {
+    let e = or_return!(ready(call));
     let k = match RlKey::new(key) {
         Ok(k) => k,
         Err(err) => {
-            rsec_log!(Err, "sec_rl_check", "bad key '{}': {}", text(&key[..key.len().min(64)]), err);
+            rsec_log!(Err, call.name(), "bad key '{}': {}", shown(key), err);
             return RC_ERROR;
         }
     };
-    let limit = match limit {
-        Some(l) if l > 0 => l as u32,
-        Some(l) => {
-            rsec_log!(Err, "sec_rl_check", "bad limit {} for key '{}': must be > 0", l, text(key));
-            return RC_ERROR;
-        }
-        None => {
-            rsec_log!(Err, "sec_rl_check", "missing limit for key '{}'", text(key));
-            return RC_ERROR;
-        }
-    };
+    if limit <= 0 {
+        rsec_log!(Err, call.name(), "bad limit {} for key '{}': must be > 0", limit, shown(key));
+        return RC_ERROR;
+    }
     let period = match period {
         None => 1,
-        Some(p) if p > 0 => p as u32,
+        Some(p) if p > 0 && p as u32 <= MAX_SECONDS => p as u32,
         Some(p) => {
-            rsec_log!(Err, "sec_rl_check", "bad period {} for key '{}': must be > 0 seconds", p, text(key));
+            rsec_log!(Err, call.name(), "bad period {} for key '{}': must be 1 to {} seconds", p, shown(key), MAX_SECONDS);
             return RC_ERROR;
         }
     };
-    if or_table_error!("sec_rl_check", e.rl_check(&k, limit, period, now_us())) {
+    if or_return!(table(call, e.rl_check(&k, limit as u32, period, now_us()))) {
         RC_OK
     } else {
         RC_NO
     }
 }
 
-pub fn sec_ban_ip(target: &[u8], seconds: Option<i32>, reason: Option<&[u8]>) -> i32 {
-    let e = try_engine!("sec_ban_ip");
-    let cidr = match Cidr::parse(&text(target)) {
-        Ok(c) => c,
-        Err(err) => {
-            rsec_log!(Err, "sec_ban_ip", "bad ip argument: {}", err);
-            return RC_ERROR;
-        }
-    };
+fn ban_ip(call: &Call, ip: &[u8], seconds: Option<i32>, reason: Option<&[u8]>) -> i32 {
+    let e = or_return!(ready(call));
+    let target = or_return!(prefix(call, ip));
     let seconds = match seconds {
         None => e.config().ban_time_s,
-        Some(s) if s >= 0 => s as u32,
+        Some(s) if s >= 0 && s as u32 <= MAX_SECONDS => s as u32,
         Some(s) => {
-            rsec_log!(Err, "sec_ban_ip", "bad seconds {} for {}: must be >= 0 (0 = until unbanned)", s, cidr);
+            rsec_log!(Err, call.name(), "bad seconds {} for {}: must be 0 (until unbanned) to {}", s, target, MAX_SECONDS);
             return RC_ERROR;
         }
     };
     let reason = match reason {
         None => Reason::Manual,
-        Some(r) => match Reason::parse(&text(r)) {
+        Some(r) => match Reason::parse(&String::from_utf8_lossy(r)) {
             Some(r) => r,
             None => {
-                rsec_log!(Err, "sec_ban_ip", "bad reason '{}' for {}: use manual, pike, auth or rl", text(r), cidr);
+                rsec_log!(Err, call.name(), "bad reason '{}' for {}: use manual, pike, auth or rl", shown(r), target);
                 return RC_ERROR;
             }
         },
     };
-    let now = now_us();
-    let outcome = or_table_error!("sec_ban_ip", e.ban(cidr, seconds, reason, now));
-    events::flush_lapsed(e);
+    let outcome = or_return!(table(call, decisions::ban(e, Origin::Script(call.name()), target, seconds, reason, now_us())));
     match outcome {
-        BanOutcome::Created | BanOutcome::Updated => {
-            announce_ban(e, &cidr.addr, now, "sec_ban_ip");
-            rsec_log!(Notice, "sec_ban_ip", "banned {} for {} ({})", cidr, Duration(seconds), reason.as_str());
+        BanOutcome::Created(rec) | BanOutcome::Updated(rec) => {
+            rsec_log!(Notice, call.name(), "banned {} for {} ({})", rec.target, Duration(seconds), reason.as_str());
             RC_OK
         }
-        BanOutcome::AlreadyBanned(r) => {
-            rsec_log!(Info, "sec_ban_ip", "{} is already banned ({}); left as it is", cidr, r.as_str());
+        BanOutcome::AlreadyBanned(rec) => {
+            rsec_log!(Info, call.name(), "{} is already banned ({}); left as it is", target, rec.ban.reason.as_str());
             RC_OK
         }
-        BanOutcome::Whitelisted => {
-            rsec_log!(Warn, "sec_ban_ip", "refusing to ban {}: it is whitelisted", cidr);
+        BanOutcome::Whitelisted(w) => {
+            rsec_log!(Warn, call.name(), "refusing to ban {}: it is or contains whitelisted {}", target, w);
+            RC_NO
+        }
+        BanOutcome::TooBroad => {
+            let why = e.config().check_breadth(&target).err().unwrap_or_default();
+            rsec_log!(Warn, call.name(), "refusing to ban {}: {}", target, why);
             RC_NO
         }
         BanOutcome::TableFull => {
-            rsec_log!(Err, "sec_ban_ip", "cannot ban {}: ban table full (raise max_bans)", cidr);
+            rsec_log_throttled!(Err, call.name(), "cannot ban {}: ban table full (raise max_bans)", target);
             RC_ERROR
         }
     }
 }
 
-pub fn sec_unban_ip(target: &[u8]) -> i32 {
-    let e = try_engine!("sec_unban_ip");
-    let cidr = match Cidr::parse(&text(target)) {
-        Ok(c) => c,
-        Err(err) => {
-            rsec_log!(Err, "sec_unban_ip", "bad ip argument: {}", err);
-            return RC_ERROR;
-        }
-    };
-    let removed = or_table_error!("sec_unban_ip", e.unban(&cidr, now_us()));
-    events::flush_lapsed(e);
-    match removed {
-        Some(b) => {
-            events::unban(&crate::engine::BanRecord { target: cidr, ban: b }, UnbanReason::Manual);
-            rsec_log!(Notice, "sec_unban_ip", "unbanned {} (was banned for {})", cidr, b.reason.as_str());
+fn unban_ip(call: &Call, ip: &[u8]) -> i32 {
+    let e = or_return!(ready(call));
+    let target = or_return!(prefix(call, ip));
+    match or_return!(table(call, decisions::unban(e, Origin::Script(call.name()), &target, now_us()))) {
+        Some(rec) => {
+            rsec_log!(Notice, call.name(), "unbanned {} (was banned for {})", rec.target, rec.ban.reason.as_str());
             RC_OK
         }
         None => RC_NO,
     }
 }
 
-pub fn sec_is_banned(t: Target<'_>) -> i32 {
-    let e = try_engine!("sec_is_banned");
-    let ip = resolve_ip!("sec_is_banned", t);
-    match or_table_error!("sec_is_banned", e.lookup_ban(&ip, now_us())) {
+fn is_banned(call: &Call, ip: Option<&[u8]>) -> i32 {
+    let e = or_return!(ready(call));
+    let ip = or_return!(source(call, ip));
+    match or_return!(table(call, e.lookup_ban(&ip, now_us()))) {
         Some(_) => RC_OK,
         None => RC_NO,
     }
 }
 
-pub fn sec_auth_fail(t: Target<'_>, user: Option<&[u8]>) -> i32 {
-    let e = try_engine!("sec_auth_fail");
-    let ip = resolve_ip!("sec_auth_fail", t);
-    let user = user.map(text).unwrap_or_default();
-    let now = now_us();
-    let verdict = or_table_error!("sec_auth_fail", e.auth_fail(&ip, now));
-    events::flush_lapsed(e);
-    match verdict {
+fn auth_fail(call: &Call, ip: Option<&[u8]>, user: Option<&[u8]>) -> i32 {
+    let e = or_return!(ready(call));
+    let ip = or_return!(source(call, ip));
+    match or_return!(table(call, decisions::auth_fail(e, Origin::Script(call.name()), &ip, now_us()))) {
         AuthVerdict::Counted(_) | AuthVerdict::Whitelisted => RC_OK,
         AuthVerdict::AlreadyBanned(_) => RC_NO,
-        AuthVerdict::JustBanned => {
-            announce_ban(e, &ip, now, "sec_auth_fail");
+        AuthVerdict::JustBanned(rec) => {
             let c = e.config();
             rsec_log!(
                 Notice,
-                "sec_auth_fail",
+                call.name(),
                 "banned {} for {}s: {} failed authentications in {}s (last user '{}')",
-                ip,
+                rec.target,
                 c.auth_ban_time_s,
                 c.auth_fail_threshold,
                 c.auth_fail_window_s,
-                user
+                shown(user.unwrap_or_default())
             );
             RC_JUST_BANNED
         }
         AuthVerdict::OverLimitUnbanned => {
-            rsec_log!(Err, "sec_auth_fail", "{} reached the auth failure threshold but the ban table is full (max_bans)", ip);
+            rsec_log_throttled!(Err, call.name(), "{} reached the auth failure threshold but the ban table is full (max_bans)", ip);
             RC_JUST_BANNED
         }
     }

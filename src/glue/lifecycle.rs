@@ -4,7 +4,7 @@ use std::os::raw::{c_int, c_uint, c_void};
 
 use crate::engine::Engine;
 use crate::ffi::guard::{guard, install_panic_hook};
-use crate::rsec_log;
+use crate::{rsec_log, rsec_log_throttled};
 
 use super::{engine, now_us, params, ENGINE};
 
@@ -27,14 +27,21 @@ pub fn mod_init() -> c_int {
         }
     };
     let c = engine.config();
+    // What was really allocated: a table smaller than lock_stripes × 16
+    // gets fewer stripes, each holding at least one probe window.
+    let tables: Vec<String> = engine
+        .layout()
+        .iter()
+        .map(|(name, n, stripes)| {
+            let note = if *stripes < c.lock_stripes as usize { " (fewer than lock_stripes: at least 16 entries per stripe)" } else { "" };
+            format!("{n} {name} in {stripes} stripe{}{note}", if *stripes == 1 { "" } else { "s" })
+        })
+        .collect();
     rsec_log!(
         Info,
         "mod_init",
-        "shared tables ready: {} sources, {} bans, {} rl keys in {} stripes, {} whitelist entries, {} KiB mapped; built for '{}' (from {})",
-        c.max_tracked_ips,
-        c.max_bans,
-        c.max_rl_keys,
-        c.lock_stripes,
+        "shared tables ready: {}, {} whitelist entries, {} KiB mapped; built for '{}' (from {})",
+        tables.join(", "),
         c.whitelist.len(),
         engine.shm_bytes() / 1024,
         String::from_utf8_lossy(&crate::ffi::version::VERSION[..crate::ffi::version::VERSION.len() - 1]),
@@ -45,7 +52,7 @@ pub fn mod_init() -> c_int {
         return -1;
     }
     if let (Some(settings), Some(e)) = (db, super::engine()) {
-        let (url, node, every) = (settings.url.redacted(), settings.node_id.clone(), settings.sync_interval_s);
+        let (url, node, every) = (settings.url.redacted(), settings.node_id.clone(), e.config().db_sync_interval_s);
         if let Err(err) = super::persist::init(e, settings) {
             rsec_log!(Err, "mod_init", "{}", err);
             return -1;
@@ -64,22 +71,22 @@ pub fn mod_init() -> c_int {
 }
 
 pub fn mod_destroy() {
-    // The mapping goes away with the processes; nothing to flush yet.
+    // Nothing to release: the mapping goes away with the last process, and
+    // decisions not yet written are lost with the persistence process's
+    // queue only if it is killed; on a clean stop it drains first.
 }
 
 /// Reclaims lapsed entries every second from OpenSIPS's timer process.
-unsafe extern "C" fn sweep_timer(_ticks: c_uint, _param: *mut c_void) {
-    guard("sweep timer", (), || {
+extern "C" fn sweep_timer(_ticks: c_uint, _param: *mut c_void) {
+    guard("sweep timer", || (), || {
         let Some(e) = engine() else { return };
-        match e.sweep(now_us()) {
+        match super::decisions::sweep(e, now_us()) {
             Ok(expired) => {
                 for b in expired {
                     rsec_log!(Info, "sweep", "ban on {} ({}) expired after {} hits", b.target, b.ban.reason.as_str(), b.ban.hits);
-                    super::events::unban(&b, super::events::UnbanReason::Expired);
                 }
-                super::events::flush_lapsed(e);
             }
-            Err(err) => rsec_log!(Err, "sweep", "sweep failed: {}", err),
+            Err(err) => rsec_log_throttled!(Err, "sweep", "sweep failed: {}", err),
         }
     })
 }

@@ -1,101 +1,63 @@
-//! Module parameters: storage OpenSIPS writes into while parsing the script,
-//! and their conversion into an engine [`Config`] with errors that name the
-//! parameter.
+//! Module parameters. Integer parameters are the engine's settings, each
+//! declared once in engine/config.rs (name, default, range); their cells
+//! and export entries are generated here from that list. String parameters
+//! are declared once each in [`str_params!`] below.
 
-use std::cell::UnsafeCell;
-use std::ffi::CStr;
-use std::os::raw::{c_char, c_int, c_void};
-
+use std::os::raw::c_int;
 
 use crate::db::store::valid_node_id;
 use crate::db::DbUrl;
 use crate::engine::{ip::parse_cidr_list, Config, ConfigError};
+use crate::ffi::param::{self, IntCell, StrCell};
+use crate::ffi::sys::ParamExport;
 
 use super::persist::Settings;
 
-/// A C-visible cell OpenSIPS writes a modparam value into before mod_init.
-#[repr(transparent)]
-pub struct Param<T>(UnsafeCell<T>);
+const N_INT: usize = Config::INT_PARAMS.len();
 
-// SAFETY: written only by OpenSIPS's config parser in the main process
-// before mod_init, read-only afterwards.
-unsafe impl<T> Sync for Param<T> {}
+/// One cell per integer setting, in `Config::INT_PARAMS` order, holding its
+/// default until the script sets it.
+static INT_CELLS: [IntCell; N_INT] = {
+    let mut cells = [const { IntCell::new(0) }; N_INT];
+    let mut i = 0;
+    while i < N_INT {
+        cells[i] = IntCell::new(Config::INT_PARAMS[i].default as c_int);
+        i += 1;
+    }
+    cells
+};
 
-impl<T: Copy> Param<T> {
-    pub const fn new(v: T) -> Self {
-        Param(UnsafeCell::new(v))
-    }
-    pub const fn ptr(&'static self) -> *mut c_void {
-        self.0.get() as *mut c_void
-    }
-    fn get(&self) -> T {
-        // SAFETY: see the Sync impl: no concurrent writer exists.
-        unsafe { *self.0.get() }
-    }
-}
-
-/// `"name"` as a `&'static CStr`, at compile time.
-macro_rules! cstr {
-    ($s:expr) => {
-        match std::ffi::CStr::from_bytes_with_nul(concat!($s, "\0").as_bytes()) {
-            Ok(c) => c,
-            Err(_) => panic!("NUL inside a parameter name"),
-        }
+macro_rules! str_params {
+    ($($(#[doc = $doc:literal])* $cell:ident: $name:literal;)*) => {
+        $($(#[doc = $doc])* static $cell: StrCell = StrCell::new(std::ptr::null());)*
+        const STR_PARAMS: [(&std::ffi::CStr, &StrCell); [$($name),*].len()] = [$((crate::ffi::cstr!($name), &$cell)),*];
     };
 }
 
-/// Declares the integer modparams once: storage, default and script name.
-macro_rules! int_params {
-    ($($field:ident: $name:literal = $default:expr;)*) => {
-        pub mod int {
-            use super::Param;
-            use std::os::raw::c_int;
-            $(#[allow(non_upper_case_globals)] pub static $field: Param<c_int> = Param::new($default);)*
-        }
-        /// (script name, storage) of every integer modparam, for the export table.
-        pub const INT_PARAMS: &[(&std::ffi::CStr, &'static Param<c_int>)] = &[$((cstr!($name), &int::$field)),*];
-
-        fn read_ints(cfg: &mut Config) -> Result<(), ConfigError> {
-            $(cfg.$field = non_negative($name, int::$field.get())?;)*
-            Ok(())
-        }
-    };
+str_params! {
+    /// Comma-separated prefixes never counted or banned.
+    WHITELIST: "whitelist";
+    /// mysql://user:password@host[:port]/database; persistence is off without it.
+    DB_URL: "db_url";
+    /// This node's name in the shared tables (default: the host name).
+    NODE_ID: "node_id";
 }
 
-int_params! {
-    pike_sampling_time_s: "pike_sampling_time" = 2;
-    pike_density: "pike_density" = 30;
-    pike_ban_time_s: "pike_ban_time" = 300;
-    ban_time_s: "ban_time" = 3600;
-    auth_fail_threshold: "auth_fail_threshold" = 5;
-    auth_fail_window_s: "auth_fail_window" = 60;
-    auth_ban_time_s: "auth_ban_time" = 900;
-    max_tracked_ips: "max_tracked_ips" = 65536;
-    max_rl_keys: "max_rl_keys" = 16384;
-    max_bans: "max_bans" = 16384;
-    lock_stripes: "lock_stripes" = 64;
-    db_queue_size: "db_queue_size" = 4096;
-}
-
-/// Integer modparams of the persistence process (not engine settings).
-pub static DB_SYNC_INTERVAL: Param<c_int> = Param::new(5);
-pub static DB_TIMEOUT: Param<c_int> = Param::new(3);
-pub const OTHER_INT_PARAMS: &[(&std::ffi::CStr, &Param<c_int>)] =
-    &[(c"db_sync_interval", &DB_SYNC_INTERVAL), (c"db_timeout", &DB_TIMEOUT)];
-
-pub static WHITELIST: Param<*const c_char> = Param::new(std::ptr::null());
-pub static DB_URL: Param<*const c_char> = Param::new(std::ptr::null());
-pub static NODE_ID: Param<*const c_char> = Param::new(std::ptr::null());
-
-fn str_param(p: &Param<*const c_char>) -> Option<String> {
-    let v = p.get();
-    // SAFETY: OpenSIPS stores a NUL-terminated string for STR_PARAM.
-    (!v.is_null()).then(|| unsafe { CStr::from_ptr(v) }.to_string_lossy().into_owned())
-}
-
-fn non_negative(param: &'static str, v: c_int) -> Result<u32, ConfigError> {
-    u32::try_from(v).map_err(|_| ConfigError { param, value: v as i64, why: "must not be negative" })
-}
+/// Every modparam, then the terminator.
+pub static PARAMS: [ParamExport; N_INT + STR_PARAMS.len() + 1] = {
+    let mut out = [param::END; N_INT + STR_PARAMS.len() + 1];
+    let mut i = 0;
+    while i < N_INT {
+        out[i] = param::int(Config::INT_PARAMS[i].name, &INT_CELLS[i]);
+        i += 1;
+    }
+    let mut j = 0;
+    while j < STR_PARAMS.len() {
+        out[N_INT + j] = param::str(STR_PARAMS[j].0, STR_PARAMS[j].1);
+        j += 1;
+    }
+    out
+};
 
 /// Why the modparams cannot start the module.
 pub enum ParamError {
@@ -118,36 +80,31 @@ impl std::fmt::Display for ParamError {
 /// settings from what the script set.
 pub fn config() -> Result<(Config, Option<Settings>), ParamError> {
     let mut cfg = Config::default();
-    read_ints(&mut cfg).map_err(ParamError::Config)?;
-    if let Some(s) = str_param(&WHITELIST) {
+    for (p, cell) in Config::INT_PARAMS.iter().zip(&INT_CELLS) {
+        cfg.set(p, cell.value()).map_err(ParamError::Config)?;
+    }
+    if let Some(s) = WHITELIST.value() {
         cfg.whitelist = parse_cidr_list(&s).map_err(|e| ParamError::Whitelist(e.to_string()))?;
     }
-    let db = match str_param(&DB_URL).filter(|u| !u.trim().is_empty()) {
+    let db = match DB_URL.value().filter(|u| !u.trim().is_empty()) {
         None => {
             cfg.db_queue_size = 0;
             None
         }
         Some(u) => {
             let url = DbUrl::parse(&u).map_err(|e| ParamError::Db("db_url", e))?;
-            let node_id = match str_param(&NODE_ID) {
-                Some(n) => n,
-                None => hostname(),
-            };
+            let node_id = NODE_ID.value().unwrap_or_else(hostname);
             if !valid_node_id(&node_id) {
                 return Err(ParamError::Db("node_id", format!("'{node_id}' must be 1-64 characters of A-Z a-z 0-9 . _ -")));
             }
-            let sync = non_negative("db_sync_interval", DB_SYNC_INTERVAL.get()).map_err(ParamError::Config)?;
-            let timeout = non_negative("db_timeout", DB_TIMEOUT.get()).map_err(ParamError::Config)?;
-            if sync == 0 {
-                return Err(ParamError::Config(ConfigError { param: "db_sync_interval", value: 0, why: "must be greater than 0" }));
-            }
-            if timeout == 0 {
-                return Err(ParamError::Config(ConfigError { param: "db_timeout", value: 0, why: "must be greater than 0" }));
-            }
             if cfg.db_queue_size == 0 {
-                return Err(ParamError::Config(ConfigError { param: "db_queue_size", value: 0, why: "must be greater than 0 with db_url" }));
+                return Err(ParamError::Config(ConfigError {
+                    param: "db_queue_size",
+                    value: 0,
+                    why: "must be greater than 0 with db_url".to_owned(),
+                }));
             }
-            Some(Settings { url, node_id, sync_interval_s: sync, timeout_s: timeout, static_whitelist: cfg.whitelist.clone() })
+            Some(Settings { url, node_id, static_whitelist: cfg.whitelist.clone() })
         }
     };
     cfg.validate().map_err(ParamError::Config)?;
@@ -156,14 +113,11 @@ pub fn config() -> Result<(Config, Option<Settings>), ParamError> {
 
 /// The default node_id: this host's name, made safe for node_id.
 fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
-    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
-    let name: String = if ok {
-        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        String::from_utf8_lossy(&buf[..end]).chars().filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c)).take(64).collect()
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let name: String = raw.trim().chars().filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c)).take(64).collect();
+    if name.is_empty() {
+        "rsec".to_owned()
     } else {
-        String::new()
-    };
-    if name.is_empty() { "rsec".to_owned() } else { name }
+        name
+    }
 }

@@ -1,31 +1,27 @@
 //! Ban persistence and multi-node sync, off the SIP path.
 //!
 //! Workers, the timer and MI only push decisions into the engine's bounded
-//! queue. One dedicated OpenSIPS process ("rsec persistence") drains it to
+//! queue (decisions.rs does that). One dedicated OpenSIPS process ("rsec persistence") drains it to
 //! MySQL in batches, imports the changes other nodes wrote every
 //! `db_sync_interval`, and reconnects with backoff when the database goes
 //! away; the queue keeps everything meanwhile. mod_init loads the bans in
 //! force before OpenSIPS forks, so they are enforced from the first request.
 
-use std::cell::UnsafeCell;
 use std::os::raw::c_int;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use once_cell::sync::OnceCell;
-
 use crate::db::{store, Conn, DbError, DbUrl};
-use crate::engine::queue::Change;
-use crate::engine::{BanOutcome, BanRecord, Cidr, Engine};
+use crate::engine::{BanOutcome, BanRecord, Cidr, Engine, US_PER_S as US};
 use crate::ffi::guard::guard;
-use crate::ffi::sys::{ProcExport, PROC_FLAG_INITCHILD, PROC_FLAG_NEEDS_SCRIPT};
+use crate::ffi::process::ProcTable;
+use crate::ffi::sys::{PROC_FLAG_INITCHILD, PROC_FLAG_NEEDS_SCRIPT};
 use crate::rsec_log;
 use crate::shm::Region;
 
-use super::events::{self, UnbanReason};
+use super::decisions::{self, Origin};
 use super::{engine, now_us};
-
-const US: u64 = 1_000_000;
 /// Changes per transaction.
 const BATCH: usize = 200;
 /// Re-read this many change ids behind the cursor: ids from concurrent
@@ -36,12 +32,11 @@ const LOOKBACK: u64 = 64;
 const LOG_RETENTION_S: u64 = 86_400;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// Settings from the modparams, fixed in mod_init.
+/// Settings from the modparams, fixed in mod_init (the intervals are in
+/// the engine's Config).
 pub struct Settings {
     pub url: DbUrl,
     pub node_id: String,
-    pub sync_interval_s: u32,
-    pub timeout_s: u32,
     /// Whitelist entries from the modparam, kept across reloads.
     pub static_whitelist: Vec<Cidr>,
 }
@@ -62,6 +57,8 @@ pub struct Shared {
     loaded: AtomicU64,
 }
 
+crate::shm_safe!(Shared);
+
 struct Persist {
     settings: Settings,
     shared: &'static Shared,
@@ -70,36 +67,14 @@ struct Persist {
     loaded_at_start: Vec<BanRecord>,
 }
 
-static PERSIST: OnceCell<Persist> = OnceCell::new();
+static PERSIST: OnceLock<Persist> = OnceLock::new();
 
 pub fn shared() -> Option<&'static Shared> {
     PERSIST.get().map(|p| p.shared)
 }
 
-/// The process export; `no` is set to 1 in mod_init when db_url is given.
-#[repr(transparent)]
-pub struct ProcTable(UnsafeCell<[ProcExport; 2]>);
-// SAFETY: written once in mod_init (main process, before the fork and
-// before OpenSIPS reads it), read-only afterwards.
-unsafe impl Sync for ProcTable {}
-
-pub static PROCS: ProcTable = ProcTable(UnsafeCell::new([
-    ProcExport {
-        name: c"rsec persistence".as_ptr(),
-        pre_fork_function: None,
-        post_fork_function: None,
-        function: Some(persist_main),
-        no: 0,
-        flags: PROC_FLAG_INITCHILD | PROC_FLAG_NEEDS_SCRIPT,
-    },
-    ProcExport { name: std::ptr::null(), pre_fork_function: None, post_fork_function: None, function: None, no: 0, flags: 0 },
-]));
-
-impl ProcTable {
-    pub const fn as_ptr(&'static self) -> *const ProcExport {
-        self.0.get() as *const ProcExport
-    }
-}
+/// The persistence process; mod_init enables it when db_url is given.
+pub static PROCS: ProcTable = ProcTable::new(c"rsec persistence", persist_main, PROC_FLAG_INITCHILD | PROC_FLAG_NEEDS_SCRIPT);
 
 /// Why persistence cannot start (OpenSIPS then refuses to start).
 pub type InitError = String;
@@ -113,7 +88,8 @@ pub fn init(e: &Engine, settings: Settings) -> Result<(), InitError> {
     // Region has no Drop: the mapping outlives this handle, like the engine's.
     let now = now_us();
     let mut loaded = Vec::new();
-    match Conn::connect(&settings.url, settings.timeout_s) {
+    let timeout_s = e.config().db_timeout_s;
+    match Conn::connect(&settings.url, timeout_s) {
         Ok(c) => {
             store::check_schema(&c).map_err(|m| format!("db_url {}: {m}", settings.url.redacted()))?;
             loaded = load_state(&c, e, &settings, shared, now).map_err(|err| format!("db_url {}: {err}", settings.url.redacted()))?;
@@ -132,9 +108,7 @@ pub fn init(e: &Engine, settings: Settings) -> Result<(), InitError> {
             );
         }
     }
-    // SAFETY: mod_init runs once in the main process before OpenSIPS reads
-    // the process table (see ProcTable).
-    unsafe { (*PROCS.0.get())[0].no = 1 };
+    PROCS.enable();
     PERSIST
         .set(Persist { settings, shared, loaded_at_start: loaded })
         .map_err(|_| "persistence initialised twice".to_owned())
@@ -150,15 +124,13 @@ fn load_state(c: &Conn, e: &Engine, s: &Settings, shared: &Shared, now: u64) -> 
     }
     let mut installed = Vec::new();
     for b in bans {
-        let exp = b.expires_s * US;
-        match e.restore_ban(b.target, b.reason, b.created_s * US, exp, now) {
-            Ok(Some(BanOutcome::Created | BanOutcome::Updated)) => {
-                if let Ok(Some(rec)) = e.lookup_ban(&b.target.addr, now) {
-                    installed.push(rec);
-                }
-            }
-            Ok(Some(BanOutcome::TableFull)) => rsec_log!(Err, "persistence", "ban table full loading {} (raise max_bans)", b.target),
-            Ok(_) => {}
+        // Straight into the engine, not through decisions: this runs in
+        // mod_init, before events can be raised; the persistence process
+        // announces them once OpenSIPS runs (decisions::announce_loaded).
+        match e.restore_ban(b.target, b.reason, b.created_s * US, b.expires_s * US, now) {
+            Ok(Some(BanOutcome::Created(rec) | BanOutcome::Updated(rec))) => installed.push(rec),
+            Ok(Some(outcome)) => refused_import(&b.target, &outcome),
+            Ok(None) => {}
             Err(err) => rsec_log!(Err, "persistence", "cannot install ban {}: {}", b.target, err),
         }
     }
@@ -166,6 +138,16 @@ fn load_state(c: &Conn, e: &Engine, s: &Settings, shared: &Shared, now: u64) -> 
     shared.loaded.store(1, Ordering::Relaxed);
     shared.last_sync_s.store(now / US, Ordering::Relaxed);
     Ok(installed)
+}
+
+/// Logs a stored ban this node will not enforce.
+fn refused_import(target: &Cidr, outcome: &BanOutcome) {
+    match outcome {
+        BanOutcome::TableFull => rsec_log!(Err, "persistence", "ban table full loading {} (raise max_bans)", target),
+        BanOutcome::Whitelisted(w) => rsec_log!(Warn, "persistence", "stored ban {} not enforced: it is or contains whitelisted {}", target, w),
+        BanOutcome::TooBroad => rsec_log!(Warn, "persistence", "stored ban {} not enforced: shorter than min_prefix_v4/v6", target),
+        _ => {}
+    }
 }
 
 fn reload_whitelist(c: &Conn, e: &Engine, s: &Settings) -> Result<usize, DbError> {
@@ -179,23 +161,15 @@ fn reload_whitelist(c: &Conn, e: &Engine, s: &Settings) -> Result<usize, DbError
             all.push(r);
         }
     }
-    let n = all.len();
-    if e.whitelist().replace(all).is_err() {
-        rsec_log!(Err, "persistence", "whitelist full: rsec_whitelist has more rows than fit (512 in all)");
-    }
-    Ok(n)
-}
-
-/// Queues a decision for the database (no-op without db_url). Never blocks
-/// beyond one short critical section; a full queue is counted and logged.
-pub fn record(c: Change) {
-    let Some(q) = engine().and_then(|e| e.queue()) else { return };
-    if !q.push(c) {
-        let d = q.dropped();
-        if d == 1 || d % 1000 == 0 {
-            rsec_log!(Err, "persistence", "db queue full ({} waiting): {} ban changes not persisted so far (raise db_queue_size)", q.depth(), d);
+    match e.whitelist_replace(all) {
+        Ok(refused) => {
+            for (c, why) in &refused {
+                rsec_log!(Err, "persistence", "rsec_whitelist row {} skipped: {}", c, why);
+            }
         }
+        Err(err) => rsec_log!(Err, "persistence", "whitelist not reloaded: {}", err),
     }
+    Ok(e.whitelist().list().len())
 }
 
 /// Asks the persistence process for a sync now and waits for it (MI).
@@ -234,8 +208,8 @@ fn wait_for(done: &AtomicU64, want: u64, wait: Duration) -> Result<(), &'static 
     Ok(())
 }
 
-unsafe extern "C" fn persist_main(_rank: c_int) {
-    guard("persistence process", (), run);
+extern "C" fn persist_main(_rank: c_int) {
+    guard("persistence process", || (), run);
     // The process must not return into OpenSIPS: a clean exit is a crash to it.
     loop {
         std::thread::sleep(Duration::from_secs(3600));
@@ -244,15 +218,14 @@ unsafe extern "C" fn persist_main(_rank: c_int) {
 
 fn run() {
     let (Some(p), Some(e)) = (PERSIST.get(), engine()) else { return };
-    for rec in &p.loaded_at_start {
-        events::ban(rec, events::FROM_DB);
-    }
+    decisions::announce_loaded(&p.loaded_at_start);
     let s = &p.settings;
+    let sync_every = Duration::from_secs(e.config().db_sync_interval_s as u64);
     let mut conn: Option<Conn> = None;
     let mut backoff = Duration::from_secs(1);
     let mut next_connect = Instant::now();
     let mut sched = Schedule {
-        next_sync: Instant::now() + Duration::from_secs(s.sync_interval_s as u64),
+        next_sync: Instant::now() + sync_every,
         next_prune: Instant::now(),
         seen: Seen::default(),
     };
@@ -305,7 +278,7 @@ fn service(c: &Conn, p: &Persist, e: &Engine, sched: &mut Schedule) -> Result<()
     if Instant::now() >= sched.next_sync || sh.sync_done.load(Ordering::Acquire) < want {
         import(c, p, e, &mut sched.seen)?;
         sh.sync_done.fetch_max(want, Ordering::AcqRel);
-        sched.next_sync = Instant::now() + Duration::from_secs(p.settings.sync_interval_s as u64);
+        sched.next_sync = Instant::now() + Duration::from_secs(e.config().db_sync_interval_s as u64);
     }
 
     let want = sh.reload_requested.load(Ordering::Acquire);
@@ -324,15 +297,13 @@ fn service(c: &Conn, p: &Persist, e: &Engine, sched: &mut Schedule) -> Result<()
 }
 
 fn connect(p: &Persist, e: &Engine) -> Result<Conn, String> {
-    let c = Conn::connect(&p.settings.url, p.settings.timeout_s).map_err(|e| e.to_string())?;
+    let c = Conn::connect(&p.settings.url, e.config().db_timeout_s).map_err(|e| e.to_string())?;
     store::check_schema(&c)?;
     if p.shared.loaded.load(Ordering::Relaxed) == 0 {
         // The database was down at start-up: load now, and announce.
         let installed = load_state(&c, e, &p.settings, p.shared, now_us()).map_err(|e| e.to_string())?;
         rsec_log!(Notice, "persistence", "loaded {} bans in force (database was unreachable at start-up)", installed.len());
-        for rec in &installed {
-            events::ban(rec, events::FROM_DB);
-        }
+        decisions::announce_loaded(&installed);
     }
     Ok(c)
 }
@@ -395,16 +366,14 @@ fn import(c: &Conn, p: &Persist, e: &Engine, seen: &mut Seen) -> Result<(), DbEr
             }
             let b = ch.ban;
             if ch.unban {
-                if let Ok(Some(ban)) = e.unban(&b.target, now) {
-                    events::flush_lapsed(e);
-                    events::unban_from(&BanRecord { target: b.target, ban }, UnbanReason::Manual, false);
+                if let Err(err) = decisions::unban(e, Origin::Database, &b.target, now) {
+                    rsec_log!(Err, "persistence", "cannot lift ban {}: {}", b.target, err);
                 }
-            } else if let Ok(Some(BanOutcome::Created | BanOutcome::Updated)) =
-                e.restore_ban(b.target, b.reason, b.created_s * US, b.expires_s * US, now)
-            {
-                events::flush_lapsed(e);
-                if let Ok(Some(rec)) = e.lookup_ban(&b.target.addr, now) {
-                    events::ban(&rec, events::FROM_DB);
+            } else {
+                match decisions::restore(e, b.target, b.reason, b.created_s * US, b.expires_s * US, now) {
+                    Ok(Some(outcome)) => refused_import(&b.target, &outcome),
+                    Ok(None) => {}
+                    Err(err) => rsec_log!(Err, "persistence", "cannot install ban {}: {}", b.target, err),
                 }
             }
         }
@@ -417,13 +386,4 @@ fn import(c: &Conn, p: &Persist, e: &Engine, seen: &mut Seen) -> Result<(), DbEr
     }
     p.shared.last_sync_s.store(now_us() / US, Ordering::Relaxed);
     Ok(())
-}
-
-/// Statistics helpers.
-pub fn queue_depth() -> u64 {
-    engine().and_then(|e| e.queue()).map_or(0, |q| q.depth())
-}
-
-pub fn queue_drops() -> u64 {
-    engine().and_then(|e| e.queue()).map_or(0, |q| q.dropped())
 }

@@ -19,6 +19,11 @@ fn persisted(f: impl FnOnce(&'static super::persist::Shared) -> &'static AtomicU
     super::persist::shared().map_or(0, |s| f(s).load(Ordering::Relaxed))
 }
 
+/// A figure of the decision queue; 0 without db_url.
+fn queue(e: &Engine, f: impl FnOnce(&crate::engine::queue::ChangeQueue) -> u64) -> u64 {
+    e.queue().map_or(0, f)
+}
+
 fn sum(cs: [&AtomicU64; 3]) -> u64 {
     cs.iter().map(|c| c.load(Ordering::Relaxed)).sum()
 }
@@ -26,8 +31,8 @@ fn sum(cs: [&AtomicU64; 3]) -> u64 {
 macro_rules! stats {
     ($($name:literal => $f:ident = |$e:ident| $body:expr;)*) => {
         $(
-            unsafe extern "C" fn $f(_ctx: *mut c_void) -> c_ulong {
-                crate::ffi::guard::guard(concat!("statistic ", $name), 0, || read(|$e: &Engine| $body))
+            extern "C" fn $f(_ctx: *mut c_void) -> c_ulong {
+                crate::ffi::guard::guard(concat!("statistic ", $name), || 0, || read(|$e: &Engine| $body))
             }
         )*
         pub static STATS: [StatExport; [$($name),*].len() + 1] = [
@@ -62,7 +67,7 @@ stats! {
     "lock_recoveries" => st_lock_recoveries = |e| sum([&e.source_counters().lock_recoveries, &e.ban_counters().lock_recoveries, &e.rl_counters().lock_recoveries]);
     "db_writes" => st_db_writes = |_e| persisted(|s| &s.writes);
     "db_errors" => st_db_errors = |_e| persisted(|s| &s.errors);
-    "db_queue_depth" => st_db_queue_depth = |_e| super::persist::queue_depth();
-    "db_queue_drops" => st_db_queue_drops = |_e| super::persist::queue_drops();
+    "db_queue_depth" => st_db_queue_depth = |e| queue(e, |q| q.depth());
+    "db_queue_drops" => st_db_queue_drops = |e| queue(e, |q| q.dropped());
     "db_last_sync" => st_db_last_sync = |_e| persisted(|s| &s.last_sync_s);
 }

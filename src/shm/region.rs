@@ -8,6 +8,8 @@
 use std::io;
 use std::ptr::NonNull;
 
+use super::ShmSafe;
+
 /// A shared anonymous mapping with a bump allocator over it.
 pub struct Region {
     base: NonNull<u8>,
@@ -56,7 +58,13 @@ impl Region {
     }
 
     /// Reserves `count` values of `T`, each initialised to `T::default()`.
-    pub fn alloc_slice<T: Default>(&mut self, count: usize) -> io::Result<&'static [T]> {
+    pub fn alloc_slice<T: ShmSafe + Default>(&mut self, count: usize) -> io::Result<&'static [T]> {
+        const {
+            assert!(
+                !std::mem::needs_drop::<T>(),
+                "a type with a destructor owns process-local memory and cannot live in shared memory"
+            )
+        };
         let align = std::mem::align_of::<T>();
         let start = (self.used + align - 1) & !(align - 1);
         let bytes = std::mem::size_of::<T>()
@@ -81,7 +89,7 @@ impl Region {
     }
 
     /// Reserves one `T`, initialised to `T::default()`.
-    pub fn alloc<T: Default>(&mut self) -> io::Result<&'static T> {
+    pub fn alloc<T: ShmSafe + Default>(&mut self) -> io::Result<&'static T> {
         Ok(&self.alloc_slice::<T>(1)?[0])
     }
 }

@@ -56,7 +56,6 @@ int add_mi_string(void *t, char *n, int nl, const char *v, int vl) { (void)t; (v
 int add_mi_number(void *t, char *n, int nl, double v) { (void)t; (void)n; (void)nl; (void)v; return 0; }
 int add_mi_bool(void *t, char *n, int nl, int b) { (void)t; (void)n; (void)nl; (void)b; return 0; }
 int try_get_mi_string_param(const void *p, char *n, char **v, int *l) { (void)p; (void)n; (void)v; (void)l; return -1; }
-int try_get_mi_int_param(const void *p, char *n, int *v) { (void)p; (void)n; (void)v; return -1; }
 
 /* Events: published ids are counted so the test can see mod_init did it. */
 int fake_events_published = 0;

@@ -1,0 +1,174 @@
+//! Script functions: typed parameters, and [`script_functions!`], which
+//! turns one declaration per function into its guarded C shim, its
+//! parameter flags and its export-table entry.
+//!
+//! A parameter's type says both how OpenSIPS must pass it (`CMD_PARAM_STR`,
+//! `CMD_PARAM_INT`, `| CMD_PARAM_OPT`) and how the shim decodes it, so the
+//! two cannot disagree:
+//!
+//! ```ignore
+//! script_functions! {
+//!     on_panic = RC_ERROR;
+//!     fn sec_ban_ip(call, ip: Str, seconds: Opt<Int>, reason: Opt<Str>) in ANY_ROUTE => ban_ip;
+//! }
+//! // calls: fn ban_ip(call: &Call, ip: &[u8], seconds: Option<i32>, reason: Option<&[u8]>) -> i32
+//! ```
+
+use std::ffi::CStr;
+use std::marker::PhantomData;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::raw::{c_int, c_void};
+use std::ptr::null;
+
+use super::sys::{self, CmdExport, CmdFunction, CmdParam, SipMsg, SipMsgHead, Str as CStrArg, MAX_CMD_PARAMS};
+
+/// A script function parameter type.
+pub trait Arg {
+    /// How OpenSIPS is told to pass it.
+    const FLAGS: c_int;
+    /// What the function body receives.
+    type Value<'a>;
+    /// # Safety
+    /// `p` is what OpenSIPS passed for a parameter declared with `FLAGS`:
+    /// NULL only if optional and omitted, otherwise a valid `str*` or `int*`
+    /// that outlives the call.
+    unsafe fn decode<'a>(p: *mut c_void) -> Self::Value<'a>;
+}
+
+/// A string (`str*`), borrowed for the call.
+pub struct Str;
+/// An integer (`int*`).
+pub struct Int;
+/// An optional parameter: `None` when the script omitted it.
+pub struct Opt<T>(PhantomData<T>);
+
+impl Arg for Str {
+    const FLAGS: c_int = sys::CMD_PARAM_STR;
+    type Value<'a> = &'a [u8];
+    unsafe fn decode<'a>(p: *mut c_void) -> &'a [u8] {
+        let Some(s) = (p as *const CStrArg).as_ref() else { return &[] };
+        if s.s.is_null() || s.len <= 0 {
+            return &[];
+        }
+        std::slice::from_raw_parts(s.s as *const u8, s.len as usize)
+    }
+}
+
+impl Arg for Int {
+    const FLAGS: c_int = sys::CMD_PARAM_INT;
+    type Value<'a> = i32;
+    unsafe fn decode<'a>(p: *mut c_void) -> Self::Value<'a> {
+        (p as *const c_int).as_ref().copied().unwrap_or(0)
+    }
+}
+
+impl<T: Arg> Arg for Opt<T> {
+    const FLAGS: c_int = T::FLAGS | sys::CMD_PARAM_OPT;
+    type Value<'a> = Option<T::Value<'a>>;
+    unsafe fn decode<'a>(p: *mut c_void) -> Self::Value<'a> {
+        (!p.is_null()).then(|| T::decode(p))
+    }
+}
+
+/// What a function body knows of its call: its own name (for logs) and
+/// the message it runs for.
+pub struct Call {
+    name: &'static CStr,
+    msg: *mut SipMsg,
+}
+
+impl Call {
+    /// # Safety
+    /// `msg` is NULL or the message OpenSIPS passed to the function.
+    pub unsafe fn new(name: &'static CStr, msg: *mut SipMsg) -> Call {
+        Call { name, msg }
+    }
+
+    pub fn name(&self) -> &'static CStr {
+        self.name
+    }
+
+    /// The message's source address, if it has one.
+    pub fn source(&self) -> Option<IpAddr> {
+        // SAFETY: `msg` is NULL or a valid sip_msg for the whole call (see
+        // `new`); only the leading fields mirrored in SipMsgHead are read.
+        let m = unsafe { (self.msg as *const SipMsgHead).as_ref()? };
+        let ip = &m.rcv.src_ip;
+        match (ip.af, ip.len) {
+            (sys::AF_INET, 4) => Some(IpAddr::V4(Ipv4Addr::new(ip.u[0], ip.u[1], ip.u[2], ip.u[3]))),
+            (sys::AF_INET6, 16) => Some(IpAddr::V6(Ipv6Addr::from(ip.u))),
+            _ => None,
+        }
+    }
+}
+
+/// One export-table entry; `flags` are the parameters' in order.
+pub const fn export(name: &'static CStr, f: CmdFunction, flags: &[c_int], routes: c_int) -> CmdExport {
+    assert!(flags.len() <= MAX_CMD_PARAMS, "too many parameters for a script function");
+    let mut params = [CmdParam { flags: 0, fixup: None, free_fixup: None }; MAX_CMD_PARAMS + 1];
+    let mut i = 0;
+    while i < flags.len() {
+        params[i].flags = flags[i];
+        i += 1;
+    }
+    CmdExport { name: name.as_ptr(), function: Some(f), params, flags: routes }
+}
+
+/// The table's terminator.
+pub const END: CmdExport = CmdExport {
+    name: null(),
+    function: None,
+    params: [CmdParam { flags: 0, fixup: None, free_fixup: None }; MAX_CMD_PARAMS + 1],
+    flags: 0,
+};
+
+/// Declares the module's script functions, once each, and generates the
+/// `CMDS` export table. Each is `fn NAME(CALL, ARG: TYPE, ...) in ROUTES =>
+/// BODY;`: BODY is a plain Rust function taking `&Call` and each
+/// argument's decoded value, returning the script return code. The shim
+/// runs it inside the panic guard (a panic returns `on_panic`).
+#[macro_export]
+macro_rules! script_functions {
+    (
+        on_panic = $on_panic:expr;
+        $( $(#[doc = $doc:literal])* fn $name:ident($call:ident $(, $arg:ident: $ty:ty)* $(,)?) in $routes:expr => $body:path; )*
+    ) => {
+        pub static CMDS: [$crate::ffi::sys::CmdExport; [$(stringify!($name)),*].len() + 1] = [
+            $($crate::ffi::script::export(
+                $crate::ffi::cstr!(stringify!($name)),
+                {
+                    $(#[doc = $doc])*
+                    #[allow(unsafe_code)]
+                    unsafe extern "C" fn shim(
+                        msg: *mut $crate::ffi::sys::SipMsg,
+                        p0: *mut ::std::os::raw::c_void,
+                        p1: *mut ::std::os::raw::c_void,
+                        p2: *mut ::std::os::raw::c_void,
+                        p3: *mut ::std::os::raw::c_void,
+                        p4: *mut ::std::os::raw::c_void,
+                        p5: *mut ::std::os::raw::c_void,
+                        p6: *mut ::std::os::raw::c_void,
+                        p7: *mut ::std::os::raw::c_void,
+                    ) -> ::std::os::raw::c_int {
+                        #[allow(unused_mut, unused_variables)]
+                        let mut params = [p0, p1, p2, p3, p4, p5, p6, p7].into_iter();
+                        $crate::ffi::guard::guard(stringify!($name), || $on_panic, || {
+                            // SAFETY: OpenSIPS passes the message and one
+                            // pointer per parameter declared with the flags
+                            // of `$ty` (see `export` below), valid for the call.
+                            let $call = unsafe { $crate::ffi::script::Call::new($crate::ffi::cstr!(stringify!($name)), msg) };
+                            $(let $arg = unsafe {
+                                <$ty as $crate::ffi::script::Arg>::decode(params.next().unwrap_or(::std::ptr::null_mut()))
+                            };)*
+                            $body(&$call $(, $arg)*)
+                        })
+                    }
+                    shim
+                },
+                &[$(<$ty as $crate::ffi::script::Arg>::FLAGS),*],
+                $routes,
+            ),)*
+            $crate::ffi::script::END,
+        ];
+    };
+}
