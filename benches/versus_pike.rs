@@ -23,12 +23,12 @@
 
 // The test harness's helpers (they allow their own dead code); json's unit
 // tests are compiled here too but never run, hence their unused import.
-#[path = "../tests/support/json.rs"]
+#[path = "../tests/it/support/json.rs"]
 #[allow(unused_imports)]
 mod json;
-#[path = "../tests/support/mi.rs"]
+#[path = "../tests/it/support/mi.rs"]
 mod mi;
-#[path = "../tests/support/opensips.rs"]
+#[path = "../tests/it/support/opensips.rs"]
 mod opensips;
 
 use std::collections::BTreeMap;

@@ -19,15 +19,6 @@
 //! Run: `cargo test --release --test opensips_cli -- --nocapture` to see
 //! each command and its reply.
 
-#[path = "support/json.rs"]
-mod json;
-#[path = "support/mi.rs"]
-mod mi;
-#[path = "support/opensips.rs"]
-mod opensips;
-#[path = "support/sipp.rs"]
-mod sipp;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
@@ -35,11 +26,12 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::{json, mi, opensips, sipp};
 use json::Json;
 use opensips::{s, Env, OpenSips, TestDir};
 use sipp::{Sipp, SippResult};
 
-const CLI_CFG: &str = include_str!("cfg/cli.cfg");
+const CLI_CFG: &str = include_str!("../cfg/cli.cfg");
 
 fn find_cli() -> Option<PathBuf> {
     let venv = Path::new(opensips::MANIFEST_DIR).join("target/opensips-cli/bin/opensips-cli");

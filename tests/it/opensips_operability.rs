@@ -20,29 +20,20 @@
 //! Run: `cargo test --release --test opensips_operability -- --nocapture`
 //! to see the MI exchanges and the measured numbers.
 
-#[path = "support/json.rs"]
-mod json;
-#[path = "support/mi.rs"]
-mod mi;
-#[path = "support/opensips.rs"]
-mod opensips;
-#[path = "support/sipp.rs"]
-mod sipp;
-
 use std::collections::BTreeMap;
 use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::support::{json, mi, opensips, sipp};
 use json::Json;
 use mi::{Mi, MiError, RSEC_STATS};
 use opensips::{heavy, s, tally, workers, Env, Event, OpenSips, TestDir};
 use sipp::{Sipp, SippResult};
 
-const OPS_CFG: &str = include_str!("cfg/ops.cfg");
-const OPS_CAPACITY_CFG: &str = include_str!("cfg/ops_capacity.cfg");
-
+const OPS_CFG: &str = include_str!("../cfg/ops.cfg");
+const OPS_CAPACITY_CFG: &str = include_str!("../cfg/ops_capacity.cfg");
 
 macro_rules! require {
     ($test:literal) => {

@@ -16,25 +16,20 @@
 //! Run: `cargo test --release --test opensips_integration -- --nocapture`
 //! to see the measured numbers.
 
-#[path = "support/opensips.rs"]
-mod opensips;
-#[path = "support/sipp.rs"]
-mod sipp;
-
 use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::support::{opensips, sipp};
 use opensips::{heavy, s, tally, workers, Env, Event, OpenSips, TestDir};
 use sipp::{Sipp, SippResult};
 
-const FLOOD_CFG: &str = include_str!("cfg/flood.cfg");
-const REGISTER_RL_CFG: &str = include_str!("cfg/register_rl.cfg");
-const AUTH_CFG: &str = include_str!("cfg/auth.cfg");
-const BANS_CFG: &str = include_str!("cfg/bans.cfg");
-const BADARGS_CFG: &str = include_str!("cfg/badargs.cfg");
-const BAD_MODPARAM_CFG: &str = include_str!("cfg/bad_modparam.cfg");
-
+const FLOOD_CFG: &str = include_str!("../cfg/flood.cfg");
+const REGISTER_RL_CFG: &str = include_str!("../cfg/register_rl.cfg");
+const AUTH_CFG: &str = include_str!("../cfg/auth.cfg");
+const BANS_CFG: &str = include_str!("../cfg/bans.cfg");
+const BADARGS_CFG: &str = include_str!("../cfg/badargs.cfg");
+const BAD_MODPARAM_CFG: &str = include_str!("../cfg/bad_modparam.cfg");
 
 macro_rules! require {
     ($test:literal, sipp) => {

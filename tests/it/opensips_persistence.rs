@@ -19,31 +19,20 @@
 //! to see the measured numbers (sync delay between nodes, response times
 //! with and without a database outage). The outage test takes about a minute.
 
-#[path = "support/json.rs"]
-mod json;
-#[path = "support/mariadb.rs"]
-mod mariadb;
-#[path = "support/mi.rs"]
-mod mi;
-#[path = "support/opensips.rs"]
-mod opensips;
-#[path = "support/sipp.rs"]
-mod sipp;
-
 use std::collections::BTreeMap;
 use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::support::{json, mariadb, mi, opensips, sipp};
 use json::Json;
 use mariadb::MariaDb;
 use mi::Mi;
 use opensips::{heavy, options, poll, s, Env, Event, OpenSips, TestDir};
 use sipp::{Sipp, SippResult};
 
-const NODE_CFG: &str = include_str!("cfg/persist_node.cfg");
-
+const NODE_CFG: &str = include_str!("../cfg/persist_node.cfg");
 
 /// The environment and a fresh MariaDB (schema loaded unless `schema` is
 /// false), or return after one SKIP line.
@@ -756,7 +745,6 @@ fn mysql_outage_costs_no_sip_latency_and_loses_nothing() {
     let (d50, d99, _) = percentiles(&down_mi);
     eprintln!("MI sec_ban/sec_unban with the database up: p50 {m50:.1} ms p99 {m99:.1} ms; down: p50 {d50:.1} ms p99 {d99:.1} ms");
 }
-
 
 // ---------------------------------------------------------------------------
 // 5. Settings that cannot work stop OpenSIPS with a message naming them; a

@@ -1,14 +1,12 @@
 //! The persistence layer against a real MariaDB started by the test, and
 //! db_url parsing. Runs on every machine with mariadb-server installed.
 
-#[path = "support/mariadb.rs"]
-mod mariadb;
-
 use rsec::db::store;
 use rsec::db::{Conn, DbUrl};
 use rsec::engine::queue::{Change, ChangeOp};
 use rsec::engine::{Cidr, Reason};
 
+use crate::support::mariadb;
 use mariadb::MariaDb;
 
 const S: u64 = 1_000_000;

@@ -26,7 +26,7 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-pub const SCHEMA: &str = include_str!("../../include/rsec-mysql.sql");
+pub const SCHEMA: &str = include_str!("../../../include/rsec-mysql.sql");
 
 impl MariaDb {
     /// A fresh server with database `rsec` (schema loaded when `schema`)

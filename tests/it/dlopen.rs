@@ -23,7 +23,7 @@ fn target_dir_so() -> PathBuf {
 }
 
 fn build_fake_core(dir: &Path) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/fake_core.c");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/support/fake_core.c");
     let out = dir.join("libfake_opensips_core.so");
     let st = Command::new("cc")
         .args(["-shared", "-fPIC", "-O1", "-o"])

@@ -16,21 +16,13 @@
 //! Needs OpenSIPS (with exec, httpd, mi_http, prometheus, mi_fifo) and, for
 //! the cluster, MariaDB; without them each test prints one `SKIP:` line.
 
-#[path = "support/json.rs"]
-mod json;
-#[path = "support/mariadb.rs"]
-mod mariadb;
-#[path = "support/mi.rs"]
-mod mi;
-#[path = "support/opensips.rs"]
-mod opensips;
-
 use std::fs;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::support::{json, mariadb, mi, opensips};
 use mi::Mi;
 use opensips::{OpenSips, TestDir};
 

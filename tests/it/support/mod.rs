@@ -1,0 +1,8 @@
+//! What the tests share: the OpenSIPS harness, sipp runs, the MI client and
+//! a private MariaDB.
+
+pub mod json;
+pub mod mariadb;
+pub mod mi;
+pub mod opensips;
+pub mod sipp;
