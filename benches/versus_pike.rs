@@ -21,11 +21,7 @@
 //! Needs OpenSIPS (with httpd, mi_http and pike); without it, prints one
 //! SKIP line.
 
-// The test harness's helpers (they allow their own dead code); json's unit
-// tests are compiled here too but never run, hence their unused import.
-#[path = "../tests/it/support/json.rs"]
-#[allow(unused_imports)]
-mod json;
+// The test harness's helpers (they allow their own dead code).
 #[path = "../tests/it/support/mi.rs"]
 mod mi;
 #[path = "../tests/it/support/opensips.rs"]
@@ -79,7 +75,7 @@ fn sequential(port: u16, ip: Ipv4Addr, n: u32, gap: Duration) -> BTreeMap<String
 fn stat(mi: &Mi, name: &str) -> u64 {
     let bare = name.split_once(':').map_or(name, |(_, n)| n);
     let r = mi.ok("get_statistics", &format!(r#"{{"statistics":["{bare}"]}}"#));
-    r.get(name).as_u64().unwrap_or_else(|| panic!("no statistic {name} in {r}"))
+    r[name].as_u64().unwrap_or_else(|| panic!("no statistic {name} in {r}"))
 }
 
 /// Waits until OpenSIPS has taken in every request that reached it (its

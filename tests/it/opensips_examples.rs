@@ -22,7 +22,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::support::{json, mariadb, mi, opensips};
+use crate::support::{mariadb, mi, opensips};
 use mi::Mi;
 use opensips::{OpenSips, TestDir};
 
@@ -148,7 +148,7 @@ impl Fifo {
     }
 
     /// The call's result; panics on an error reply or no reply.
-    fn call(&self, method: &str, params: &str) -> json::Json {
+    fn call(&self, method: &str, params: &str) -> serde_json::Value {
         use std::io::{Read, Write};
         use std::os::unix::fs::OpenOptionsExt;
         let deadline = Instant::now() + Self::LIMIT;
@@ -186,9 +186,9 @@ impl Fifo {
             std::thread::sleep(Duration::from_millis(10));
         }
         let text = String::from_utf8(raw).expect("mi_fifo reply is not UTF-8");
-        let j = json::Json::parse(&text).unwrap_or_else(|e| panic!("{method}: reply is not JSON ({e}): {text}"));
-        assert!(j.has("result"), "{method} {params}: {text}");
-        j.get("result").clone()
+        let j = serde_json::from_str::<serde_json::Value>(&text).unwrap_or_else(|e| panic!("{method}: reply is not JSON ({e}): {text}"));
+        assert!(j.get("result").is_some(), "{method} {params}: {text}");
+        j["result"].clone()
     }
 }
 

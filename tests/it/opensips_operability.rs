@@ -26,8 +26,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::support::{json, mi, opensips, sipp};
-use json::Json;
+use crate::support::{mi, opensips, sipp};
+use serde_json::Value;
 use mi::{Mi, MiError, RSEC_STATS};
 use opensips::{heavy, s, tally, workers, Env, Event, OpenSips, TestDir};
 use sipp::{Sipp, SippResult};
@@ -171,16 +171,21 @@ fn now_s() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
 
-fn num(j: &Json, path: &str) -> u64 {
-    j.at(path).as_u64().unwrap_or_else(|| panic!("{path} is not a count in {j}"))
+/// The value at `path` (`a.b.0.c`: members by name, array elements by index).
+fn at<'j>(j: &'j Value, path: &str) -> Option<&'j Value> {
+    j.pointer(&format!("/{}", path.replace('.', "/")))
 }
 
-fn text<'j>(j: &'j Json, path: &str) -> &'j str {
-    j.at(path).as_str().unwrap_or_else(|| panic!("{path} is not a string in {j}"))
+fn num(j: &Value, path: &str) -> u64 {
+    at(j, path).and_then(Value::as_u64).unwrap_or_else(|| panic!("{path} is not a count in {j}"))
 }
 
-fn ban_ips(list: &Json) -> Vec<String> {
-    list.get("bans").as_arr().iter().map(|b| text(b, "ip").to_string()).collect()
+fn text<'j>(j: &'j Value, path: &str) -> &'j str {
+    at(j, path).and_then(Value::as_str).unwrap_or_else(|| panic!("{path} is not a string in {j}"))
+}
+
+fn ban_ips(list: &Value) -> Vec<String> {
+    mi::array(list, "bans").iter().map(|b| text(b, "ip").to_string()).collect()
 }
 
 fn count_r(evs: &[Event], r: &str) -> usize {
@@ -220,7 +225,7 @@ fn mi_ban_list_shows_traffic_ban_with_reason() {
     );
     eprintln!("  empty ban list:");
     let empty = ops.mi.show("sec_ban_list", "").unwrap();
-    assert_eq!((num(&empty, "count"), empty.get("bans").as_arr().len()), (0, 0), "{empty}");
+    assert_eq!((num(&empty, "count"), mi::array(&empty, "bans").len()), (0, 0), "{empty}");
 
     // One request at a time, so that which request was refused how is
     // exact (concurrent floods: see refusals_are_counted_exactly_under_concurrency).
@@ -242,7 +247,7 @@ fn mi_ban_list_shows_traffic_ban_with_reason() {
     assert_eq!(refused_while_banned, FLOOD as usize - DENSITY - 1);
 
     // A second ban, so that the filter has something to leave out.
-    assert_eq!(ops.mi.ok("sec_ban", r#"{"ip":"127.0.0.41","seconds":600}"#), Json::Str("OK".into()));
+    assert_eq!(ops.mi.ok("sec_ban", r#"{"ip":"127.0.0.41","seconds":600}"#), "OK");
 
     eprintln!("  the whole list:");
     let all = ops.mi.show("sec_ban_list", "").unwrap();
@@ -253,7 +258,7 @@ fn mi_ban_list_shows_traffic_ban_with_reason() {
     let one = ops.mi.show("sec_ban_list", r#"{"ip":"127.0.0.40"}"#).unwrap();
     assert_eq!(num(&one, "count"), 1, "{one}");
     assert_eq!(ban_ips(&one), [SRC], "{one}");
-    let b = one.at("bans.0");
+    let b = &one["bans"][0];
     assert_eq!(text(b, "reason"), "pike", "{b}");
     let (created, expires, left) = (num(b, "created"), num(b, "expires"), num(b, "seconds_left"));
     assert!((t0..=t1).contains(&created), "created {created} outside the flood [{t0}, {t1}]: {b}");
@@ -274,8 +279,8 @@ fn mi_ban_list_shows_traffic_ban_with_reason() {
     eprintln!("  sec_ip_info of the flooder:");
     let info = ops.mi.show("sec_ip_info", r#"{"ip":"127.0.0.40"}"#).unwrap();
     assert_eq!(text(&info, "ip"), SRC);
-    assert_eq!(info.get("banned").as_bool(), Some(true), "{info}");
-    assert_eq!(info.get("whitelisted").as_bool(), Some(false), "{info}");
+    assert_eq!(info["banned"].as_bool(), Some(true), "{info}");
+    assert_eq!(info["whitelisted"].as_bool(), Some(false), "{info}");
     // Requests counted by the flood check: up to and including the one that
     // crossed the threshold (refused ones are not counted again).
     assert_eq!(num(&info, "pike.requests"), DENSITY as u64 + 1, "{info}");
@@ -287,9 +292,9 @@ fn mi_ban_list_shows_traffic_ban_with_reason() {
     assert_eq!(num(&info, "ban.hits"), refused_while_banned as u64);
 
     let idle = ops.mi.ok("sec_ip_info", r#"{"ip":"127.0.0.99"}"#);
-    assert_eq!(idle.get("banned").as_bool(), Some(false), "{idle}");
+    assert_eq!(idle["banned"].as_bool(), Some(false), "{idle}");
     assert_eq!(num(&idle, "pike.requests"), 0);
-    assert!(!idle.has("ban") && !idle.has("last_seen"), "nothing known of an unseen source: {idle}");
+    assert!(idle.get("ban").is_none() && idle.get("last_seen").is_none(), "nothing known of an unseen source: {idle}");
 
     eprintln!("  sec_top:");
     let top = ops.mi.show("sec_top", r#"{"n":3}"#).unwrap();
@@ -333,7 +338,7 @@ fn mi_unban_lets_source_through_in_every_worker() {
     assert_eq!(still.count("403"), 20, "still banned before the unban\n{}", still.describe());
 
     eprintln!("  unban the flooder:");
-    assert_eq!(ops.mi.show("sec_unban", r#"{"ip":"127.0.0.42"}"#).unwrap(), Json::Str("OK".into()));
+    assert_eq!(ops.mi.show("sec_unban", r#"{"ip":"127.0.0.42"}"#).unwrap(), "OK");
     // Every request after the unban passes, whichever worker takes it. Which
     // worker reads a datagram is up to the kernel: bursts from two senders
     // at once until at least 3 workers have had some (at most 160
@@ -352,7 +357,7 @@ fn mi_unban_lets_source_through_in_every_worker() {
     for ip in MANUAL {
         eprintln!("  ban {ip}:");
         let r = ops.mi.show("sec_ban", &format!(r#"{{"ip":"{ip}","seconds":600,"reason":"manual"}}"#)).unwrap();
-        assert_eq!(r, Json::Str("OK".into()));
+        assert_eq!(r, "OK");
     }
     let mut refused = BTreeMap::new();
     for ip in MANUAL {
@@ -364,7 +369,7 @@ fn mi_unban_lets_source_through_in_every_worker() {
     }
     let list = ops.mi.ok("sec_ban_list", "");
     for ip in MANUAL {
-        let b = list.get("bans").as_arr().iter().find(|b| b.get("ip").as_str() == Some(ip)).expect("listed");
+        let b = mi::array(&list, "bans").iter().find(|b| b["ip"].as_str() == Some(ip)).expect("listed");
         assert_eq!((text(b, "reason"), num(b, "hits")), ("manual", refused[ip]), "{b}");
     }
     // A prefix, and an IPv6 address, for the flush to count.
@@ -373,11 +378,11 @@ fn mi_unban_lets_source_through_in_every_worker() {
     eprintln!("  the list before the flush:");
     let list = ops.mi.show("sec_ban_list", "").unwrap();
     assert_eq!(num(&list, "count"), 4);
-    let find = |ip: &str| list.get("bans").as_arr().iter().find(|b| b.get("ip").as_str() == Some(ip)).cloned();
+    let find = |ip: &str| mi::array(&list, "bans").iter().find(|b| b["ip"].as_str() == Some(ip)).cloned();
     let net = find("10.20.0.0/16").unwrap_or_else(|| panic!("prefix ban not listed as 10.20.0.0/16: {list}"));
     assert_eq!(num(&net, "expires") - num(&net, "created"), 3600, "the default ban_time: {net}");
     let v6 = find("2001:db8::7").unwrap_or_else(|| panic!("IPv6 ban not listed: {list}"));
-    assert_eq!((v6.get("seconds_left").as_i64(), num(&v6, "expires")), (Some(-1), 0), "until unbanned: {v6}");
+    assert_eq!((v6["seconds_left"].as_i64(), num(&v6, "expires")), (Some(-1), 0), "until unbanned: {v6}");
 
     eprintln!("  flush:");
     let flushed = ops.mi.show("sec_ban_flush", "").unwrap();
@@ -440,7 +445,7 @@ fn mi_bad_params_get_error_replies() {
     let st = ops.stats();
     assert!(RSEC_STATS.iter().all(|n| st[*n] == 0), "statistics moved: {st:?}");
     assert_eq!(num(&ops.mi.ok("sec_ban_list", ""), "count"), 0);
-    assert_eq!(ops.mi.ok("sec_whitelist_list", "").get("whitelist").as_arr().len(), 0);
+    assert_eq!(mi::array(&ops.mi.ok("sec_whitelist_list", ""), "whitelist").len(), 0);
     // ...and OpenSIPS still serves SIP and MI.
     let r = ops.send("127.0.0.45", "probe", 10, 100);
     assert_eq!(r.count("200"), 10, "{}", r.describe());
@@ -747,9 +752,9 @@ fn whitelist_runtime_changes_apply_everywhere() {
     let ops = Ops::start(env, &dir, "whitelist", &[("WORKERS", s(8)), ("PIKE_DENSITY", s(DENSITY))]);
 
     eprintln!("  whitelist add / list:");
-    assert_eq!(ops.mi.show("sec_whitelist_add", r#"{"cidr":"127.0.0.50/32"}"#).unwrap(), Json::Str("OK".into()));
+    assert_eq!(ops.mi.show("sec_whitelist_add", r#"{"cidr":"127.0.0.50/32"}"#).unwrap(), "OK");
     let wl = ops.mi.show("sec_whitelist_list", "").unwrap();
-    let entries: Vec<&str> = wl.get("whitelist").as_arr().iter().filter_map(Json::as_str).collect();
+    let entries: Vec<&str> = mi::array(&wl, "whitelist").iter().filter_map(Value::as_str).collect();
     assert_eq!(entries.len(), 1, "{wl}");
     assert!(entries[0].starts_with(SRC), "{wl}");
 
@@ -771,7 +776,7 @@ fn whitelist_runtime_changes_apply_everywhere() {
     assert!(workers(evs.iter()) > 1, "the flood should have reached several workers");
     assert_eq!(num(&ops.mi.ok("sec_ban_list", ""), "count"), 0);
     let info = ops.mi.ok("sec_ip_info", r#"{"ip":"127.0.0.50"}"#);
-    assert_eq!(info.get("whitelisted").as_bool(), Some(true), "{info}");
+    assert_eq!(info["whitelisted"].as_bool(), Some(true), "{info}");
 
     eprintln!("  ban a whitelisted address:");
     let e = ops.mi.show("sec_ban", r#"{"ip":"127.0.0.50"}"#).unwrap_err();
@@ -779,9 +784,9 @@ fn whitelist_runtime_changes_apply_everywhere() {
     assert!(e.message.contains(SRC), "{e:?}");
 
     eprintln!("  whitelist del:");
-    assert_eq!(ops.mi.show("sec_whitelist_del", r#"{"cidr":"127.0.0.50/32"}"#).unwrap(), Json::Str("OK".into()));
+    assert_eq!(ops.mi.show("sec_whitelist_del", r#"{"cidr":"127.0.0.50/32"}"#).unwrap(), "OK");
     assert_eq!(ops.mi.err("sec_whitelist_del", r#"{"cidr":"127.0.0.50/32"}"#).code, 404);
-    assert_eq!(ops.mi.ok("sec_whitelist_list", "").get("whitelist").as_arr().len(), 0);
+    assert_eq!(mi::array(&ops.mi.ok("sec_whitelist_list", ""), "whitelist").len(), 0);
 
     // Whitelisted requests were never counted: exactly DENSITY pass now.
     let before = evs.len();
@@ -918,11 +923,11 @@ fn mi_under_load_does_not_delay_sip() {
                     let (m, p) = cmds[i as usize % cmds.len()];
                     let t = Instant::now();
                     match mi.exchange(m, p) {
-                        Ok((_, _, j)) if j.has("result") => {
-                            let r = j.get("result");
+                        Ok((_, _, j)) if j.get("result").is_some() => {
+                            let r = &j["result"];
                             let ok = match m {
-                                "sec_ban_list" => r.get("count").as_u64() == Some(300),
-                                "sec_top" => r.get("window").as_u64() == Some(2) && matches!(r.get("sources"), Json::Arr(_)),
+                                "sec_ban_list" => r["count"].as_u64() == Some(300),
+                                "sec_top" => r["window"].as_u64() == Some(2) && r["sources"].is_array(),
                                 _ => !r.is_null(),
                             };
                             if !ok {
@@ -1038,7 +1043,7 @@ fn refusals_are_counted_exactly_under_concurrency() {
         let t = tally(mine.iter(), "r");
         let minus1 = count_r(&mine, "-1");
         refused_banned += minus1;
-        let b = list.get("bans").as_arr().iter().find(|b| b.get("ip").as_str() == Some(src)).expect("banned");
+        let b = mi::array(&list, "bans").iter().find(|b| b["ip"].as_str() == Some(src)).expect("banned");
         let hits = num(b, "hits") as usize;
         let info = ops.mi.ok("sec_ip_info", &format!(r#"{{"ip":"{src}"}}"#));
         let counted = num(&info, "pike.requests") as usize;
@@ -1206,8 +1211,8 @@ fn distributed_flood(
 fn worker_rss(mi: &Mi) -> Option<Vec<(u64, u64, u64, u64)>> {
     let ps = mi.call("ps", "").ok()?;
     let mut out = Vec::new();
-    for p in ps.get("Processes").as_arr() {
-        let (Some(pid), Some(ty)) = (p.get("PID").as_u64(), p.get("Type").as_str()) else { return None };
+    for p in ps["Processes"].as_array()? {
+        let (Some(pid), Some(ty)) = (p["PID"].as_u64(), p["Type"].as_str()) else { return None };
         if !ty.starts_with("SIP receiver udp:") {
             continue;
         }

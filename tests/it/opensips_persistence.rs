@@ -25,8 +25,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::support::{json, mariadb, mi, opensips, sipp};
-use json::Json;
+use crate::support::{mariadb, mi, opensips, sipp};
+use serde_json::Value;
 use mariadb::MariaDb;
 use mi::Mi;
 use opensips::{heavy, options, poll, s, Env, Event, OpenSips, TestDir};
@@ -309,16 +309,16 @@ fn ban_by_traffic_is_written() {
     assert_eq!(ch[0], (s("ban"), s("pike"), created, expires, s("node-one")));
     // The same ban as the node itself shows it.
     let listed = n.mi.ok("sec_ban_list", &format!(r#"{{"ip":"{SRC}"}}"#));
-    assert_eq!(listed.at("bans.0.created").as_u64(), Some(created), "{listed:?}");
-    assert_eq!(listed.at("bans.0.expires").as_u64(), Some(expires), "{listed:?}");
+    assert_eq!(listed["bans"][0]["created"].as_u64(), Some(created), "{listed:?}");
+    assert_eq!(listed["bans"][0]["expires"].as_u64(), Some(expires), "{listed:?}");
 
     // A permanent MI ban is stored with expires 0.
-    assert_eq!(n.mi.ok("sec_ban", r#"{"ip":"127.0.0.64","seconds":0}"#), Json::Str(s("OK")));
+    assert_eq!(n.mi.ok("sec_ban", r#"{"ip":"127.0.0.64","seconds":0}"#), "OK");
     let (row, _) = poll(Duration::from_secs(5), Duration::from_millis(20), || ban_row(&db, "127.0.0.64")).expect("MI ban written");
     assert_eq!((row.0.as_str(), row.2, row.3.as_str()), ("manual", 0, "node-one"), "{row:?}");
 
     // MI unban: the row goes, the change log gets an 'unban' of the same ban.
-    assert_eq!(n.mi.ok("sec_unban", &format!(r#"{{"ip":"{SRC}"}}"#)), Json::Str(s("OK")));
+    assert_eq!(n.mi.ok("sec_unban", &format!(r#"{{"ip":"{SRC}"}}"#)), "OK");
     let (_, took) = poll(Duration::from_secs(5), Duration::from_millis(20), || ban_row(&db, SRC).is_none().then_some(()))
         .unwrap_or_else(|| panic!("rsec_bans row of {SRC} still there 5 s after sec_unban"));
     eprintln!("unban of {SRC} deleted from rsec_bans {} ms after sec_unban", took.as_millis());
@@ -330,9 +330,9 @@ fn ban_by_traffic_is_written() {
     let max_id: u64 = db.sql("SELECT MAX(id) FROM rsec_ban_changes").trim().parse().unwrap();
     let sync = n.mi.ok("sec_db_sync", "");
     eprintln!("sec_db_sync -> {sync:?}");
-    assert_eq!(sync.get("synced"), &Json::Bool(true), "{sync:?}");
-    assert_eq!(sync.get("cursor").as_u64(), Some(max_id), "{sync:?}");
-    let last = sync.get("last_sync").as_u64().expect("last_sync");
+    assert_eq!(sync["synced"], true, "{sync:?}");
+    assert_eq!(sync["cursor"].as_u64(), Some(max_id), "{sync:?}");
+    let last = sync["last_sync"].as_u64().expect("last_sync");
     assert!(last + 5 >= now_s() && last <= now_s(), "last_sync {last} is not now: {sync:?}");
 
     let st = n.mi.rsec_stats();
@@ -382,8 +382,8 @@ fn restart_keeps_ban_before_any_traffic() {
 
     let mut first = Node::start(env, &dir, "first", &db.url(), "restart", &vars);
     first.flood(FLOODER, 30);
-    assert_eq!(first.mi.ok("sec_ban", &format!(r#"{{"ip":"{MANUAL}","seconds":0}}"#)), Json::Str(s("OK")));
-    assert_eq!(first.mi.ok("sec_ban", &format!(r#"{{"ip":"{PREFIX}","seconds":900,"reason":"auth"}}"#)), Json::Str(s("OK")));
+    assert_eq!(first.mi.ok("sec_ban", &format!(r#"{{"ip":"{MANUAL}","seconds":0}}"#)), "OK");
+    assert_eq!(first.mi.ok("sec_ban", &format!(r#"{{"ip":"{PREFIX}","seconds":900,"reason":"auth"}}"#)), "OK");
     poll(Duration::from_secs(5), Duration::from_millis(20), || {
         (db.sql("SELECT COUNT(*) FROM rsec_bans").trim() == "3").then_some(())
     })
@@ -417,18 +417,16 @@ fn restart_keeps_ban_before_any_traffic() {
 
     let after = second.mi.ok("sec_ban_list", "");
     eprintln!("sec_ban_list after the restart: {after:?}");
-    let key = |l: &Json| -> Vec<(String, String, Option<u64>, Option<u64>)> {
-        let mut v: Vec<_> = l
-            .get("bans")
-            .as_arr()
+    let key = |l: &Value| -> Vec<(String, String, Option<u64>, Option<u64>)> {
+        let mut v: Vec<_> = mi::array(l, "bans")
             .iter()
-            .map(|b| (s(b.get("ip").as_str().unwrap_or("")), s(b.get("reason").as_str().unwrap_or("")), b.get("created").as_u64(), b.get("expires").as_u64()))
+            .map(|b| (s(b["ip"].as_str().unwrap_or("")), s(b["reason"].as_str().unwrap_or("")), b["created"].as_u64(), b["expires"].as_u64()))
             .collect();
         v.sort();
         v
     };
     assert_eq!(key(&after), key(&before), "the same bans, same reasons and times, after the restart");
-    assert_eq!(after.get("count").as_u64(), Some(3));
+    assert_eq!(after["count"].as_u64(), Some(3));
 
     // Announced once each as coming from the database.
     let evs = poll(Duration::from_secs(5), Duration::from_millis(50), || {
@@ -503,7 +501,7 @@ fn two_nodes_share_bans_within_interval() {
 
     // Unban on A: B lets the source through within the interval.
     let t_unban = now_f();
-    assert_eq!(a.mi.ok("sec_unban", &format!(r#"{{"ip":"{SRC}"}}"#)), Json::Str(s("OK")));
+    assert_eq!(a.mi.ok("sec_unban", &format!(r#"{{"ip":"{SRC}"}}"#)), "OK");
     let passed = poll(Duration::from_secs_f64(SYNC * 3.0 + 5.0), Duration::from_millis(100), || {
         (b.options(SRC) == Some(200)).then(now_f)
     })
@@ -514,10 +512,10 @@ fn two_nodes_share_bans_within_interval() {
     assert!(b.wait_event(&[("ev", "unban"), ("ip", SRC)], Duration::from_secs(2)).is_some(), "B's E_SEC_UNBAN");
 
     // And the other way: a ban made on B, imported at once by sec_db_sync on A.
-    assert_eq!(b.mi.ok("sec_ban", r#"{"ip":"127.0.0.67","seconds":120}"#), Json::Str(s("OK")));
+    assert_eq!(b.mi.ok("sec_ban", r#"{"ip":"127.0.0.67","seconds":120}"#), "OK");
     poll(Duration::from_secs(5), Duration::from_millis(20), || ban_row(&db, "127.0.0.67")).expect("B's ban written");
     let sync = a.mi.ok("sec_db_sync", "");
-    assert_eq!(sync.get("synced"), &Json::Bool(true), "{sync:?}");
+    assert_eq!(sync["synced"], true, "{sync:?}");
     assert!(a.mi.ban_ips().contains(&s("127.0.0.67")), "A has B's ban right after sec_db_sync");
     assert_eq!(a.options("127.0.0.67"), Some(403));
     assert_eq!(ban_row(&db, "127.0.0.67").map(|r| r.3), Some(s("b")), "node_id of the node that banned");
@@ -611,7 +609,7 @@ fn mysql_outage_costs_no_sip_latency_and_loses_nothing() {
         flood_ban(src);
     }
     for ip in ["127.0.1.11", "127.0.1.12"] {
-        up_mi.push(mi_ms(&|| assert_eq!(n.mi.ok("sec_ban", &format!(r#"{{"ip":"{ip}","seconds":600}}"#)), Json::Str(s("OK")))));
+        up_mi.push(mi_ms(&|| assert_eq!(n.mi.ok("sec_ban", &format!(r#"{{"ip":"{ip}","seconds":600}}"#)), "OK")));
     }
     poll(Duration::from_secs(5), Duration::from_millis(50), || (db.sql("SELECT COUNT(*) FROM rsec_bans").trim() == "4").then_some(()))
         .expect("the 4 bans made while the database is up are written");
@@ -637,10 +635,10 @@ fn mysql_outage_costs_no_sip_latency_and_loses_nothing() {
     }
     let mut down_mi = Vec::new();
     for ip in outage_mi {
-        down_mi.push(mi_ms(&|| assert_eq!(n.mi.ok("sec_ban", &format!(r#"{{"ip":"{ip}","seconds":600}}"#)), Json::Str(s("OK")))));
+        down_mi.push(mi_ms(&|| assert_eq!(n.mi.ok("sec_ban", &format!(r#"{{"ip":"{ip}","seconds":600}}"#)), "OK")));
     }
     // An unban during the outage too (of a ban written before it).
-    down_mi.push(mi_ms(&|| assert_eq!(n.mi.ok("sec_unban", r#"{"ip":"127.0.0.68"}"#), Json::Str(s("OK")))));
+    down_mi.push(mi_ms(&|| assert_eq!(n.mi.ok("sec_unban", r#"{"ip":"127.0.0.68"}"#), "OK")));
     // Enforced at once, database or not.
     for ip in outage_flooders.iter().chain(&outage_mi) {
         assert_eq!(n.options(ip), Some(403), "{ip} banned during the outage");
@@ -803,7 +801,7 @@ fn bad_db_settings_refuse_start() {
     let e = n.mi.call("sec_db_sync", "").expect_err("sec_db_sync without a database");
     eprintln!("sec_db_sync without a database: {e:?}");
     assert_eq!(e.code, 503, "{e:?}");
-    assert_eq!(n.mi.ok("sec_ban", r#"{"ip":"127.0.0.91","seconds":60}"#), Json::Str(s("OK")), "bans work without a database");
+    assert_eq!(n.mi.ok("sec_ban", r#"{"ip":"127.0.0.91","seconds":60}"#), "OK", "bans work without a database");
     assert_eq!(n.options("127.0.0.91"), Some(403));
     assert!(n.mi.rsec_stat("db_errors") > 0);
     drop(n);
@@ -851,7 +849,7 @@ fn whitelist_from_db_and_reload() {
     assert!(skipped[0].contains("127.0.0.300"), "{skipped:?}");
 
     let list = |n: &Node| -> Vec<String> {
-        let mut v: Vec<String> = n.mi.ok("sec_whitelist_list", "").get("whitelist").as_arr().iter().map(|c| s(c.as_str().unwrap_or("?"))).collect();
+        let mut v: Vec<String> = mi::array(&n.mi.ok("sec_whitelist_list", ""), "whitelist").iter().map(|c| s(c.as_str().unwrap_or("?"))).collect();
         v.sort();
         v
     };
@@ -888,7 +886,7 @@ fn whitelist_from_db_and_reload() {
     db.sql("INSERT INTO rsec_whitelist (cidr, description) VALUES ('127.0.0.81', 'new')");
     let r = n.mi.ok("sec_whitelist_reload", "");
     eprintln!("sec_whitelist_reload -> {r:?}");
-    assert_eq!(r.get("entries").as_u64(), Some(4), "{r:?}");
+    assert_eq!(r["entries"].as_u64(), Some(4), "{r:?}");
     let (t, w) = flood_all("127.0.0.81", 4, 40);
     eprintln!("after reload, 127.0.0.81: 160 requests -> {t:?} in {w} of 4 workers");
     assert_eq!(t.get("200"), Some(&160), "{t:?}");
@@ -897,7 +895,7 @@ fn whitelist_from_db_and_reload() {
 
     // A deleted row is gone after the next reload; the modparam entry stays.
     db.sql("DELETE FROM rsec_whitelist WHERE cidr = '127.0.0.80'");
-    assert_eq!(n.mi.ok("sec_whitelist_reload", "").get("entries").as_u64(), Some(3));
+    assert_eq!(n.mi.ok("sec_whitelist_reload", "")["entries"].as_u64(), Some(3));
     assert_eq!(norm(list(&n)), ["127.0.0.81", "127.0.3.0/24", "192.0.2.0/24"]);
     // The pike window of 127.0.0.80 (its earlier flood was never counted
     // while whitelisted) starts empty: it is banned after DENSITY requests.
@@ -925,7 +923,7 @@ fn full_queue_during_outage_counts_drops() {
     db.stop();
     let ips: Vec<String> = (1..=BANS).map(|i| format!("127.0.4.{i}")).collect();
     for ip in &ips {
-        assert_eq!(n.mi.ok("sec_ban", &format!(r#"{{"ip":"{ip}","seconds":600}}"#)), Json::Str(s("OK")));
+        assert_eq!(n.mi.ok("sec_ban", &format!(r#"{{"ip":"{ip}","seconds":600}}"#)), "OK");
     }
     for ip in &ips {
         assert_eq!(n.options(ip), Some(403), "{ip} is enforced whether or not it can be persisted");

@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::json::Json;
+use serde_json::Value;
 
 /// How long [`http`] and a [`Mi::new`] client wait for a reply.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -83,40 +83,40 @@ impl Mi {
     /// Sends `{"jsonrpc":"2.0","method":method,"params":params,"id":n}`
     /// (`params` is JSON text, or "" for none); returns the request text,
     /// the reply text and the reply parsed. Transport or JSON failures are Err.
-    pub fn exchange(&self, method: &str, params: &str) -> Result<(String, String, Json), String> {
+    pub fn exchange(&self, method: &str, params: &str) -> Result<(String, String, Value), String> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let req = if params.is_empty() {
-            format!(r#"{{"jsonrpc":"2.0","method":{},"id":{id}}}"#, super::json::quote(method))
+            format!(r#"{{"jsonrpc":"2.0","method":{},"id":{id}}}"#, Value::from(method))
         } else {
-            format!(r#"{{"jsonrpc":"2.0","method":{},"params":{params},"id":{id}}}"#, super::json::quote(method))
+            format!(r#"{{"jsonrpc":"2.0","method":{},"params":{params},"id":{id}}}"#, Value::from(method))
         };
         let (status, body) = http_timeout(self.port, "POST", "/mi", Some(&req), self.read_timeout)?;
-        let j = Json::parse(&body).map_err(|e| format!("HTTP {status}, reply is not JSON ({e}): {body:?}"))?;
-        if j.get("jsonrpc").as_str() != Some("2.0") || j.get("id").as_u64() != Some(id) {
+        let j: Value = serde_json::from_str(&body).map_err(|e| format!("HTTP {status}, reply is not JSON ({e}): {body:?}"))?;
+        if j["jsonrpc"].as_str() != Some("2.0") || j["id"].as_u64() != Some(id) {
             return Err(format!("not a JSON-RPC reply to id {id}: {body}"));
         }
-        if j.has("result") == j.has("error") {
+        if j.get("result").is_some() == j.get("error").is_some() {
             return Err(format!("reply has neither or both of result and error: {body}"));
         }
         Ok((req, body, j))
     }
 
     /// The result, or the JSON-RPC error. Panics on transport failures.
-    pub fn call(&self, method: &str, params: &str) -> Result<Json, MiError> {
+    pub fn call(&self, method: &str, params: &str) -> Result<Value, MiError> {
         let (req, _, j) = self.exchange(method, params).unwrap_or_else(|e| panic!("MI {method} {params}: {e}"));
         reply(&req, &j)
     }
 
     /// [`call`](Self::call), printing the request and the reply as sent
     /// and received (for reports and documentation).
-    pub fn show(&self, method: &str, params: &str) -> Result<Json, MiError> {
+    pub fn show(&self, method: &str, params: &str) -> Result<Value, MiError> {
         let (req, body, j) = self.exchange(method, params).unwrap_or_else(|e| panic!("MI {method} {params}: {e}"));
         eprintln!("    MI> {req}\n    MI< {}", body.trim_end());
         reply(&req, &j)
     }
 
     /// The result; panics (naming the call) on an error reply.
-    pub fn ok(&self, method: &str, params: &str) -> Json {
+    pub fn ok(&self, method: &str, params: &str) -> Value {
         self.call(method, params).unwrap_or_else(|e| panic!("MI {method} {params} failed: {e:?}"))
     }
 
@@ -141,10 +141,9 @@ impl Mi {
     /// The addresses (or prefixes) listed by `sec_ban_list`, in its order.
     pub fn ban_ips(&self) -> Vec<String> {
         let l = self.ok("sec_ban_list", "");
-        l.get("bans")
-            .as_arr()
+        array(&l, "bans")
             .iter()
-            .map(|b| b.get("ip").as_str().unwrap_or_else(|| panic!("ban without an ip in {l}")).to_string())
+            .map(|b| b["ip"].as_str().unwrap_or_else(|| panic!("ban without an ip in {l}")).to_string())
             .collect()
     }
 
@@ -163,12 +162,12 @@ impl Mi {
 }
 
 /// The result of a parsed JSON-RPC reply, or its error.
-fn reply(req: &str, j: &Json) -> Result<Json, MiError> {
-    if j.has("result") {
-        return Ok(j.get("result").clone());
+fn reply(req: &str, j: &Value) -> Result<Value, MiError> {
+    if j.get("result").is_some() {
+        return Ok(j["result"].clone());
     }
-    let e = j.get("error");
-    match (e.get("code").as_i64(), e.get("message").as_str()) {
+    let e = &j["error"];
+    match (e["code"].as_i64(), e["message"].as_str()) {
         (Some(code), Some(m)) => Err(MiError { code, message: m.to_string() }),
         _ => panic!("malformed JSON-RPC error for {req}: {j}"),
     }
@@ -176,15 +175,22 @@ fn reply(req: &str, j: &Json) -> Result<Json, MiError> {
 
 /// A `get_statistics rsec:` result as name (without the group) -> value;
 /// panics on a statistic outside the group or one that is not a count.
-pub fn rsec_group(result: &Json) -> BTreeMap<String, u64> {
+pub fn rsec_group(result: &Value) -> BTreeMap<String, u64> {
     result
-        .members()
+        .as_object()
+        .unwrap_or_else(|| panic!("get_statistics result is not an object: {result}"))
         .iter()
         .map(|(k, v)| {
             let name = k.strip_prefix("rsec:").unwrap_or_else(|| panic!("statistic {k} outside the rsec group"));
             (name.to_string(), v.as_u64().unwrap_or_else(|| panic!("statistic {k} = {v} is not a count")))
         })
         .collect()
+}
+
+/// Member `key` of `v`, which must be an array; panics (showing `v`) when
+/// it is missing or anything else.
+pub fn array<'v>(v: &'v Value, key: &str) -> &'v [Value] {
+    v[key].as_array().unwrap_or_else(|| panic!("no array {key:?} in {v}"))
 }
 
 /// name -> value of every sample in a Prometheus text exposition, and

@@ -1,7 +1,6 @@
 //! What the tests share: the OpenSIPS harness, sipp runs, the MI client and
 //! a private MariaDB.
 
-pub mod json;
 pub mod mariadb;
 pub mod mi;
 pub mod opensips;
