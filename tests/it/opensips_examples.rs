@@ -22,7 +22,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::support::{mariadb, mi, opensips};
+use crate::support::{mariadb, mi, opensips, sip};
 use mi::Mi;
 use opensips::{OpenSips, TestDir};
 
@@ -48,7 +48,7 @@ fn replace_line(text: &str, prefix: &str, line: &str) -> String {
 fn ask(port: u16, src: Ipv4Addr, n: u32) -> (u32, u32) {
     let (mut answered, mut silent) = (0, 0);
     for _ in 0..n {
-        match opensips::options(&src.to_string(), port, "ex", Duration::from_millis(300)) {
+        match sip::options(&src.to_string(), port, "ex", Duration::from_millis(300)) {
             Some(200) => answered += 1,
             None => silent += 1,
             Some(code) => panic!("unexpected {code} answer to {src}"),

@@ -21,15 +21,15 @@
 //! to see the MI exchanges and the measured numbers.
 
 use std::collections::BTreeMap;
-use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::support::{mi, opensips, sipp};
+use crate::support::{mi, opensips, sip, sipp};
 use serde_json::Value;
 use mi::{Mi, MiError, RSEC_STATS};
 use opensips::{heavy, s, tally, workers, Env, Event, OpenSips, TestDir};
+use sip::{OptionsClient, Pace};
 use sipp::{Sipp, SippResult};
 
 const OPS_CFG: &str = include_str!("../cfg/ops.cfg");
@@ -822,52 +822,16 @@ fn whitelist_runtime_changes_apply_everywhere() {
 /// 1 s or counted as lost; returns the response times in microseconds and
 /// the number lost.
 fn probe_latency(port: u16, src: &str, every: Duration, dur: Duration) -> (Vec<f64>, usize) {
-    let sock = UdpSocket::bind((src, 0)).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
-    let lport = sock.local_addr().unwrap().port();
+    let client = OptionsClient::new(src, port, Some("legit"));
     let mut lat = Vec::new();
     let mut lost = 0;
-    let mut buf = [0u8; 4096];
     let t0 = Instant::now();
-    let mut n = 0u32;
+    let mut pace = Pace::starting(t0, every);
     while t0.elapsed() < dur {
-        n += 1;
-        let next = t0 + every * n;
-        let msg = format!(
-            "OPTIONS sip:legit@127.0.0.1:{port} SIP/2.0\r\n\
-             Via: SIP/2.0/UDP {src}:{lport};branch=z9hG4bK-rsec-lat-{n}\r\n\
-             Max-Forwards: 70\r\n\
-             From: <sip:lat@{src}:{lport}>;tag=lat{n}\r\n\
-             To: <sip:legit@127.0.0.1:{port}>\r\n\
-             Call-ID: rsec-lat-{n}-{lport}@{src}\r\n\
-             CSeq: 1 OPTIONS\r\n\
-             Content-Length: 0\r\n\r\n"
-        );
-        let sent = Instant::now();
-        sock.send_to(msg.as_bytes(), ("127.0.0.1", port)).unwrap();
-        let want = format!("z9hG4bK-rsec-lat-{n}\r");
-        let want2 = format!("z9hG4bK-rsec-lat-{n};");
-        loop {
-            match sock.recv(&mut buf) {
-                Ok(len) => {
-                    let reply = String::from_utf8_lossy(&buf[..len]);
-                    if reply.contains(&want) || reply.contains(&want2) {
-                        if reply.starts_with("SIP/2.0 200") {
-                            lat.push(sent.elapsed().as_secs_f64() * 1e6);
-                        } else {
-                            lost += 1;
-                        }
-                        break;
-                    }
-                }
-                Err(_) => {
-                    lost += 1;
-                    break;
-                }
-            }
-        }
-        if let Some(d) = next.checked_duration_since(Instant::now()) {
-            std::thread::sleep(d);
+        pace.wait();
+        match client.ask(Duration::from_secs(1)) {
+            Some(a) if a.code == 200 => lat.push(a.latency.as_secs_f64() * 1e6),
+            _ => lost += 1,
         }
     }
     (lat, lost)
@@ -1105,10 +1069,10 @@ struct DistFlood {
 ///
 /// Not sipp: sipp binds one local address per process (`-i`), so thousands
 /// of source addresses would take thousands of sipp processes. Here each
-/// source is one UdpSocket bound to its own 127.1.x.y:0 (any 127/8 address
-/// is local on Linux), which sends its requests back to back, then collects
-/// their replies (each matched by its Via branch) for at most 2 s and is
-/// closed. Each thread waits for one source's replies before the next, so
+/// source is one [`OptionsClient`] bound to its own 127.1.x.y:0 (any 127/8
+/// address is local on Linux), which sends its requests back to back, then
+/// collects their replies (each matched by its Call-ID) for at most 2 s and
+/// is closed. Each thread waits for one source's replies before the next, so
 /// at most `threads * per_source` requests are in flight: the server is
 /// never pushed past what it answers, and no request is lost to a full
 /// socket buffer. `progress` counts the sources whose every request was
@@ -1131,53 +1095,30 @@ fn distributed_flood(
             .map(|t| {
                 sc.spawn(move || {
                     let mut d = DistFlood::default();
-                    let mut buf = [0u8; 4096];
-                    let start = t0 + every * t as u32 / threads as u32;
-                    for (j, (i, ip)) in sources.iter().enumerate().skip(t).step_by(threads).enumerate() {
-                        if let Some(w) = (start + every * j as u32).checked_duration_since(Instant::now()) {
-                            std::thread::sleep(w);
-                        }
+                    let mut pace = Pace::starting(t0 + every * t as u32 / threads as u32, every);
+                    for ip in sources.iter().skip(t).step_by(threads) {
+                        pace.wait();
                         if Instant::now() > deadline {
                             break;
                         }
-                        assert!(ip.octets()[0] == 127, "loopback sources only");
-                        let sock = UdpSocket::bind((*ip, 0)).unwrap_or_else(|e| panic!("bind {ip}:0: {e}"));
-                        sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
-                        let lport = sock.local_addr().unwrap().port();
-                        for k in 0..per_source {
-                            let msg = format!(
-                                "OPTIONS sip:dist@127.0.0.1:{port} SIP/2.0\r\n\
-                                 Via: SIP/2.0/UDP {ip}:{lport};branch=z9hG4bK-rsec-dist-{i}-{k}\r\n\
-                                 Max-Forwards: 70\r\n\
-                                 From: <sip:dist@{ip}:{lport}>;tag=dist{i}x{k}\r\n\
-                                 To: <sip:dist@127.0.0.1:{port}>\r\n\
-                                 Call-ID: rsec-dist-{i}-{k}-{lport}@{ip}\r\n\
-                                 CSeq: {} OPTIONS\r\n\
-                                 Content-Length: 0\r\n\r\n",
-                                k + 1
-                            );
-                            // Only ever to the test's own OpenSIPS on loopback.
-                            sock.send_to(msg.as_bytes(), ("127.0.0.1", port)).unwrap();
+                        let client = OptionsClient::new(&ip.to_string(), port, Some("dist"));
+                        for _ in 0..per_source {
+                            client.send();
                             d.sent += 1;
                         }
-                        let mine = format!("branch=z9hG4bK-rsec-dist-{i}-");
                         let mut answered = vec![false; per_source];
                         let until = Instant::now() + Duration::from_secs(2);
-                        while answered.iter().any(|a| !a) && Instant::now() < until {
-                            let Ok(len) = sock.recv(&mut buf) else { continue };
-                            let reply = String::from_utf8_lossy(&buf[..len]);
-                            let k = reply
-                                .find(&mine)
-                                .map(|at| &reply[at + mine.len()..])
-                                .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next()?.parse::<usize>().ok())
-                                .filter(|k| *k < per_source && !answered[*k]);
-                            let Some(k) = k else {
-                                d.unexpected.push(format!("{ip}: {}", reply.lines().next().unwrap_or("")));
-                                continue;
-                            };
-                            answered[k] = true;
-                            let code = reply.split_whitespace().nth(1).unwrap_or("?").to_string();
-                            *d.answers.entry(code).or_insert(0) += 1;
+                        while answered.iter().any(|a| !a) {
+                            let Some(left) = until.checked_duration_since(Instant::now()) else { break };
+                            let Some(got) = client.recv(left) else { break };
+                            match got {
+                                Ok(a) if !answered[a.n as usize] => {
+                                    answered[a.n as usize] = true;
+                                    *d.answers.entry(a.code.to_string()).or_insert(0) += 1;
+                                }
+                                Ok(a) => d.unexpected.push(format!("{ip}: a second answer to request {}: {}", a.n, a.code)),
+                                Err(line) => d.unexpected.push(format!("{ip}: {line}")),
+                            }
                         }
                         let lost = answered.iter().filter(|a| !**a).count();
                         d.lost += lost;

@@ -20,16 +20,16 @@
 //! with and without a database outage). The outage test takes about a minute.
 
 use std::collections::BTreeMap;
-use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::support::{mariadb, mi, opensips, sipp};
+use crate::support::{mariadb, mi, opensips, sip, sipp};
 use serde_json::Value;
 use mariadb::MariaDb;
 use mi::Mi;
-use opensips::{heavy, options, poll, s, Env, Event, OpenSips, TestDir};
+use opensips::{heavy, poll, s, Env, Event, OpenSips, TestDir};
+use sip::{options, OptionsClient, Pace};
 use sipp::{Sipp, SippResult};
 
 const NODE_CFG: &str = include_str!("../cfg/persist_node.cfg");
@@ -56,95 +56,61 @@ fn now_s() -> u64 {
 }
 
 /// A steady client with microsecond timing (sipp's -trace_rtt has whole
-/// milliseconds only): OPTIONS from `src` at `rate` per second, each
-/// answered request's response time recorded by a receiver thread.
+/// milliseconds only): OPTIONS from `src` at `rate` per second, each sent on
+/// time whether or not the ones before were answered, each answered
+/// request's response time recorded by a receiver thread.
 struct Prober {
     stop: Arc<AtomicBool>,
     sender: Option<std::thread::JoinHandle<()>>,
     receiver: Option<std::thread::JoinHandle<()>>,
-    /// Per request: wall-clock send time, send instant and, once answered,
-    /// (status, response time).
-    log: Arc<Mutex<Vec<ProbeEntry>>>,
+    /// Wall-clock send time of each request, by number.
+    sent_at: Arc<Mutex<Vec<f64>>>,
+    /// (status, response time) of each answered request, by number.
+    answers: Arc<Mutex<BTreeMap<u32, (u16, Duration)>>>,
 }
-
-type ProbeEntry = (f64, Instant, Option<(u16, Duration)>);
 
 impl Prober {
     fn start(src: &str, port: u16, user: &str, rate: u32) -> Prober {
-        let sock = UdpSocket::bind((src, 0)).unwrap_or_else(|e| panic!("bind {src}: {e}"));
-        sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-        let rx = sock.try_clone().unwrap();
-        let lport = sock.local_addr().unwrap().port();
+        let client = Arc::new(OptionsClient::new(src, port, Some(user)));
         let stop = Arc::new(AtomicBool::new(false));
-        let log: Arc<Mutex<Vec<ProbeEntry>>> = Arc::new(Mutex::new(Vec::new()));
-        let (src, user, tag) = (src.to_string(), user.to_string(), format!("prober-{}-{lport}", std::process::id()));
+        let sent_at: Arc<Mutex<Vec<f64>>> = Arc::new(Mutex::new(Vec::new()));
+        let answers: Arc<Mutex<BTreeMap<u32, (u16, Duration)>>> = Arc::new(Mutex::new(BTreeMap::new()));
         let sender = {
-            let (stop, log, tag) = (stop.clone(), log.clone(), tag.clone());
+            let (client, stop, sent_at) = (client.clone(), stop.clone(), sent_at.clone());
             std::thread::spawn(move || {
-                let t0 = Instant::now();
-                let period = Duration::from_secs_f64(1.0 / rate as f64);
-                let mut n = 0u32;
+                let mut pace = Pace::new(Duration::from_secs_f64(1.0 / rate as f64));
                 while !stop.load(Ordering::Relaxed) {
-                    if let Some(d) = (t0 + period * n).checked_duration_since(Instant::now()) {
-                        std::thread::sleep(d);
-                    }
-                    let msg = format!(
-                        "OPTIONS sip:{user}@127.0.0.1:{port} SIP/2.0\r\n\
-                         Via: SIP/2.0/UDP {src}:{lport};branch=z9hG4bK-{tag}-{n}\r\n\
-                         Max-Forwards: 70\r\n\
-                         From: <sip:prober@{src}:{lport}>;tag={tag}\r\n\
-                         To: <sip:{user}@127.0.0.1:{port}>\r\n\
-                         Call-ID: {tag}-{n}\r\n\
-                         CSeq: 1 OPTIONS\r\n\
-                         Content-Length: 0\r\n\r\n"
-                    );
-                    // Logged before sending: the receiver may see the answer
-                    // before send_to returns.
-                    log.lock().unwrap().push((now_f(), Instant::now(), None));
-                    sock.send_to(msg.as_bytes(), ("127.0.0.1", port)).unwrap();
-                    n += 1;
+                    pace.wait();
+                    let wall = now_f();
+                    client.send();
+                    sent_at.lock().unwrap().push(wall);
                 }
             })
         };
         let receiver = {
-            let (stop, log) = (stop.clone(), log.clone());
+            let (stop, answers) = (stop.clone(), answers.clone());
             std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
                 let mut stopped_at: Option<Instant> = None;
-                let prefix = format!("{tag}-");
                 loop {
-                    match rx.recv(&mut buf) {
-                        Ok(len) => {
-                            let at = Instant::now();
-                            let text = String::from_utf8_lossy(&buf[..len]);
-                            let code = text.strip_prefix("SIP/2.0 ").and_then(|r| r.get(..3)).and_then(|c| c.parse::<u16>().ok());
-                            let n = text
-                                .lines()
-                                .find_map(|l| l.strip_prefix("Call-ID: "))
-                                .and_then(|c| c.trim().strip_prefix(prefix.as_str()))
-                                .and_then(|n| n.parse::<usize>().ok());
-                            if let (Some(code), Some(n)) = (code, n) {
-                                if let Some(e) = log.lock().unwrap().get_mut(n) {
-                                    if e.2.is_none() {
-                                        e.2 = Some((code, at - e.1));
-                                    }
-                                }
-                            }
+                    match client.recv(Duration::from_millis(50)) {
+                        Some(Ok(a)) => {
+                            answers.lock().unwrap().entry(a.n).or_insert((a.code, a.latency));
                         }
-                        Err(_) if stop.load(Ordering::Relaxed) => {
+                        Some(Err(_)) => {}
+                        None if stop.load(Ordering::Relaxed) => {
                             // The sender stopped: wait for the last answers, at most 2 s.
                             let since = *stopped_at.get_or_insert_with(Instant::now);
-                            let done = log.lock().unwrap().iter().all(|e| e.2.is_some());
+                            let done = answers.lock().unwrap().len() == client.sent();
                             if done || since.elapsed() > Duration::from_secs(2) {
                                 return;
                             }
                         }
-                        Err(_) => {}
+                        None => {}
                     }
                 }
             })
         };
-        Prober { stop, sender: Some(sender), receiver: Some(receiver), log }
+        Prober { stop, sender: Some(sender), receiver: Some(receiver), sent_at, answers }
     }
 
     /// Stops sending and waits for the last answers; per request, the
@@ -153,8 +119,13 @@ impl Prober {
         self.stop.store(true, Ordering::Relaxed);
         self.sender.take().unwrap().join().unwrap();
         self.receiver.take().unwrap().join().unwrap();
-        let log = self.log.lock().unwrap();
-        log.iter().map(|(w, _, r)| (*w, r.map(|(c, d)| (c, d.as_secs_f64() * 1e3)))).collect()
+        let answers = self.answers.lock().unwrap();
+        let sent_at = self.sent_at.lock().unwrap();
+        sent_at
+            .iter()
+            .enumerate()
+            .map(|(n, w)| (*w, answers.get(&(n as u32)).map(|(c, d)| (*c, d.as_secs_f64() * 1e3))))
+            .collect()
     }
 }
 

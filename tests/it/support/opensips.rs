@@ -22,6 +22,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use super::sip::{OptionsClient, Pace};
+
 pub const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
 
 /// Everything a test needs from the machine.
@@ -452,39 +454,19 @@ impl OpenSips {
         panic!("[{name}] OpenSIPS did not start: {last_log}");
     }
 
-    /// Polls with an OPTIONS probe until a 200 comes back.
+    /// Polls with an OPTIONS probe (one every 200 ms at most) until a 200
+    /// comes back.
     fn wait_ready(&mut self, probe_user: Option<&str>) -> Result<Duration, String> {
-        let user = probe_user.map(|u| format!("{u}@")).unwrap_or_default();
         let t0 = Instant::now();
-        let sock = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-        sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-        let lport = sock.local_addr().unwrap().port();
-        let mut n = 0u32;
-        let mut buf = [0u8; 4096];
+        let probe = OptionsClient::new("127.0.0.1", self.port, probe_user);
+        let mut pace = Pace::new(Duration::from_millis(200));
         while t0.elapsed() < READY_TIMEOUT {
             if let Some(st) = self.child.as_mut().unwrap().try_wait().map_err(|e| e.to_string())? {
                 return Err(format!("opensips exited during startup: {st}"));
             }
-            n += 1;
-            let probe = format!(
-                "OPTIONS sip:{user}127.0.0.1:{p} SIP/2.0\r\n\
-                 Via: SIP/2.0/UDP 127.0.0.1:{lport};branch=z9hG4bK-rsec-probe-{n}\r\n\
-                 Max-Forwards: 70\r\n\
-                 From: <sip:probe@127.0.0.1:{lport}>;tag=probe{n}\r\n\
-                 To: <sip:{user}127.0.0.1:{p}>\r\n\
-                 Call-ID: rsec-probe-{n}-{lport}@127.0.0.1\r\n\
-                 CSeq: 1 OPTIONS\r\n\
-                 Content-Length: 0\r\n\r\n",
-                p = self.port
-            );
-            let _ = sock.send_to(probe.as_bytes(), ("127.0.0.1", self.port));
-            let deadline = Instant::now() + Duration::from_millis(200);
-            while Instant::now() < deadline {
-                match sock.recv(&mut buf) {
-                    Ok(len) if buf[..len].starts_with(b"SIP/2.0 200") => return Ok(t0.elapsed()),
-                    Ok(_) => continue,
-                    Err(_) => break,
-                }
+            pace.wait();
+            if probe.ask(Duration::from_millis(200)).is_some_and(|a| a.code == 200) {
+                return Ok(t0.elapsed());
             }
         }
         Err(format!("no answer to the readiness probe within {READY_TIMEOUT:?}"))
@@ -650,44 +632,6 @@ pub fn poll<T>(limit: Duration, every: Duration, mut f: impl FnMut() -> Option<T
         }
         std::thread::sleep(every);
     }
-}
-
-/// An OPTIONS to `sip:user@127.0.0.1:port` as sent from `src:lport`, with
-/// Call-ID `rsec-opt-<id>@<src>` (and branch and tag made from `id`).
-pub fn options_request(user: &str, port: u16, src: &str, lport: u16, id: &str) -> String {
-    format!(
-        "OPTIONS sip:{user}@127.0.0.1:{port} SIP/2.0\r\n\
-         Via: SIP/2.0/UDP {src}:{lport};branch=z9hG4bK-rsec-opt-{id}\r\n\
-         Max-Forwards: 70\r\n\
-         From: <sip:rsec-test@{src}:{lport}>;tag=o{id}\r\n\
-         To: <sip:{user}@127.0.0.1:{port}>\r\n\
-         Call-ID: rsec-opt-{id}@{src}\r\n\
-         CSeq: 1 OPTIONS\r\n\
-         Content-Length: 0\r\n\r\n"
-    )
-}
-
-/// Sends one OPTIONS to `sip:user@127.0.0.1:port` from `src` and returns
-/// the status code of its answer (matched by Call-ID), or None after `wait`.
-pub fn options(src: &str, port: u16, user: &str, wait: Duration) -> Option<u16> {
-    static N: AtomicU32 = AtomicU32::new(0);
-    assert!(src.starts_with("127."), "loopback only");
-    let sock = UdpSocket::bind((src, 0)).unwrap_or_else(|e| panic!("bind {src}: {e}"));
-    let lport = sock.local_addr().unwrap().port();
-    let id = format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
-    let call_id = format!("rsec-opt-{id}@{src}");
-    sock.send_to(options_request(user, port, src, lport, &id).as_bytes(), ("127.0.0.1", port)).unwrap();
-    let deadline = Instant::now() + wait;
-    let mut buf = [0u8; 4096];
-    while Instant::now() < deadline {
-        sock.set_read_timeout(Some(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)))).unwrap();
-        let Ok(len) = sock.recv(&mut buf) else { break };
-        let text = String::from_utf8_lossy(&buf[..len]);
-        if text.contains(&call_id) {
-            return text.strip_prefix("SIP/2.0 ").and_then(|r| r.get(..3)).and_then(|c| c.parse().ok());
-        }
-    }
-    None
 }
 
 /// Runs `opensips -F -f cfg` expecting it to refuse to start; returns its
