@@ -146,7 +146,7 @@ fn main() {
     // `cargo bench` passes --bench; nothing here takes arguments.
     let Some(env) = opensips::env("versus_pike benchmark", false) else { return };
     if !env.mpath.join("pike.so").is_file() {
-        println!("SKIP: versus_pike benchmark: no pike.so in {}", env.mpath.display());
+        support::skip("versus_pike benchmark", &format!("no pike.so in {}", env.mpath.display()));
         return;
     }
     let sources: u32 = std::env::var("RSEC_VS_SOURCES").ok().and_then(|v| v.parse().ok()).unwrap_or(60_000);

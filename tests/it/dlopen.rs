@@ -10,6 +10,8 @@ use std::process::Command;
 
 use rsec::ffi::sys::*;
 
+use crate::support::skip;
+
 fn target_dir_so() -> PathBuf {
     if let Some(p) = std::env::var_os("RSEC_SO") {
         return PathBuf::from(p);
@@ -260,7 +262,8 @@ fn imported_symbols_resolve_against_real_opensips() {
         .or_else(|| which("opensips"))
         .or_else(|| Some(PathBuf::from("/opt/opensips/sbin/opensips")).filter(|p| p.is_file()))
     else {
-        eprintln!("SKIP: no OpenSIPS found (set OPENSIPS_BIN); imported-symbol check not run");
+        let test = "imported_symbols_resolve_against_real_opensips";
+        skip(test, "no OpenSIPS found (set OPENSIPS_BIN); imported-symbol check not run");
         return;
     };
     // Versioned imports (foo@GLIBC_2.x, bar@GCC_3.0) come from the C

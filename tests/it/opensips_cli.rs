@@ -26,7 +26,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{mi, opensips, sipp};
+use crate::support::{mi, opensips, sipp, skip};
 use serde_json::Value;
 use opensips::{s, Env, OpenSips, TestDir};
 use sipp::{Sipp, SippResult};
@@ -38,13 +38,13 @@ fn find_cli() -> Option<PathBuf> {
     opensips::find_bin("OPENSIPS_CLI", "opensips-cli", venv.to_str()?)
 }
 
-/// OpenSIPS, sipp and opensips-cli, or None after one `SKIP:` line.
+/// OpenSIPS, sipp and opensips-cli, or None after [`skip`].
 fn require(test: &str) -> Option<(&'static Env, PathBuf)> {
     let env = opensips::env(test, true)?;
     match find_cli() {
         Some(cli) => Some((env, cli)),
         None => {
-            eprintln!("SKIP: {test}: no opensips-cli found (set OPENSIPS_CLI, or pip install opensipscli)");
+            skip(test, "no opensips-cli found (set OPENSIPS_CLI, or pip install opensipscli)");
             None
         }
     }

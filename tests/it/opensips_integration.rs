@@ -20,7 +20,7 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::support::{opensips, sipp};
+use crate::support::{opensips, sipp, skip};
 use opensips::{heavy, s, tally, workers, Env, Event, OpenSips, TestDir};
 use sipp::{Sipp, SippResult};
 
@@ -640,7 +640,7 @@ fn bad_script_args_return_minus3() {
 fn ipv6_flood_banned_ipv4_unaffected() {
     let env = require!("ipv6_flood_banned_ipv4_unaffected", sipp);
     if std::net::UdpSocket::bind("[::1]:0").is_err() {
-        eprintln!("SKIP: ipv6_flood_banned_ipv4_unaffected: no IPv6 loopback (::1) on this machine");
+        skip("ipv6_flood_banned_ipv4_unaffected", "no IPv6 loopback (::1) on this machine");
         return;
     }
     let _g = heavy();

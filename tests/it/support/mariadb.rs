@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::skip;
+
 pub struct MariaDb {
     pub dir: PathBuf,
     pub port: u16,
@@ -30,10 +32,10 @@ pub const SCHEMA: &str = include_str!("../../../include/rsec-mysql.sql");
 
 impl MariaDb {
     /// A fresh server with database `rsec` (schema loaded when `schema`)
-    /// and user rsec/rsecpw; None (after one SKIP line) without MariaDB.
+    /// and user rsec/rsecpw; None (after [`skip`]) without MariaDB.
     pub fn start_new(test: &str, schema: bool) -> Option<MariaDb> {
         let (Some(install), Some(_)) = (which("mariadb-install-db"), which("mariadbd")) else {
-            eprintln!("SKIP: {test}: no MariaDB server found (install mariadb-server)");
+            skip(test, "no MariaDB server found (install mariadb-server)");
             return None;
         };
         let dir = std::env::temp_dir().join(format!("rsec-mariadb-{}-{}", std::process::id(), free_port()));

@@ -1,7 +1,7 @@
 //! Harness for running the module inside a real OpenSIPS.
 //!
 //! * [`env`] finds the OpenSIPS binary, its module directory, sipp and the
-//!   rsec module (building it when needed), or prints one `SKIP:` line.
+//!   rsec module (building it when needed), or [`skip`]s.
 //! * [`TestDir`] is a per-test scratch directory (kept when the test fails).
 //! * [`OpenSips`] renders a config template from `tests/cfg/`, starts
 //!   `opensips -F` in its own process group on a free UDP port, waits until it
@@ -23,6 +23,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::sip::{OptionsClient, Pace};
+use super::skip;
 
 pub const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -45,19 +46,19 @@ impl Env {
 
 static ENV: OnceLock<Result<Env, String>> = OnceLock::new();
 
-/// The test environment, or `None` after printing one `SKIP:` line when
-/// OpenSIPS (or sipp, if `need_sipp`) is not installed. A missing or
-/// unbuildable rsec module is a failure, not a skip.
+/// The test environment, or [`skip`] when OpenSIPS (or sipp, if
+/// `need_sipp`) is not installed. A missing or unbuildable rsec module is a
+/// failure, not a skip.
 pub fn env(test: &str, need_sipp: bool) -> Option<&'static Env> {
     let e = match ENV.get_or_init(discover) {
         Ok(e) => e,
         Err(why) => {
-            eprintln!("SKIP: {test}: {why}");
+            skip(test, why);
             return None;
         }
     };
     if need_sipp && e.sipp.is_none() {
-        eprintln!("SKIP: {test}: no sipp found (install sip-tester or set SIPP_BIN)");
+        skip(test, "no sipp found (install sip-tester or set SIPP_BIN)");
         return None;
     }
     Some(e)
