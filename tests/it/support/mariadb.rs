@@ -2,10 +2,8 @@
 //! port, created with mariadb-install-db, stopped (and its files removed)
 //! on drop. `stop` and `start` let a test simulate an outage.
 
-#![allow(dead_code)]
-
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -153,10 +151,6 @@ impl MariaDb {
 
     pub fn error_log(&self) -> String {
         std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
-    }
-
-    pub fn data_dir(&self) -> &Path {
-        &self.dir
     }
 }
 

@@ -1,8 +1,6 @@
 //! JSON-RPC over mi_http (and plain HTTP GETs, for Prometheus) with a
 //! hand-written HTTP/1.0 client on std::net::TcpStream.
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -10,8 +10,6 @@
 //! * [`Event`] parses the `RSEC-TEST key=value ...` lines the test configs
 //!   write with xlog: an exact, server-side record of every decision.
 
-#![allow(dead_code)]
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::net::UdpSocket;
@@ -344,7 +342,6 @@ pub struct OpenSips {
     pub port: u16,
     /// The httpd port, for configs started with [`OpenSips::start_with_http`].
     pub http_port: Option<u16>,
-    pub cfg_path: PathBuf,
     pub log_path: PathBuf,
     name: String,
 }
@@ -429,7 +426,7 @@ impl OpenSips {
             let log_path = dir.join(&format!("{name}.log"));
             fs::write(&cfg_path, cfg).unwrap();
             let child = spawn_opensips(env, &cfg_path, &log_path, &dir.path, args);
-            let mut os = OpenSips { child: Some(child), port, http_port, cfg_path, log_path, name: name.to_string() };
+            let mut os = OpenSips { child: Some(child), port, http_port, log_path, name: name.to_string() };
             let ready = os.wait_ready(probe_user).and_then(|w| match http_port {
                 Some(h) => wait_tcp(h, READY_TIMEOUT.saturating_sub(w)).map(|_| w),
                 None => Ok(w),
@@ -651,7 +648,7 @@ pub fn run_expecting_exit(env: &Env, dir: &TestDir, name: &str, template: &str, 
     let log_path = dir.join(&format!("{name}.log"));
     fs::write(&cfg_path, render(template, &all)).unwrap();
     let child = spawn_opensips(env, &cfg_path, &log_path, &dir.path, &[]);
-    let mut os = OpenSips { child: Some(child), port, http_port: None, cfg_path, log_path: log_path.clone(), name: name.to_string() };
+    let mut os = OpenSips { child: Some(child), port, http_port: None, log_path: log_path.clone(), name: name.to_string() };
     let t0 = Instant::now();
     loop {
         let st = os.child.as_mut().unwrap().try_wait().expect("wait on opensips");

@@ -7,8 +7,6 @@
 //! every request the server sees was sent once on purpose, and a sipp that
 //! overstays is killed by its process group.
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::process::CommandExt;
