@@ -19,7 +19,7 @@
 //! * a well-behaved source at 127.0.0.10 (20 requests at 10/s).
 //!
 //! Needs OpenSIPS (with httpd, mi_http and pike); without it, prints one
-//! SKIP line.
+//! SKIP line (or fails, with RSEC_REQUIRE_OPENSIPS=1).
 
 // The integration tests' support module. The benchmark uses a part of it;
 // the test binary, which uses all of it, is where dead code is caught.

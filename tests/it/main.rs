@@ -4,7 +4,8 @@
 //! `opensips_persistence::...`), all sharing [`support`]. The engine,
 //! multi-process and dlopen suites run on any machine; the `opensips_*`
 //! ones (and the MariaDB-backed ones) need OpenSIPS, sipp, MariaDB or
-//! opensips-cli and skip without them (see `support`).
+//! opensips-cli and skip without them, or fail with
+//! `RSEC_REQUIRE_OPENSIPS=1` ([`support::skip`]).
 
 mod support;
 

@@ -13,10 +13,10 @@
 //!
 //! Needs OpenSIPS (with mi_fifo and event_datagram), sipp and opensips-cli (`OPENSIPS_CLI`,
 //! else `opensips-cli` on PATH, else target/opensips-cli/bin/opensips-cli,
-//! where .ci/run installs it from PyPI); without them each test prints one
-//! `SKIP:` line and passes.
+//! where .ci/run installs it from PyPI); without them each test skips
+//! (support::skip).
 //!
-//! Run: `cargo test --release --test opensips_cli -- --nocapture` to see
+//! Run: `cargo test --release --test it opensips_cli -- --nocapture` to see
 //! each command and its reply.
 
 use std::collections::{BTreeMap, BTreeSet};

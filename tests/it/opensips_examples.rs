@@ -14,7 +14,7 @@
 //!   ban by traffic on the first is enforced by the second.
 //!
 //! Needs OpenSIPS (with exec, httpd, mi_http, prometheus, mi_fifo) and, for
-//! the cluster, MariaDB; without them each test prints one `SKIP:` line.
+//! the cluster, MariaDB; without them each test skips (support::skip).
 
 use std::fs;
 use std::net::Ipv4Addr;

@@ -8,12 +8,12 @@
 //! script decision), and both must agree with the exact expectation.
 //!
 //! Needs OpenSIPS (OPENSIPS_BIN, `opensips` on PATH, or
-//! /opt/opensips/sbin/opensips) and sipp; without them every test prints one
-//! `SKIP:` line and passes. The module is RSEC_SO, or
+//! /opt/opensips/sbin/opensips) and sipp; without them every test skips
+//! (support::skip). The module is RSEC_SO, or
 //! target/release/librsec.so, rebuilt with `cargo build --release --lib`
 //! when missing or older than the sources; each test loads a private copy.
 //!
-//! Run: `cargo test --release --test opensips_integration -- --nocapture`
+//! Run: `cargo test --release --test it opensips_integration -- --nocapture`
 //! to see the measured numbers.
 
 use std::fs;

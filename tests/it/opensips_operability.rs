@@ -5,9 +5,9 @@
 //! Every test starts `opensips -F` with tests/cfg/ops.cfg (test 10:
 //! tests/cfg/ops_capacity.cfg, a small source table) on its own free UDP
 //! and TCP ports, sends SIP traffic with sipp from chosen 127.0.0.x source
-//! addresses (test 10 also from 5000 127.1.x.y addresses with a raw UDP
-//! sender) and talks to mi_http with a small HTTP/1.0 client
-//! (tests/support/mi.rs). What the script decided and which events fired is
+//! addresses (test 10 also from 5000 127.1.x.y addresses with the OPTIONS
+//! client of support/sip.rs) and talks to mi_http with a small HTTP/1.0
+//! client (support/mi.rs). What the script decided and which events fired is
 //! read back from the `RSEC-TEST` xlog lines of ops.cfg; every expectation
 //! is exact and independent of timing, except where a wait for an expiry is
 //! needed, which is a bounded poll. Latencies (test 8) are reported, never
@@ -15,9 +15,9 @@
 //! module counts right, and catches a miscount in most runs.
 //!
 //! Needs OpenSIPS (with httpd, mi_http, prometheus and event_routing) and
-//! sipp; without them every test prints one `SKIP:` line and passes.
+//! sipp; without them every test skips (support::skip).
 //!
-//! Run: `cargo test --release --test opensips_operability -- --nocapture`
+//! Run: `cargo test --release --test it opensips_operability -- --nocapture`
 //! to see the MI exchanges and the measured numbers.
 
 use std::collections::BTreeMap;

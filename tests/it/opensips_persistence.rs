@@ -1,11 +1,11 @@
 //! Ban persistence in a real OpenSIPS 3.6 against a real MariaDB.
 //!
-//! Every test starts its own MariaDB (tests/support/mariadb.rs: a private
+//! Every test starts its own MariaDB (support/mariadb.rs: a private
 //! data directory on a free loopback port, schema from
 //! include/rsec-mysql.sql) and one or two `opensips -F` with
 //! tests/cfg/persist_node.cfg, which loads rsec with `db_url` pointing at it
 //! and mi_http for the MI commands. SIP traffic is sipp (tests/sipp/) or
-//! single OPTIONS sent by this file from chosen 127.0.0.x source addresses;
+//! OPTIONS from support/sip.rs, from chosen 127.0.0.x source addresses;
 //! the database is read back with the mariadb client. What the script
 //! decided and which events fired is read from the `RSEC-TEST` xlog lines of
 //! the config. Waits for asynchronous work (the persistence process, the
@@ -13,9 +13,9 @@
 //!
 //! Needs OpenSIPS (with httpd, mi_http and event_routing), sipp and MariaDB
 //! (mariadb-install-db, mariadbd, the mariadb client); without them every
-//! test prints one `SKIP:` line and passes.
+//! test skips (support::skip).
 //!
-//! Run: `cargo test --release --test opensips_persistence -- --test-threads=1 --nocapture`
+//! Run: `cargo test --release --test it opensips_persistence -- --test-threads=1 --nocapture`
 //! to see the measured numbers (sync delay between nodes, response times
 //! with and without a database outage). The outage test takes about a minute.
 
@@ -35,7 +35,7 @@ use sipp::{Sipp, SippResult};
 const NODE_CFG: &str = include_str!("../cfg/persist_node.cfg");
 
 /// The environment and a fresh MariaDB (schema loaded unless `schema` is
-/// false), or return after one SKIP line.
+/// false), or return after [`skip`](crate::support::skip).
 macro_rules! require {
     ($test:literal) => {
         require!($test, true)
