@@ -61,7 +61,9 @@ fn sequential(port: u16, ip: Ipv4Addr, n: u32, gap: Duration) -> BTreeMap<String
     let mut codes = BTreeMap::new();
     for _ in 0..n {
         let code = client.ask(Duration::from_millis(500)).map(|a| a.code);
-        *codes.entry(code.map_or("lost".to_string(), |c| c.to_string())).or_insert(0) += 1;
+        *codes
+            .entry(code.map_or("lost".to_string(), |c| c.to_string()))
+            .or_insert(0) += 1;
         std::thread::sleep(gap);
     }
     codes
@@ -72,7 +74,9 @@ fn sequential(port: u16, ip: Ipv4Addr, n: u32, gap: Duration) -> BTreeMap<String
 fn stat(mi: &Mi, name: &str) -> u64 {
     let bare = name.split_once(':').map_or(name, |(_, n)| n);
     let r = mi.ok("get_statistics", &format!(r#"{{"statistics":["{bare}"]}}"#));
-    r[name].as_u64().unwrap_or_else(|| panic!("no statistic {name} in {r}"))
+    r[name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no statistic {name} in {r}"))
 }
 
 /// Waits until OpenSIPS has taken in every request that reached it (its
@@ -109,18 +113,28 @@ fn run(env: &opensips::Env, module: &'static str, shm_mb: u32, sources: u32) -> 
     let shm = shm_mb.to_string();
     let os = OpenSips::start_with_http_args(env, &dir, module, template, &[], &["-m", &shm]);
     let mi = Mi::new(os.http_port.unwrap());
-    mi.wait_ready(Duration::from_secs(10)).expect("mi_http answers");
+    mi.wait_ready(Duration::from_secs(10))
+        .expect("mi_http answers");
     let base = drained(&mi);
     let shm_before_kib = stat(&mi, "shmem:real_used_size") / 1024;
     let took = spoofed_flood(os.port, sources);
     let received = drained(&mi) - base;
     let shm_after_kib = stat(&mi, "shmem:real_used_size") / 1024;
     let attacker = sequential(os.port, Ipv4Addr::new(127, 0, 0, 9), 300, Duration::ZERO);
-    let legit = sequential(os.port, Ipv4Addr::new(127, 0, 0, 10), 20, Duration::from_millis(100));
+    let legit = sequential(
+        os.port,
+        Ipv4Addr::new(127, 0, 0, 10),
+        20,
+        Duration::from_millis(100),
+    );
     let alloc_failures = os.log_lines_with(&["not enough free shm memory"]).len();
     let notes = if module == "rsec" {
         let st = |n: &str| stat(&mi, &format!("rsec:{n}"));
-        format!("evictions {}, table_full {}", st("table_evictions"), st("table_full"))
+        format!(
+            "evictions {}, table_full {}",
+            st("table_evictions"),
+            st("table_full")
+        )
     } else {
         String::new()
     };
@@ -139,18 +153,32 @@ fn run(env: &opensips::Env, module: &'static str, shm_mb: u32, sources: u32) -> 
 }
 
 fn codes(m: &BTreeMap<String, u32>) -> String {
-    m.iter().map(|(k, v)| format!("{v}x{k}")).collect::<Vec<_>>().join(" ")
+    m.iter()
+        .map(|(k, v)| format!("{v}x{k}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn main() {
     // `cargo bench` passes --bench; nothing here takes arguments.
-    let Some(env) = opensips::env("versus_pike benchmark", false) else { return };
+    let Some(env) = opensips::env("versus_pike benchmark", false) else {
+        return;
+    };
     if !env.mpath.join("pike.so").is_file() {
-        support::skip("versus_pike benchmark", &format!("no pike.so in {}", env.mpath.display()));
+        support::skip(
+            "versus_pike benchmark",
+            &format!("no pike.so in {}", env.mpath.display()),
+        );
         return;
     }
-    let sources: u32 = std::env::var("RSEC_VS_SOURCES").ok().and_then(|v| v.parse().ok()).unwrap_or(60_000);
-    assert!(sources <= 1 << 20, "RSEC_VS_SOURCES: at most 1048576 addresses in 127.16.0.0/12");
+    let sources: u32 = std::env::var("RSEC_VS_SOURCES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60_000);
+    assert!(
+        sources <= 1 << 20,
+        "RSEC_VS_SOURCES: at most 1048576 addresses in 127.16.0.0/12"
+    );
     println!("rsec vs pike: {sources} spoofed sources, one request each, then an attacker (300 back to back) and a legit source (20 at 10/s)");
     println!("{}", env.opensips.display());
     println!();

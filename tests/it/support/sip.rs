@@ -61,7 +61,11 @@ impl OptionsClient {
 
     fn request(&self, n: u32) -> String {
         let (src, lport, port, tag) = (self.src, self.lport, self.port, &self.tag);
-        let user = self.user.as_deref().map(|u| format!("{u}@")).unwrap_or_default();
+        let user = self
+            .user
+            .as_deref()
+            .map(|u| format!("{u}@"))
+            .unwrap_or_default();
         format!(
             "OPTIONS sip:{user}127.0.0.1:{port} SIP/2.0\r\n\
              Via: SIP/2.0/UDP {src}:{lport};branch=z9hG4bK-{tag}-{n}\r\n\
@@ -82,7 +86,9 @@ impl OptionsClient {
         // thread) before send_to returns.
         sent.push(Instant::now());
         // Only ever to the test's own OpenSIPS on loopback.
-        self.sock.send_to(self.request(n).as_bytes(), ("127.0.0.1", self.port)).unwrap();
+        self.sock
+            .send_to(self.request(n).as_bytes(), ("127.0.0.1", self.port))
+            .unwrap();
         n
     }
 
@@ -96,20 +102,38 @@ impl OptionsClient {
     /// Call-ID, no status code); None when nothing came.
     pub fn recv(&self, wait: Duration) -> Option<Result<Answer, String>> {
         let mut buf = [0u8; 4096];
-        self.sock.set_read_timeout(Some(wait.max(Duration::from_millis(1)))).unwrap();
+        self.sock
+            .set_read_timeout(Some(wait.max(Duration::from_millis(1))))
+            .unwrap();
         let len = self.sock.recv(&mut buf).ok()?;
         let at = Instant::now();
         let text = String::from_utf8_lossy(&buf[..len]);
-        let code = text.strip_prefix("SIP/2.0 ").and_then(|r| r.get(..3)).and_then(|c| c.parse::<u16>().ok());
+        let code = text
+            .strip_prefix("SIP/2.0 ")
+            .and_then(|r| r.get(..3))
+            .and_then(|c| c.parse::<u16>().ok());
         let prefix = format!("{}-", self.tag);
         let suffix = format!("@{}", self.src);
         let n = text
             .lines()
-            .find_map(|l| l.split_once(':').filter(|(h, _)| h.trim().eq_ignore_ascii_case("Call-ID")).map(|(_, v)| v.trim()))
-            .and_then(|c| c.strip_prefix(prefix.as_str())?.strip_suffix(suffix.as_str())?.parse::<u32>().ok());
+            .find_map(|l| {
+                l.split_once(':')
+                    .filter(|(h, _)| h.trim().eq_ignore_ascii_case("Call-ID"))
+                    .map(|(_, v)| v.trim())
+            })
+            .and_then(|c| {
+                c.strip_prefix(prefix.as_str())?
+                    .strip_suffix(suffix.as_str())?
+                    .parse::<u32>()
+                    .ok()
+            });
         let sent = n.and_then(|n| self.sent.lock().unwrap().get(n as usize).copied());
         match (n, code, sent) {
-            (Some(n), Some(code), Some(t)) => Some(Ok(Answer { n, code, latency: at - t })),
+            (Some(n), Some(code), Some(t)) => Some(Ok(Answer {
+                n,
+                code,
+                latency: at - t,
+            })),
             _ => Some(Err(text.lines().next().unwrap_or("").to_string())),
         }
     }
@@ -120,7 +144,9 @@ impl OptionsClient {
         let n = self.send();
         let deadline = Instant::now() + wait;
         loop {
-            let left = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())?;
+            let left = deadline
+                .checked_duration_since(Instant::now())
+                .filter(|d| !d.is_zero())?;
             match self.recv(left)? {
                 Ok(a) if a.n == n => return Some(a),
                 _ => continue,
@@ -132,7 +158,9 @@ impl OptionsClient {
 /// One OPTIONS to `sip:user@127.0.0.1:port` from `src` (a fresh socket):
 /// the status code of its answer, or None after `wait`.
 pub fn options(src: &str, port: u16, user: &str, wait: Duration) -> Option<u16> {
-    OptionsClient::new(src, port, Some(user)).ask(wait).map(|a| a.code)
+    OptionsClient::new(src, port, Some(user))
+        .ask(wait)
+        .map(|a| a.code)
 }
 
 /// Evenly spaced ticks from a start: [`wait`](Pace::wait) sleeps until the
