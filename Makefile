@@ -4,7 +4,8 @@
 #   make install    copy it into the OpenSIPS modules directory
 #   make test       every test: engine, multi-process, dlopen, and the real
 #                   OpenSIPS/sipp/MariaDB integration tests (those skip with
-#                   one line when OpenSIPS is not found)
+#                   one line when OpenSIPS is not found, or fail instead
+#                   with RSEC_REQUIRE_OPENSIPS=1)
 #   make bench      engine benchmarks
 #   make bench-pike rsec and the pike module side by side in a real OpenSIPS
 #   make check-abi  compare the hand-written ABI with OPENSIPS_SRC headers

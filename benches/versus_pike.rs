@@ -19,45 +19,37 @@
 //! * a well-behaved source at 127.0.0.10 (20 requests at 10/s).
 //!
 //! Needs OpenSIPS (with httpd, mi_http and pike); without it, prints one
-//! SKIP line.
+//! SKIP line (or fails, with RSEC_REQUIRE_OPENSIPS=1).
 
-// The test harness's helpers (they allow their own dead code); json's unit
-// tests are compiled here too but never run, hence their unused import.
-#[path = "../tests/support/json.rs"]
-#[allow(unused_imports)]
-mod json;
-#[path = "../tests/support/mi.rs"]
-mod mi;
-#[path = "../tests/support/opensips.rs"]
-mod opensips;
+// The integration tests' support module. The benchmark uses a part of it;
+// the test binary, which uses all of it, is where dead code is caught.
+#[path = "../tests/it/support/mod.rs"]
+#[allow(dead_code)]
+mod support;
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, UdpSocket};
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use mi::Mi;
-use opensips::{OpenSips, TestDir};
+use support::mi::Mi;
+use support::opensips::{self, OpenSips, TestDir};
+use support::sip::{OptionsClient, Pace};
 
 const PIKE_CFG: &str = include_str!("cfg/versus_pike.cfg");
 const RSEC_CFG: &str = include_str!("cfg/versus_rsec.cfg");
 
 /// One request from each of `n` distinct addresses from 127.16.0.0 up,
-/// paced at about 20,000 per second; replies are not awaited.
+/// paced at about 20,000 per second (200 every 10 ms); replies are not
+/// awaited.
 fn spoofed_flood(port: u16, n: u32) -> Duration {
     let t0 = Instant::now();
+    let mut pace = Pace::starting(t0, Duration::from_millis(10));
     for i in 0..n {
-        let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 16, 0, 0)) + i);
-        assert!(ip.octets()[0] == 127, "loopback sources only");
-        let sock = UdpSocket::bind((ip, 0)).unwrap_or_else(|e| panic!("bind {ip}:0: {e}"));
-        let lport = sock.local_addr().unwrap().port();
-        let msg = opensips::options_request("vs", port, &ip.to_string(), lport, &format!("s{i}"));
-        sock.send_to(msg.as_bytes(), ("127.0.0.1", port)).unwrap();
-        if i % 200 == 199 {
-            let due = t0 + Duration::from_micros(50 * u64::from(i + 1));
-            if let Some(w) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(w);
-            }
+        if i % 200 == 0 {
+            pace.wait();
         }
+        let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 16, 0, 0)) + i);
+        OptionsClient::new(&ip.to_string(), port, Some("vs")).send();
     }
     t0.elapsed()
 }
@@ -65,10 +57,13 @@ fn spoofed_flood(port: u16, n: u32) -> Duration {
 /// `n` requests from `ip`, each sent after the previous one's reply (or
 /// 500 ms of silence) and `gap`; the status codes seen, "lost" for none.
 fn sequential(port: u16, ip: Ipv4Addr, n: u32, gap: Duration) -> BTreeMap<String, u32> {
+    let client = OptionsClient::new(&ip.to_string(), port, Some("vs"));
     let mut codes = BTreeMap::new();
     for _ in 0..n {
-        let code = opensips::options(&ip.to_string(), port, "vs", Duration::from_millis(500));
-        *codes.entry(code.map_or("lost".to_string(), |c| c.to_string())).or_insert(0) += 1;
+        let code = client.ask(Duration::from_millis(500)).map(|a| a.code);
+        *codes
+            .entry(code.map_or("lost".to_string(), |c| c.to_string()))
+            .or_insert(0) += 1;
         std::thread::sleep(gap);
     }
     codes
@@ -79,7 +74,9 @@ fn sequential(port: u16, ip: Ipv4Addr, n: u32, gap: Duration) -> BTreeMap<String
 fn stat(mi: &Mi, name: &str) -> u64 {
     let bare = name.split_once(':').map_or(name, |(_, n)| n);
     let r = mi.ok("get_statistics", &format!(r#"{{"statistics":["{bare}"]}}"#));
-    r.get(name).as_u64().unwrap_or_else(|| panic!("no statistic {name} in {r}"))
+    r[name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no statistic {name} in {r}"))
 }
 
 /// Waits until OpenSIPS has taken in every request that reached it (its
@@ -116,18 +113,28 @@ fn run(env: &opensips::Env, module: &'static str, shm_mb: u32, sources: u32) -> 
     let shm = shm_mb.to_string();
     let os = OpenSips::start_with_http_args(env, &dir, module, template, &[], &["-m", &shm]);
     let mi = Mi::new(os.http_port.unwrap());
-    mi.wait_ready(Duration::from_secs(10)).expect("mi_http answers");
+    mi.wait_ready(Duration::from_secs(10))
+        .expect("mi_http answers");
     let base = drained(&mi);
     let shm_before_kib = stat(&mi, "shmem:real_used_size") / 1024;
     let took = spoofed_flood(os.port, sources);
     let received = drained(&mi) - base;
     let shm_after_kib = stat(&mi, "shmem:real_used_size") / 1024;
     let attacker = sequential(os.port, Ipv4Addr::new(127, 0, 0, 9), 300, Duration::ZERO);
-    let legit = sequential(os.port, Ipv4Addr::new(127, 0, 0, 10), 20, Duration::from_millis(100));
+    let legit = sequential(
+        os.port,
+        Ipv4Addr::new(127, 0, 0, 10),
+        20,
+        Duration::from_millis(100),
+    );
     let alloc_failures = os.log_lines_with(&["not enough free shm memory"]).len();
     let notes = if module == "rsec" {
         let st = |n: &str| stat(&mi, &format!("rsec:{n}"));
-        format!("evictions {}, table_full {}", st("table_evictions"), st("table_full"))
+        format!(
+            "evictions {}, table_full {}",
+            st("table_evictions"),
+            st("table_full")
+        )
     } else {
         String::new()
     };
@@ -146,18 +153,32 @@ fn run(env: &opensips::Env, module: &'static str, shm_mb: u32, sources: u32) -> 
 }
 
 fn codes(m: &BTreeMap<String, u32>) -> String {
-    m.iter().map(|(k, v)| format!("{v}x{k}")).collect::<Vec<_>>().join(" ")
+    m.iter()
+        .map(|(k, v)| format!("{v}x{k}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn main() {
     // `cargo bench` passes --bench; nothing here takes arguments.
-    let Some(env) = opensips::env("versus_pike benchmark", false) else { return };
+    let Some(env) = opensips::env("versus_pike benchmark", false) else {
+        return;
+    };
     if !env.mpath.join("pike.so").is_file() {
-        println!("SKIP: versus_pike benchmark: no pike.so in {}", env.mpath.display());
+        support::skip(
+            "versus_pike benchmark",
+            &format!("no pike.so in {}", env.mpath.display()),
+        );
         return;
     }
-    let sources: u32 = std::env::var("RSEC_VS_SOURCES").ok().and_then(|v| v.parse().ok()).unwrap_or(60_000);
-    assert!(sources <= 1 << 20, "RSEC_VS_SOURCES: at most 1048576 addresses in 127.16.0.0/12");
+    let sources: u32 = std::env::var("RSEC_VS_SOURCES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60_000);
+    assert!(
+        sources <= 1 << 20,
+        "RSEC_VS_SOURCES: at most 1048576 addresses in 127.16.0.0/12"
+    );
     println!("rsec vs pike: {sources} spoofed sources, one request each, then an attacker (300 back to back) and a legit source (20 at 10/s)");
     println!("{}", env.opensips.display());
     println!();

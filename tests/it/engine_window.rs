@@ -46,10 +46,17 @@ fn check_edges(t: u64, window: u64) {
     if window % SLOTS as u64 == 0 {
         assert_eq!(min_covered, window - width);
     }
-    assert_eq!(w.total(t + min_covered - 1, window), 1, "t={t} window={window}");
+    assert_eq!(
+        w.total(t + min_covered - 1, window),
+        1,
+        "t={t} window={window}"
+    );
     // ...up to the end of the 8th sub-interval it landed in...
     let expiry = (t / width + SLOTS as u64) * width;
-    assert!(expiry <= t + window, "never counted for longer than the window");
+    assert!(
+        expiry <= t + window,
+        "never counted for longer than the window"
+    );
     assert_eq!(w.total(expiry - 1, window), 1, "t={t} window={window}");
     // ...and gone from then on, in particular a full window later.
     assert_eq!(w.total(expiry, window), 0, "t={t} window={window}");
@@ -65,7 +72,14 @@ fn check_edges(t: u64, window: u64) {
 
 #[test]
 fn events_age_out_exactly_after_the_window() {
-    for t in [T0, T0 + 1, T0 + WIDTH / 2, T0 + WIDTH - 1, T0 + WIDTH, T0 + 3 * WIDTH + 12_345] {
+    for t in [
+        T0,
+        T0 + 1,
+        T0 + WIDTH / 2,
+        T0 + WIDTH - 1,
+        T0 + WIDTH,
+        T0 + 3 * WIDTH + 12_345,
+    ] {
         check_edges(t, W);
     }
     // The module's real windows: 2 s pike sampling, 60 s auth window.
@@ -142,7 +156,11 @@ fn long_gaps_clear_everything() {
         assert_eq!(w.add(later, W, 1), 1, "gap {gap}");
         // And nothing resurfaces afterwards.
         for k in 1..20u64 {
-            assert_eq!(w.total(later + k * WIDTH / 2, W), if k < 16 { 1 } else { 0 }, "gap {gap} k {k}");
+            assert_eq!(
+                w.total(later + k * WIDTH / 2, W),
+                if k < 16 { 1 } else { 0 },
+                "gap {gap} k {k}"
+            );
         }
     }
 }
@@ -210,7 +228,10 @@ fn drain(b: &mut RateBucket, now: u64, limit: u32, period: u64) -> u64 {
     let mut n = 0u64;
     while b.try_take(now, limit, period) {
         n += 1;
-        assert!(n <= limit as u64 + 1, "limit {limit} per {period}: burst exceeds the limit");
+        assert!(
+            n <= limit as u64 + 1,
+            "limit {limit} per {period}: burst exceeds the limit"
+        );
     }
     n
 }
@@ -238,9 +259,21 @@ fn burst_of_exactly_limit_then_rejection() {
         (600_000, SEC),
     ] {
         let mut b = RateBucket::default();
-        assert_eq!(b.available(T0, limit, period), limit, "limit {limit} per {period}");
-        assert_eq!(drain(&mut b, T0, limit, period), limit as u64, "limit {limit} per {period}");
-        assert_eq!(b.available(T0, limit, period), 0, "limit {limit} per {period}");
+        assert_eq!(
+            b.available(T0, limit, period),
+            limit,
+            "limit {limit} per {period}"
+        );
+        assert_eq!(
+            drain(&mut b, T0, limit, period),
+            limit as u64,
+            "limit {limit} per {period}"
+        );
+        assert_eq!(
+            b.available(T0, limit, period),
+            0,
+            "limit {limit} per {period}"
+        );
         // Still refused a moment later (well before one interval).
         assert!(!b.try_take(T0 + 1, limit, period) || period / limit as u64 <= 1);
     }
@@ -271,7 +304,10 @@ fn smooth_refill_one_per_interval() {
     for k in 1..=25u64 {
         let at = T0 + k * interval;
         assert!(!b.try_take(at - 1, limit, period), "k={k}: too early");
-        assert!(b.try_take(at, limit, period), "k={k}: one more after each interval");
+        assert!(
+            b.try_take(at, limit, period),
+            "k={k}: one more after each interval"
+        );
         assert!(!b.try_take(at, limit, period), "k={k}: only one");
     }
 }
@@ -301,7 +337,11 @@ fn rejected_requests_do_not_consume_budget() {
     // Hammer it while it refuses: 10_000 attempts spread over one interval.
     for i in 0..10_000u64 {
         let at = T0 + i * (interval - 1) / 10_000;
-        assert!(!hammered.try_take(at, limit, period), "attempt {i} at +{}", at - T0);
+        assert!(
+            !hammered.try_take(at, limit, period),
+            "attempt {i} at +{}",
+            at - T0
+        );
     }
     assert_eq!(hammered, quiet, "refusals left the state untouched");
     // Recovery is not delayed.
@@ -330,16 +370,29 @@ fn sustained_rate_matches_limit() {
 
 #[test]
 fn different_limits_and_periods() {
-    for (limit, period) in [(1u32, 3600 * SEC), (3, SEC), (60, 60 * SEC), (1000, 3600 * SEC), (4, 7 * SEC)] {
+    for (limit, period) in [
+        (1u32, 3600 * SEC),
+        (3, SEC),
+        (60, 60 * SEC),
+        (1000, 3600 * SEC),
+        (4, 7 * SEC),
+    ] {
         let interval = period / limit as u64;
         let mut b = RateBucket::default();
         assert_eq!(drain(&mut b, T0, limit, period), limit as u64);
-        assert!(!b.try_take(T0 + interval - 1, limit, period), "{limit}/{period}");
+        assert!(
+            !b.try_take(T0 + interval - 1, limit, period),
+            "{limit}/{period}"
+        );
         assert!(b.try_take(T0 + interval, limit, period), "{limit}/{period}");
         assert_eq!(b.available(T0 + interval, limit, period), 0);
         assert_eq!(b.available(T0 + 2 * interval, limit, period), 1.min(limit));
         // Full recovery one period after the last take.
-        assert_eq!(b.available(T0 + interval + period, limit, period), limit, "{limit}/{period}");
+        assert_eq!(
+            b.available(T0 + interval + period, limit, period),
+            limit,
+            "{limit}/{period}"
+        );
     }
 }
 
@@ -361,7 +414,12 @@ fn available_agrees_with_try_take() {
             let avail = b.available(now, limit, period);
             assert!(avail <= limit);
             let mut probe = b;
-            assert_eq!(drain(&mut probe, now, limit, period), avail as u64, "{limit}/{period} at +{}", now - T0);
+            assert_eq!(
+                drain(&mut probe, now, limit, period),
+                avail as u64,
+                "{limit}/{period} at +{}",
+                now - T0
+            );
             // Take a random share of what is available.
             for _ in 0..(rnd() % (avail as u64 + 2)) {
                 b.try_take(now, limit, period);

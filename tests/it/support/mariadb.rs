@@ -2,12 +2,12 @@
 //! port, created with mariadb-install-db, stopped (and its files removed)
 //! on drop. `stop` and `start` let a test simulate an outage.
 
-#![allow(dead_code)]
-
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use super::skip;
 
 pub struct MariaDb {
     pub dir: PathBuf,
@@ -23,33 +23,54 @@ fn which(name: &str) -> Option<PathBuf> {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
-pub const SCHEMA: &str = include_str!("../../include/rsec-mysql.sql");
+pub const SCHEMA: &str = include_str!("../../../include/rsec-mysql.sql");
 
 impl MariaDb {
     /// A fresh server with database `rsec` (schema loaded when `schema`)
-    /// and user rsec/rsecpw; None (after one SKIP line) without MariaDB.
+    /// and user rsec/rsecpw; None (after [`skip`]) without MariaDB.
     pub fn start_new(test: &str, schema: bool) -> Option<MariaDb> {
         let (Some(install), Some(_)) = (which("mariadb-install-db"), which("mariadbd")) else {
-            eprintln!("SKIP: {test}: no MariaDB server found (install mariadb-server)");
+            skip(test, "no MariaDB server found (install mariadb-server)");
             return None;
         };
-        let dir = std::env::temp_dir().join(format!("rsec-mariadb-{}-{}", std::process::id(), free_port()));
+        let dir = std::env::temp_dir().join(format!(
+            "rsec-mariadb-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         // A private tmpdir: a server starting up deletes every `#sql*` file
         // in its tmpdir, so a shared /tmp lets a parallel test's server pull
         // the bootstrap's temporary tables from under mariadb-install-db.
         std::fs::create_dir_all(dir.join("tmp")).unwrap();
         let out = Command::new(install)
-            .args(["--no-defaults", "--user=root", "--auth-root-authentication-method=normal", "--skip-test-db"])
+            .args([
+                "--no-defaults",
+                "--user=root",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ])
             .arg(format!("--datadir={}", dir.join("data").display()))
             .arg(format!("--tmpdir={}", dir.join("tmp").display()))
             .output()
             .expect("run mariadb-install-db");
-        assert!(out.status.success(), "mariadb-install-db failed: {}", String::from_utf8_lossy(&out.stderr));
-        let mut db = MariaDb { dir, port: free_port(), child: None };
+        assert!(
+            out.status.success(),
+            "mariadb-install-db failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut db = MariaDb {
+            dir,
+            port: free_port(),
+            child: None,
+        };
         db.start();
         db.root_sql("CREATE DATABASE rsec; CREATE USER 'rsec'@'%' IDENTIFIED BY 'rsecpw'; GRANT ALL ON rsec.* TO 'rsec'@'%';");
         if schema {
@@ -67,13 +88,22 @@ impl MariaDb {
         let first = !self.dir.join("started").exists();
         for _attempt in 0..5 {
             let mut child = Command::new(which("mariadbd").unwrap())
-                .args(["--no-defaults", "--user=root", "--bind-address=127.0.0.1", "--skip-log-bin", "--innodb-buffer-pool-size=16M"])
+                .args([
+                    "--no-defaults",
+                    "--user=root",
+                    "--bind-address=127.0.0.1",
+                    "--skip-log-bin",
+                    "--innodb-buffer-pool-size=16M",
+                ])
                 .arg(format!("--datadir={}", self.dir.join("data").display()))
                 .arg(format!("--tmpdir={}", self.dir.join("tmp").display()))
                 .arg(format!("--port={}", self.port))
                 .arg(format!("--socket={}", self.socket().display()))
                 .arg(format!("--pid-file={}", self.dir.join("pid").display()))
-                .arg(format!("--log-error={}", self.dir.join("error.log").display()))
+                .arg(format!(
+                    "--log-error={}",
+                    self.dir.join("error.log").display()
+                ))
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -89,23 +119,39 @@ impl MariaDb {
                     self.child = Some(child);
                     return;
                 }
-                assert!(Instant::now() < deadline, "MariaDB did not start: {}", self.error_log());
+                assert!(
+                    Instant::now() < deadline,
+                    "MariaDB did not start: {}",
+                    self.error_log()
+                );
                 std::thread::sleep(Duration::from_millis(100));
             }
-            assert!(first, "MariaDB did not restart on port {}: {}", self.port, self.error_log());
+            assert!(
+                first,
+                "MariaDB did not restart on port {}: {}",
+                self.port,
+                self.error_log()
+            );
             self.port = free_port();
         }
-        panic!("MariaDB could not start after 5 ports: {}", self.error_log());
+        panic!(
+            "MariaDB could not start after 5 ports: {}",
+            self.error_log()
+        );
     }
 
     fn socket_client_ok(&self) -> bool {
-        Command::new(which("mariadb").or_else(|| which("mysql")).expect("mariadb client"))
-            .args(["--no-defaults", "-uroot", "-e", "SELECT 1"])
-            .arg(format!("--socket={}", self.socket().display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
+        Command::new(
+            which("mariadb")
+                .or_else(|| which("mysql"))
+                .expect("mariadb client"),
+        )
+        .args(["--no-defaults", "-uroot", "-e", "SELECT 1"])
+        .arg(format!("--socket={}", self.socket().display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
     }
 
     /// Stops the server (SIGKILL: an abrupt outage) and waits for it to go.
@@ -125,15 +171,26 @@ impl MariaDb {
     }
 
     fn client(&self, auth: &[&str], sql: &str) -> (bool, String) {
-        let out = Command::new(which("mariadb").or_else(|| which("mysql")).expect("mariadb client"))
-            .arg("--no-defaults")
-            .args(auth)
-            .args(["-h127.0.0.1", "--batch", "--skip-column-names"])
-            .arg(format!("-P{}", self.port))
-            .args(["-e", sql])
-            .output()
-            .unwrap();
-        (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+        let out = Command::new(
+            which("mariadb")
+                .or_else(|| which("mysql"))
+                .expect("mariadb client"),
+        )
+        .arg("--no-defaults")
+        .args(auth)
+        .args(["-h127.0.0.1", "--batch", "--skip-column-names"])
+        .arg(format!("-P{}", self.port))
+        .args(["-e", sql])
+        .output()
+        .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
     }
 
     pub fn root_sql(&self, sql: &str) -> String {
@@ -151,10 +208,6 @@ impl MariaDb {
 
     pub fn error_log(&self) -> String {
         std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
-    }
-
-    pub fn data_dir(&self) -> &Path {
-        &self.dir
     }
 }
 

@@ -5,9 +5,9 @@
 //! Every test starts `opensips -F` with tests/cfg/ops.cfg (test 10:
 //! tests/cfg/ops_capacity.cfg, a small source table) on its own free UDP
 //! and TCP ports, sends SIP traffic with sipp from chosen 127.0.0.x source
-//! addresses (test 10 also from 5000 127.1.x.y addresses with a raw UDP
-//! sender) and talks to mi_http with a small HTTP/1.0 client
-//! (tests/support/mi.rs). What the script decided and which events fired is
+//! addresses (test 10 also from 5000 127.1.x.y addresses with the OPTIONS
+//! client of support/sip.rs) and talks to mi_http with a small HTTP/1.0
+//! client (support/mi.rs). What the script decided and which events fired is
 //! read back from the `RSEC-TEST` xlog lines of ops.cfg; every expectation
 //! is exact and independent of timing, except where a wait for an expiry is
 //! needed, which is a bounded poll. Latencies (test 8) are reported, never
@@ -15,34 +15,25 @@
 //! module counts right, and catches a miscount in most runs.
 //!
 //! Needs OpenSIPS (with httpd, mi_http, prometheus and event_routing) and
-//! sipp; without them every test prints one `SKIP:` line and passes.
+//! sipp; without them every test skips (support::skip).
 //!
-//! Run: `cargo test --release --test opensips_operability -- --nocapture`
+//! Run: `cargo test --release --test it opensips_operability -- --nocapture`
 //! to see the MI exchanges and the measured numbers.
 
-#[path = "support/json.rs"]
-mod json;
-#[path = "support/mi.rs"]
-mod mi;
-#[path = "support/opensips.rs"]
-mod opensips;
-#[path = "support/sipp.rs"]
-mod sipp;
-
 use std::collections::BTreeMap;
-use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use json::Json;
+use crate::support::{mi, opensips, sip, sipp};
 use mi::{Mi, MiError, RSEC_STATS};
 use opensips::{heavy, s, tally, workers, Env, Event, OpenSips, TestDir};
+use serde_json::Value;
+use sip::{OptionsClient, Pace};
 use sipp::{Sipp, SippResult};
 
-const OPS_CFG: &str = include_str!("cfg/ops.cfg");
-const OPS_CAPACITY_CFG: &str = include_str!("cfg/ops_capacity.cfg");
-
+const OPS_CFG: &str = include_str!("../cfg/ops.cfg");
+const OPS_CAPACITY_CFG: &str = include_str!("../cfg/ops_capacity.cfg");
 
 macro_rules! require {
     ($test:literal) => {
@@ -70,7 +61,13 @@ impl<'a> Ops<'a> {
 
     /// As [`start`](Self::start), with another template of tests/cfg/
     /// (one that loads httpd and mi_http as ops.cfg does).
-    fn start_cfg(env: &'a Env, dir: &'a TestDir, name: &str, template: &str, vars: &[(&str, String)]) -> Ops<'a> {
+    fn start_cfg(
+        env: &'a Env,
+        dir: &'a TestDir,
+        name: &str,
+        template: &str,
+        vars: &[(&str, String)],
+    ) -> Ops<'a> {
         let all: Vec<(&str, String)> = vec![
             ("WORKERS", s(2)),
             ("PIKE_SAMPLING", s(10)),
@@ -85,15 +82,24 @@ impl<'a> Ops<'a> {
         let all = opensips::override_vars(all, vars);
         let os = OpenSips::start_with_http(env, dir, name, template, &all);
         let mi = Mi::new(os.http_port.unwrap());
-        mi.wait_ready(Duration::from_secs(10)).unwrap_or_else(|e| panic!("mi_http does not answer: {e}\n{}", os.tail(40)));
-        Ops { env, dir, os, mi, runs: std::cell::Cell::new(0) }
+        mi.wait_ready(Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("mi_http does not answer: {e}\n{}", os.tail(40)));
+        Ops {
+            env,
+            dir,
+            os,
+            mi,
+            runs: std::cell::Cell::new(0),
+        }
     }
 
     fn sipp(&self, scenario: &'static str, src: &str, service: &str) -> Sipp<'a> {
         let n = self.runs.get() + 1;
         self.runs.set(n);
         let name = format!("run{n}_{service}_{}", src.replace('.', "_"));
-        Sipp::new(self.env, self.dir, &name, scenario, self.os.port).from(src).service(service)
+        Sipp::new(self.env, self.dir, &name, scenario, self.os.port)
+            .from(src)
+            .service(service)
     }
 
     /// `n` OPTIONS from `src` to user `service` at `rate`/s, every one answered.
@@ -104,8 +110,21 @@ impl<'a> Ops<'a> {
     }
 
     /// `senders` sipp runs from `src` at once, `n` requests each at `rate`/s.
-    fn burst(&self, src: &str, service: &str, senders: usize, n: u32, rate: u32) -> Vec<SippResult> {
-        let runs: Vec<_> = (0..senders).map(|_| self.sipp("options.xml", src, service).calls(n, rate).spawn()).collect();
+    fn burst(
+        &self,
+        src: &str,
+        service: &str,
+        senders: usize,
+        n: u32,
+        rate: u32,
+    ) -> Vec<SippResult> {
+        let runs: Vec<_> = (0..senders)
+            .map(|_| {
+                self.sipp("options.xml", src, service)
+                    .calls(n, rate)
+                    .spawn()
+            })
+            .collect();
         let res: Vec<SippResult> = runs.into_iter().map(|r| r.wait()).collect();
         for r in &res {
             r.assert_complete();
@@ -116,8 +135,18 @@ impl<'a> Ops<'a> {
     /// Bursts of 2x20 OPTIONS from `src` (flood-checked) until the server
     /// log shows at least `want` distinct workers handling them, at most
     /// `max` bursts. Returns (requests sent, answers, workers).
-    fn bursts_until_workers(&self, src: &str, max: usize, want: usize) -> (usize, BTreeMap<String, usize>, usize) {
-        let before = self.os.events().into_iter().filter(|e| e.is(&[("check", "pike"), ("src", src)])).count();
+    fn bursts_until_workers(
+        &self,
+        src: &str,
+        max: usize,
+        want: usize,
+    ) -> (usize, BTreeMap<String, usize>, usize) {
+        let before = self
+            .os
+            .events()
+            .into_iter()
+            .filter(|e| e.is(&[("check", "pike"), ("src", src)]))
+            .count();
         let (mut sent, mut answers, mut w) = (0, BTreeMap::new(), 0);
         for _ in 0..max {
             for r in self.burst(src, "probe", 2, 20, 1000) {
@@ -139,23 +168,38 @@ impl<'a> Ops<'a> {
     /// As [`send`](Self::send), strictly one call at a time (each waits for
     /// the answer to the one before), as fast as that goes up to 500/s.
     fn send_seq(&self, src: &str, service: &str, n: u32) -> SippResult {
-        let r = self.sipp("options.xml", src, service).calls(n, 500).max_parallel(1).run();
+        let r = self
+            .sipp("options.xml", src, service)
+            .calls(n, 500)
+            .max_parallel(1)
+            .run();
         r.assert_complete();
         r
     }
 
     /// Decision lines (`check=...`) from `src`, waiting until at least `n`.
     fn checks(&self, check: &str, src: &str, n: usize) -> Vec<Event> {
-        self.os.wait_events(n, |e| e.is(&[("check", check), ("src", src)]))
+        self.os
+            .wait_events(n, |e| e.is(&[("check", check), ("src", src)]))
     }
 
     /// Event lines (`ev=ban|unban`) matching `kv`.
     fn events(&self, kind: &str, kv: &[(&str, &str)]) -> Vec<Event> {
-        self.os.events().into_iter().filter(|e| e.get("ev") == kind && e.is(kv)).collect()
+        self.os
+            .events()
+            .into_iter()
+            .filter(|e| e.get("ev") == kind && e.is(kv))
+            .collect()
     }
 
     /// Polls (up to `limit`) until at least `n` event lines match.
-    fn wait_events(&self, kind: &str, kv: &[(&str, &str)], n: usize, limit: Duration) -> Vec<Event> {
+    fn wait_events(
+        &self,
+        kind: &str,
+        kv: &[(&str, &str)],
+        n: usize,
+        limit: Duration,
+    ) -> Vec<Event> {
         let t0 = Instant::now();
         loop {
             let evs = self.events(kind, kv);
@@ -169,27 +213,49 @@ impl<'a> Ops<'a> {
     /// The statistics of [`RSEC_STATS`] (others the module may add are left out).
     fn stats(&self) -> BTreeMap<String, u64> {
         let mut st = self.mi.rsec_stats();
-        let missing: Vec<&str> = RSEC_STATS.iter().copied().filter(|n| !st.contains_key(*n)).collect();
-        assert!(missing.is_empty(), "get_statistics rsec: lacks {missing:?}: {st:?}");
+        let missing: Vec<&str> = RSEC_STATS
+            .iter()
+            .copied()
+            .filter(|n| !st.contains_key(*n))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "get_statistics rsec: lacks {missing:?}: {st:?}"
+        );
         st.retain(|k, _| RSEC_STATS.contains(&k.as_str()));
         st
     }
 }
 
 fn now_s() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
-fn num(j: &Json, path: &str) -> u64 {
-    j.at(path).as_u64().unwrap_or_else(|| panic!("{path} is not a count in {j}"))
+/// The value at `path` (`a.b.0.c`: members by name, array elements by index).
+fn at<'j>(j: &'j Value, path: &str) -> Option<&'j Value> {
+    j.pointer(&format!("/{}", path.replace('.', "/")))
 }
 
-fn text<'j>(j: &'j Json, path: &str) -> &'j str {
-    j.at(path).as_str().unwrap_or_else(|| panic!("{path} is not a string in {j}"))
+fn num(j: &Value, path: &str) -> u64 {
+    at(j, path)
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("{path} is not a count in {j}"))
 }
 
-fn ban_ips(list: &Json) -> Vec<String> {
-    list.get("bans").as_arr().iter().map(|b| text(b, "ip").to_string()).collect()
+fn text<'j>(j: &'j Value, path: &str) -> &'j str {
+    at(j, path)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("{path} is not a string in {j}"))
+}
+
+fn ban_ips(list: &Value) -> Vec<String> {
+    mi::array(list, "bans")
+        .iter()
+        .map(|b| text(b, "ip").to_string())
+        .collect()
 }
 
 fn count_r(evs: &[Event], r: &str) -> usize {
@@ -204,7 +270,12 @@ fn percentiles(v: &[f64]) -> (f64, f64, f64, f64) {
     let mut v = v.to_vec();
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let at = |q: f64| v[((q * (v.len() - 1) as f64).round() as usize).min(v.len() - 1)];
-    (at(0.5), at(0.99), v[v.len() - 1], v.iter().sum::<f64>() / v.len() as f64)
+    (
+        at(0.5),
+        at(0.99),
+        v[v.len() - 1],
+        v.iter().sum::<f64>() / v.len() as f64,
+    )
 }
 
 // ---------------------------------------------------------------------------
@@ -225,11 +296,19 @@ fn mi_ban_list_shows_traffic_ban_with_reason() {
         env,
         &dir,
         "mi_ban_list",
-        &[("PIKE_DENSITY", s(DENSITY)), ("PIKE_BAN_TIME", s(BAN_TIME)), ("PIKE_SAMPLING", s(10))],
+        &[
+            ("PIKE_DENSITY", s(DENSITY)),
+            ("PIKE_BAN_TIME", s(BAN_TIME)),
+            ("PIKE_SAMPLING", s(10)),
+        ],
     );
     eprintln!("  empty ban list:");
     let empty = ops.mi.show("sec_ban_list", "").unwrap();
-    assert_eq!((num(&empty, "count"), empty.get("bans").as_arr().len()), (0, 0), "{empty}");
+    assert_eq!(
+        (num(&empty, "count"), mi::array(&empty, "bans").len()),
+        (0, 0),
+        "{empty}"
+    );
 
     // One request at a time, so that which request was refused how is
     // exact (concurrent floods: see refusals_are_counted_exactly_under_concurrency).
@@ -251,25 +330,45 @@ fn mi_ban_list_shows_traffic_ban_with_reason() {
     assert_eq!(refused_while_banned, FLOOD as usize - DENSITY - 1);
 
     // A second ban, so that the filter has something to leave out.
-    assert_eq!(ops.mi.ok("sec_ban", r#"{"ip":"127.0.0.41","seconds":600}"#), Json::Str("OK".into()));
+    assert_eq!(
+        ops.mi.ok("sec_ban", r#"{"ip":"127.0.0.41","seconds":600}"#),
+        "OK"
+    );
 
     eprintln!("  the whole list:");
     let all = ops.mi.show("sec_ban_list", "").unwrap();
     assert_eq!(num(&all, "count"), 2, "{all}");
-    assert_eq!(ban_ips(&all), ["127.0.0.40", "127.0.0.41"], "sorted by creation: {all}");
+    assert_eq!(
+        ban_ips(&all),
+        ["127.0.0.40", "127.0.0.41"],
+        "sorted by creation: {all}"
+    );
 
     eprintln!("  filtered by ip:");
-    let one = ops.mi.show("sec_ban_list", r#"{"ip":"127.0.0.40"}"#).unwrap();
+    let one = ops
+        .mi
+        .show("sec_ban_list", r#"{"ip":"127.0.0.40"}"#)
+        .unwrap();
     assert_eq!(num(&one, "count"), 1, "{one}");
     assert_eq!(ban_ips(&one), [SRC], "{one}");
-    let b = one.at("bans.0");
+    let b = &one["bans"][0];
     assert_eq!(text(b, "reason"), "pike", "{b}");
     let (created, expires, left) = (num(b, "created"), num(b, "expires"), num(b, "seconds_left"));
-    assert!((t0..=t1).contains(&created), "created {created} outside the flood [{t0}, {t1}]: {b}");
+    assert!(
+        (t0..=t1).contains(&created),
+        "created {created} outside the flood [{t0}, {t1}]: {b}"
+    );
     assert_eq!(expires - created, BAN_TIME, "{b}");
     // seconds_left is rounded up; a few seconds of slack for a slow machine.
-    assert!(left <= BAN_TIME && left + 10 >= BAN_TIME, "seconds_left {left} should be about {BAN_TIME}: {b}");
-    assert_eq!(num(b, "hits"), refused_while_banned as u64, "hits = requests refused while banned: {b}");
+    assert!(
+        left <= BAN_TIME && left + 10 >= BAN_TIME,
+        "seconds_left {left} should be about {BAN_TIME}: {b}"
+    );
+    assert_eq!(
+        num(b, "hits"),
+        refused_while_banned as u64,
+        "hits = requests refused while banned: {b}"
+    );
     assert_eq!(num(b, "hits") as usize, flood.count("403") - 1);
 
     let other = ops.mi.ok("sec_ban_list", r#"{"ip":"127.0.0.41"}"#);
@@ -277,14 +376,29 @@ fn mi_ban_list_shows_traffic_ban_with_reason() {
     assert_eq!(text(&other, "bans.0.reason"), "manual");
     assert_eq!(num(&other, "bans.0.hits"), 0);
     // A prefix lists the bans inside it; an unbanned address, none.
-    assert_eq!(num(&ops.mi.ok("sec_ban_list", r#"{"ip":"127.0.0.0/24"}"#), "count"), 2);
-    assert_eq!(num(&ops.mi.ok("sec_ban_list", r#"{"ip":"127.0.0.42"}"#), "count"), 0);
+    assert_eq!(
+        num(
+            &ops.mi.ok("sec_ban_list", r#"{"ip":"127.0.0.0/24"}"#),
+            "count"
+        ),
+        2
+    );
+    assert_eq!(
+        num(
+            &ops.mi.ok("sec_ban_list", r#"{"ip":"127.0.0.42"}"#),
+            "count"
+        ),
+        0
+    );
 
     eprintln!("  sec_ip_info of the flooder:");
-    let info = ops.mi.show("sec_ip_info", r#"{"ip":"127.0.0.40"}"#).unwrap();
+    let info = ops
+        .mi
+        .show("sec_ip_info", r#"{"ip":"127.0.0.40"}"#)
+        .unwrap();
     assert_eq!(text(&info, "ip"), SRC);
-    assert_eq!(info.get("banned").as_bool(), Some(true), "{info}");
-    assert_eq!(info.get("whitelisted").as_bool(), Some(false), "{info}");
+    assert_eq!(info["banned"].as_bool(), Some(true), "{info}");
+    assert_eq!(info["whitelisted"].as_bool(), Some(false), "{info}");
     // Requests counted by the flood check: up to and including the one that
     // crossed the threshold (refused ones are not counted again).
     assert_eq!(num(&info, "pike.requests"), DENSITY as u64 + 1, "{info}");
@@ -296,9 +410,12 @@ fn mi_ban_list_shows_traffic_ban_with_reason() {
     assert_eq!(num(&info, "ban.hits"), refused_while_banned as u64);
 
     let idle = ops.mi.ok("sec_ip_info", r#"{"ip":"127.0.0.99"}"#);
-    assert_eq!(idle.get("banned").as_bool(), Some(false), "{idle}");
+    assert_eq!(idle["banned"].as_bool(), Some(false), "{idle}");
     assert_eq!(num(&idle, "pike.requests"), 0);
-    assert!(!idle.has("ban") && !idle.has("last_seen"), "nothing known of an unseen source: {idle}");
+    assert!(
+        idle.get("ban").is_none() && idle.get("last_seen").is_none(),
+        "nothing known of an unseen source: {idle}"
+    );
 
     eprintln!("  sec_top:");
     let top = ops.mi.show("sec_top", r#"{"n":3}"#).unwrap();
@@ -322,59 +439,112 @@ fn mi_unban_lets_source_through_in_every_worker() {
         env,
         &dir,
         "mi_unban",
-        &[("WORKERS", s(8)), ("PIKE_DENSITY", s(DENSITY)), ("PIKE_SAMPLING", s(2))],
+        &[
+            ("WORKERS", s(8)),
+            ("PIKE_DENSITY", s(DENSITY)),
+            ("PIKE_SAMPLING", s(2)),
+        ],
     );
 
     let flood = ops.burst(FLOODER, "flood", 2, 200, 500);
     let ok: usize = flood.iter().map(|r| r.count("200")).sum();
-    assert_eq!(ok, DENSITY, "{}\n{}", flood[0].describe(), flood[1].describe());
+    assert_eq!(
+        ok,
+        DENSITY,
+        "{}\n{}",
+        flood[0].describe(),
+        flood[1].describe()
+    );
     assert_eq!(num(&ops.mi.ok("sec_ban_list", ""), "count"), 1);
 
     // Wait for the flood to leave the 2 s pike window. (An unban does not
     // reset the source's request count: unbanned within the window, the
     // next request would be over the threshold again and re-banned.)
     let t0 = Instant::now();
-    while num(&ops.mi.ok("sec_ip_info", r#"{"ip":"127.0.0.42"}"#), "pike.requests") > 0 {
-        assert!(t0.elapsed() < Duration::from_secs(10), "the pike window never emptied");
+    while num(
+        &ops.mi.ok("sec_ip_info", r#"{"ip":"127.0.0.42"}"#),
+        "pike.requests",
+    ) > 0
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the pike window never emptied"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let still = ops.send(FLOODER, "probe", 20, 200);
-    assert_eq!(still.count("403"), 20, "still banned before the unban\n{}", still.describe());
+    assert_eq!(
+        still.count("403"),
+        20,
+        "still banned before the unban\n{}",
+        still.describe()
+    );
 
     eprintln!("  unban the flooder:");
-    assert_eq!(ops.mi.show("sec_unban", r#"{"ip":"127.0.0.42"}"#).unwrap(), Json::Str("OK".into()));
+    assert_eq!(
+        ops.mi.show("sec_unban", r#"{"ip":"127.0.0.42"}"#).unwrap(),
+        "OK"
+    );
     // Every request after the unban passes, whichever worker takes it. Which
     // worker reads a datagram is up to the kernel: bursts from two senders
     // at once until at least 3 workers have had some (at most 160
     // requests, under the density).
     let (sent, answers, w) = ops.bursts_until_workers(FLOODER, 4, 3);
-    eprintln!("after sec_unban {FLOODER}: {sent} requests -> {answers:?}, handled by {w} of 8 workers");
-    assert_eq!(answers.get("200"), Some(&sent), "every request passes after the unban: {answers:?}");
+    eprintln!(
+        "after sec_unban {FLOODER}: {sent} requests -> {answers:?}, handled by {w} of 8 workers"
+    );
+    assert_eq!(
+        answers.get("200"),
+        Some(&sent),
+        "every request passes after the unban: {answers:?}"
+    );
     assert!(w >= 2, "the requests should have reached several workers");
 
     eprintln!("  unban again:");
-    let again = ops.mi.show("sec_unban", r#"{"ip":"127.0.0.42"}"#).unwrap_err();
+    let again = ops
+        .mi
+        .show("sec_unban", r#"{"ip":"127.0.0.42"}"#)
+        .unwrap_err();
     assert_eq!(again.code, 404, "{again:?}");
     assert!(again.message.contains("127.0.0.42"), "{again:?}");
 
     // MI bans: refused at once, by every worker.
     for ip in MANUAL {
         eprintln!("  ban {ip}:");
-        let r = ops.mi.show("sec_ban", &format!(r#"{{"ip":"{ip}","seconds":600,"reason":"manual"}}"#)).unwrap();
-        assert_eq!(r, Json::Str("OK".into()));
+        let r = ops
+            .mi
+            .show(
+                "sec_ban",
+                &format!(r#"{{"ip":"{ip}","seconds":600,"reason":"manual"}}"#),
+            )
+            .unwrap();
+        assert_eq!(r, "OK");
     }
     let mut refused = BTreeMap::new();
     for ip in MANUAL {
         let (sent, answers, w) = ops.bursts_until_workers(ip, 5, 3);
-        eprintln!("after sec_ban {ip}: {sent} requests -> {answers:?}, handled by {w} of 8 workers");
-        assert_eq!(answers.get("403"), Some(&sent), "refused at once by every worker: {answers:?}");
+        eprintln!(
+            "after sec_ban {ip}: {sent} requests -> {answers:?}, handled by {w} of 8 workers"
+        );
+        assert_eq!(
+            answers.get("403"),
+            Some(&sent),
+            "refused at once by every worker: {answers:?}"
+        );
         assert!(w >= 2, "the requests should have reached several workers");
         refused.insert(ip, sent as u64);
     }
     let list = ops.mi.ok("sec_ban_list", "");
     for ip in MANUAL {
-        let b = list.get("bans").as_arr().iter().find(|b| b.get("ip").as_str() == Some(ip)).expect("listed");
-        assert_eq!((text(b, "reason"), num(b, "hits")), ("manual", refused[ip]), "{b}");
+        let b = mi::array(&list, "bans")
+            .iter()
+            .find(|b| b["ip"].as_str() == Some(ip))
+            .expect("listed");
+        assert_eq!(
+            (text(b, "reason"), num(b, "hits")),
+            ("manual", refused[ip]),
+            "{b}"
+        );
     }
     // A prefix, and an IPv6 address, for the flush to count.
     ops.mi.ok("sec_ban", r#"{"ip":"10.20.0.0/16"}"#);
@@ -382,17 +552,35 @@ fn mi_unban_lets_source_through_in_every_worker() {
     eprintln!("  the list before the flush:");
     let list = ops.mi.show("sec_ban_list", "").unwrap();
     assert_eq!(num(&list, "count"), 4);
-    let find = |ip: &str| list.get("bans").as_arr().iter().find(|b| b.get("ip").as_str() == Some(ip)).cloned();
-    let net = find("10.20.0.0/16").unwrap_or_else(|| panic!("prefix ban not listed as 10.20.0.0/16: {list}"));
-    assert_eq!(num(&net, "expires") - num(&net, "created"), 3600, "the default ban_time: {net}");
+    let find = |ip: &str| {
+        mi::array(&list, "bans")
+            .iter()
+            .find(|b| b["ip"].as_str() == Some(ip))
+            .cloned()
+    };
+    let net = find("10.20.0.0/16")
+        .unwrap_or_else(|| panic!("prefix ban not listed as 10.20.0.0/16: {list}"));
+    assert_eq!(
+        num(&net, "expires") - num(&net, "created"),
+        3600,
+        "the default ban_time: {net}"
+    );
     let v6 = find("2001:db8::7").unwrap_or_else(|| panic!("IPv6 ban not listed: {list}"));
-    assert_eq!((v6.get("seconds_left").as_i64(), num(&v6, "expires")), (Some(-1), 0), "until unbanned: {v6}");
+    assert_eq!(
+        (v6["seconds_left"].as_i64(), num(&v6, "expires")),
+        (Some(-1), 0),
+        "until unbanned: {v6}"
+    );
 
     eprintln!("  flush:");
     let flushed = ops.mi.show("sec_ban_flush", "").unwrap();
     assert_eq!(num(&flushed, "removed"), 4, "{flushed}");
     assert_eq!(num(&ops.mi.ok("sec_ban_list", ""), "count"), 0);
-    assert_eq!(num(&ops.mi.ok("sec_ban_flush", ""), "removed"), 0, "nothing left to flush");
+    assert_eq!(
+        num(&ops.mi.ok("sec_ban_flush", ""), "removed"),
+        0,
+        "nothing left to flush"
+    );
     for ip in MANUAL {
         let r = ops.send(ip, "probe", 40, 200);
         assert_eq!(r.count("200"), 40, "after the flush\n{}", r.describe());
@@ -413,22 +601,52 @@ fn mi_bad_params_get_error_replies() {
         ("sec_ban", r#"{"ip":"10.0.0.300"}"#, 400, "10.0.0.300"),
         ("sec_ban", r#"{"ip":""}"#, 400, "ip"),
         ("sec_ban", r#"{"ip":"10.0.0.1/33"}"#, 400, "10.0.0.1/33"),
-        ("sec_ban", r#"{"ip":"10.0.0.3","seconds":"abc"}"#, 400, "abc"),
+        (
+            "sec_ban",
+            r#"{"ip":"10.0.0.3","seconds":"abc"}"#,
+            400,
+            "abc",
+        ),
         ("sec_ban", r#"{"ip":"10.0.0.3","seconds":-5}"#, 400, "-5"),
-        ("sec_ban", r#"{"ip":"10.0.0.3","seconds":60,"reason":"bogus"}"#, 400, "bogus"),
+        (
+            "sec_ban",
+            r#"{"ip":"10.0.0.3","seconds":60,"reason":"bogus"}"#,
+            400,
+            "bogus",
+        ),
         ("sec_ban_list", r#"{"ip":"not-an-ip"}"#, 400, "not-an-ip"),
         ("sec_top", r#"{"n":0}"#, 400, "0"),
         ("sec_top", r#"{"n":"many"}"#, 400, "many"),
-        ("sec_whitelist_add", r#"{"cidr":"10.0.0.1/8"}"#, 400, "10.0.0.1/8"),
-        ("sec_whitelist_del", r#"{"cidr":"10.0.0.0/8"}"#, 404, "10.0.0.0/8"),
+        (
+            "sec_whitelist_add",
+            r#"{"cidr":"10.0.0.1/8"}"#,
+            400,
+            "10.0.0.1/8",
+        ),
+        (
+            "sec_whitelist_del",
+            r#"{"cidr":"10.0.0.0/8"}"#,
+            404,
+            "10.0.0.0/8",
+        ),
         ("sec_ip_info", r#"{"ip":"x"}"#, 400, "'x'"),
         ("sec_ip_info", r#"{"ip":"10.0.0.0/8"}"#, 400, "10.0.0.0/8"),
         ("sec_unban", r#"{"ip":"10.9.9.9"}"#, 404, "10.9.9.9"),
         ("sec_unban", r#"{"ip":"10.9.9.999"}"#, 400, "10.9.9.999"),
         // parameter names or counts no recipe accepts: the core's JSON-RPC error
-        ("sec_unban", r#"{"foo":"10.9.9.9"}"#, -32602, "Invalid params"),
+        (
+            "sec_unban",
+            r#"{"foo":"10.9.9.9"}"#,
+            -32602,
+            "Invalid params",
+        ),
         ("sec_ban", "{}", -32602, "Invalid params"),
-        ("sec_ban_flush", r#"{"ip":"10.9.9.9"}"#, -32602, "Invalid params"),
+        (
+            "sec_ban_flush",
+            r#"{"ip":"10.9.9.9"}"#,
+            -32602,
+            "Invalid params",
+        ),
         ("sec_top", r#"{"n":3,"extra":1}"#, -32602, "Invalid params"),
         ("sec_no_such_command", "", -32601, "Method not found"),
     ];
@@ -438,23 +656,43 @@ fn mi_bad_params_get_error_replies() {
             Ok(r) => failures.push(format!("{method} {params}: succeeded with {r}")),
             Err(MiError { code: c, message }) => {
                 if c != *code || !message.contains(needle) {
-                    failures.push(format!("{method} {params}: got {c} {message:?}, want {code} containing {needle:?}"));
+                    failures.push(format!(
+                        "{method} {params}: got {c} {message:?}, want {code} containing {needle:?}"
+                    ));
                 }
             }
         }
     }
-    assert!(failures.is_empty(), "{}\n--- log tail ---\n{}", failures.join("\n"), ops.os.tail(30));
+    assert!(
+        failures.is_empty(),
+        "{}\n--- log tail ---\n{}",
+        failures.join("\n"),
+        ops.os.tail(30)
+    );
 
     // None of that changed anything...
     let st = ops.stats();
-    assert!(RSEC_STATS.iter().all(|n| st[*n] == 0), "statistics moved: {st:?}");
+    assert!(
+        RSEC_STATS.iter().all(|n| st[*n] == 0),
+        "statistics moved: {st:?}"
+    );
     assert_eq!(num(&ops.mi.ok("sec_ban_list", ""), "count"), 0);
-    assert_eq!(ops.mi.ok("sec_whitelist_list", "").get("whitelist").as_arr().len(), 0);
+    assert_eq!(
+        mi::array(&ops.mi.ok("sec_whitelist_list", ""), "whitelist").len(),
+        0
+    );
     // ...and OpenSIPS still serves SIP and MI.
     let r = ops.send("127.0.0.45", "probe", 10, 100);
     assert_eq!(r.count("200"), 10, "{}", r.describe());
     assert_eq!(ops.stats()["requests_checked"], 10);
-    assert!(ops.os.log_lines_with(&["rsec"]).iter().all(|l| !l.contains("panic")), "{}", ops.os.tail(40));
+    assert!(
+        ops.os
+            .log_lines_with(&["rsec"])
+            .iter()
+            .all(|l| !l.contains("panic")),
+        "{}",
+        ops.os.tail(40)
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -485,8 +723,11 @@ fn statistics_move_exactly() {
     let mut expect: BTreeMap<String, u64> = base.clone();
     let check = |what: &str, expect: &BTreeMap<String, u64>| {
         let now = ops.stats();
-        let delta: BTreeMap<&str, i64> =
-            RSEC_STATS.iter().map(|n| (*n, now[*n] as i64 - base[*n] as i64)).filter(|(_, d)| *d != 0).collect();
+        let delta: BTreeMap<&str, i64> = RSEC_STATS
+            .iter()
+            .map(|n| (*n, now[*n] as i64 - base[*n] as i64))
+            .filter(|(_, d)| *d != 0)
+            .collect();
         eprintln!("after {what}: changes since start {delta:?}");
         assert_eq!(&now, expect, "statistics after {what}");
     };
@@ -500,7 +741,12 @@ fn statistics_move_exactly() {
     // the next one is over the threshold and bans, 19 are refused as banned.
     const N: u64 = 30;
     let r = ops.send_seq("127.0.0.46", "flood", N as u32);
-    assert_eq!((r.count("200") as u64, r.count("403") as u64), (DENSITY, N - DENSITY), "{}", r.describe());
+    assert_eq!(
+        (r.count("200") as u64, r.count("403") as u64),
+        (DENSITY, N - DENSITY),
+        "{}",
+        r.describe()
+    );
     add(
         &mut expect,
         &[
@@ -516,23 +762,47 @@ fn statistics_move_exactly() {
 
     // B: 12 requests through sec_rl_check (limit RL_LIMIT per 60 s).
     let r = ops.send("127.0.0.47", "rl", 12, 100);
-    assert_eq!((r.count("200") as u64, r.count("429") as u64), (RL_LIMIT, 12 - RL_LIMIT), "{}", r.describe());
-    add(&mut expect, &[("rl_checked", 12), ("rl_rejected", 12 - RL_LIMIT)]);
+    assert_eq!(
+        (r.count("200") as u64, r.count("429") as u64),
+        (RL_LIMIT, 12 - RL_LIMIT),
+        "{}",
+        r.describe()
+    );
+    add(
+        &mut expect,
+        &[("rl_checked", 12), ("rl_rejected", 12 - RL_LIMIT)],
+    );
     check("12 rate-limited requests", &expect);
 
     // C: 5 sec_auth_fail calls, one at a time: counted, counted, ban, then
     // two from an already banned source (still counted as failures).
     let r = ops.send_seq("127.0.0.48", "authfail", 5);
-    assert_eq!(r.sequence(), ["200", "200", "403", "403", "403"], "{}", r.describe());
+    assert_eq!(
+        r.sequence(),
+        ["200", "200", "403", "403", "403"],
+        "{}",
+        r.describe()
+    );
     let evs = ops.checks("authfail", "127.0.0.48", 5);
     let rcs: Vec<&str> = evs.iter().map(|e| e.get("r")).collect();
     assert_eq!(rcs, ["1", "1", "-2", "-1", "-1"]);
-    add(&mut expect, &[("auth_failures", 5), ("bans_created", 1), ("bans_auth", 1), ("bans_active", 1)]);
+    add(
+        &mut expect,
+        &[
+            ("auth_failures", 5),
+            ("bans_created", 1),
+            ("bans_auth", 1),
+            ("bans_active", 1),
+        ],
+    );
     check("5 auth failures", &expect);
 
     // D: an MI ban and its unban.
     ops.mi.ok("sec_ban", r#"{"ip":"10.3.0.1","seconds":600}"#);
-    add(&mut expect, &[("bans_created", 1), ("bans_manual", 1), ("bans_active", 1)]);
+    add(
+        &mut expect,
+        &[("bans_created", 1), ("bans_manual", 1), ("bans_active", 1)],
+    );
     check("sec_ban", &expect);
     ops.mi.ok("sec_unban", r#"{"ip":"10.3.0.1"}"#);
     add(&mut expect, &[("bans_removed", 1)]);
@@ -543,15 +813,26 @@ fn statistics_move_exactly() {
     check("a second sec_unban", &expect);
 
     // E: a 1-second ban expires (found by the sweep timer).
-    ops.mi.ok("sec_ban", r#"{"ip":"10.3.0.2","seconds":1,"reason":"rl"}"#);
-    add(&mut expect, &[("bans_created", 1), ("bans_rl", 1), ("bans_active", 1)]);
+    ops.mi
+        .ok("sec_ban", r#"{"ip":"10.3.0.2","seconds":1,"reason":"rl"}"#);
+    add(
+        &mut expect,
+        &[("bans_created", 1), ("bans_rl", 1), ("bans_active", 1)],
+    );
     check("sec_ban for 1 s", &expect);
     let t0 = Instant::now();
     while ops.stats()["bans_expired"] == base["bans_expired"] {
-        assert!(t0.elapsed() < Duration::from_secs(15), "the 1 s ban never expired: {:?}", ops.stats());
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "the 1 s ban never expired: {:?}",
+            ops.stats()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    eprintln!("1 s ban counted as expired after {} ms", t0.elapsed().as_millis());
+    eprintln!(
+        "1 s ban counted as expired after {} ms",
+        t0.elapsed().as_millis()
+    );
     add(&mut expect, &[("bans_expired", 1)]);
     *expect.get_mut("bans_active").unwrap() -= 1;
     check("the expiry", &expect);
@@ -569,7 +850,11 @@ fn statistics_move_exactly() {
     check("3 requests from a fresh source", &expect);
 
     let fin = ops.stats();
-    assert_eq!(fin["bans_active"], num(&ops.mi.ok("sec_ban_list", ""), "count"), "bans_active = listed bans");
+    assert_eq!(
+        fin["bans_active"],
+        num(&ops.mi.ok("sec_ban_list", ""), "count"),
+        "bans_active = listed bans"
+    );
     for n in ["table_evictions", "table_full", "lock_recoveries"] {
         assert_eq!(fin[n], 0, "{n}");
     }
@@ -590,7 +875,12 @@ fn events_fire_once_per_ban_and_expiry() {
         env,
         &dir,
         "events",
-        &[("PIKE_DENSITY", s(10)), ("PIKE_BAN_TIME", s(BAN_TIME)), ("AUTH_THRESHOLD", s(3)), ("AUTH_BAN_TIME", s(300))],
+        &[
+            ("PIKE_DENSITY", s(10)),
+            ("PIKE_BAN_TIME", s(BAN_TIME)),
+            ("AUTH_THRESHOLD", s(3)),
+            ("AUTH_BAN_TIME", s(300)),
+        ],
     );
     let print = |evs: &[Event]| {
         for e in evs {
@@ -607,20 +897,38 @@ fn events_fire_once_per_ban_and_expiry() {
     assert_eq!(bans.len(), 1, "one E_SEC_BAN for one ban: {bans:?}");
     let b = &bans[0];
     assert!(
-        b.is(&[("reason", "pike"), ("source", "sec_pike_check"), ("seconds", &BAN_TIME.to_string())]),
+        b.is(&[
+            ("reason", "pike"),
+            ("source", "sec_pike_check"),
+            ("seconds", &BAN_TIME.to_string())
+        ]),
         "{b:?}"
     );
     let expires: u64 = b.get("expires").parse().unwrap();
-    assert!((t0 + BAN_TIME..=t1 + BAN_TIME).contains(&expires), "expires {expires} not flood time + {BAN_TIME}: {b:?}");
+    assert!(
+        (t0 + BAN_TIME..=t1 + BAN_TIME).contains(&expires),
+        "expires {expires} not flood time + {BAN_TIME}: {b:?}"
+    );
 
     // ...ends with one E_SEC_UNBAN "expired" from the sweep timer.
     let unbans = ops.wait_events("unban", &[("ip", FLOODER)], 1, Duration::from_secs(15));
-    assert_eq!(unbans.len(), 1, "no E_SEC_UNBAN for the expiry of {FLOODER}\n{}", ops.os.tail(30));
+    assert_eq!(
+        unbans.len(),
+        1,
+        "no E_SEC_UNBAN for the expiry of {FLOODER}\n{}",
+        ops.os.tail(30)
+    );
     let u = &unbans[0];
     assert_eq!(u.get("reason"), "expired", "{u:?}");
     let at: u64 = u.get("at").parse().unwrap();
-    assert!(at >= expires, "E_SEC_UNBAN at {at} before the expiry {expires}");
-    eprintln!("pike ban of {FLOODER} (expires {expires}), then its expiry {} s after the expiry time:", at - expires);
+    assert!(
+        at >= expires,
+        "E_SEC_UNBAN at {at} before the expiry {expires}"
+    );
+    eprintln!(
+        "pike ban of {FLOODER} (expires {expires}), then its expiry {} s after the expiry time:",
+        at - expires
+    );
     print(&[b.clone(), u.clone()]);
     // Let a few more sweeps run: still exactly one of each.
     std::thread::sleep(Duration::from_millis(2500));
@@ -637,7 +945,11 @@ fn events_fire_once_per_ban_and_expiry() {
     print(&b);
     print(&u);
     assert_eq!(b.len(), 1);
-    assert!(b[0].is(&[("reason", "manual"), ("source", "mi"), ("seconds", "60")]), "{:?}", b[0]);
+    assert!(
+        b[0].is(&[("reason", "manual"), ("source", "mi"), ("seconds", "60")]),
+        "{:?}",
+        b[0]
+    );
     assert_eq!(u.len(), 1);
     assert_eq!(u[0].get("reason"), "manual");
 
@@ -655,7 +967,10 @@ fn events_fire_once_per_ban_and_expiry() {
     assert_eq!(ips, flushed, "one E_SEC_UNBAN flushed per ban");
     for ip in flushed {
         let b = ops.events("ban", &[("ip", ip)]);
-        assert!(b.len() == 1 && b[0].is(&[("source", "mi"), ("seconds", "3600")]), "{b:?}");
+        assert!(
+            b.len() == 1 && b[0].is(&[("source", "mi"), ("seconds", "3600")]),
+            "{b:?}"
+        );
     }
 
     // An auth ban.
@@ -665,7 +980,15 @@ fn events_fire_once_per_ban_and_expiry() {
     eprintln!("sec_auth_fail ban:");
     print(&b);
     assert_eq!(b.len(), 1);
-    assert!(b[0].is(&[("reason", "auth"), ("source", "sec_auth_fail"), ("seconds", "300")]), "{:?}", b[0]);
+    assert!(
+        b[0].is(&[
+            ("reason", "auth"),
+            ("source", "sec_auth_fail"),
+            ("seconds", "300")
+        ]),
+        "{:?}",
+        b[0]
+    );
 
     // Nothing else fired.
     std::thread::sleep(Duration::from_millis(1500));
@@ -692,7 +1015,12 @@ fn prometheus_scrape_has_rsec_counters() {
     let _g = heavy();
     for (mode, prefix) in [(0, "opensips_"), (1, "opensips_rsec_")] {
         let dir = TestDir::new(&format!("prometheus{mode}"));
-        let ops = Ops::start(env, &dir, &format!("prometheus{mode}"), &[("PROM_GROUP_MODE", s(mode))]);
+        let ops = Ops::start(
+            env,
+            &dir,
+            &format!("prometheus{mode}"),
+            &[("PROM_GROUP_MODE", s(mode))],
+        );
         ops.send_seq("127.0.0.52", "flood", 30);
         ops.send("127.0.0.53", "rl", 8, 100);
         ops.send_seq("127.0.0.54", "authfail", 2);
@@ -703,7 +1031,11 @@ fn prometheus_scrape_has_rsec_counters() {
         let (vals, types) = mi::parse_metrics(&body);
         if mode == 0 {
             eprintln!("GET /metrics (group_mode {mode}), rsec lines:");
-            for l in body.lines().filter(|l| RSEC_STATS.iter().any(|n| l.contains(n))).take(8) {
+            for l in body
+                .lines()
+                .filter(|l| RSEC_STATS.iter().any(|n| l.contains(n)))
+                .take(8)
+            {
                 eprintln!("    {l}");
             }
             eprintln!("    ... ({} samples)", vals.len());
@@ -728,12 +1060,18 @@ fn prometheus_scrape_has_rsec_counters() {
             match vals.get(&name) {
                 None => missing.push(name),
                 Some(v) => {
-                    assert_eq!(*v, st[n] as f64, "{name}: /metrics and get_statistics disagree");
+                    assert_eq!(
+                        *v, st[n] as f64,
+                        "{name}: /metrics and get_statistics disagree"
+                    );
                     assert_eq!(*v, want.get(n).copied().unwrap_or(0.0), "{name}");
                 }
             }
         }
-        assert!(missing.is_empty(), "missing from /metrics (group_mode {mode}): {missing:?}\n{body}");
+        assert!(
+            missing.is_empty(),
+            "missing from /metrics (group_mode {mode}): {missing:?}\n{body}"
+        );
         eprintln!(
             "group_mode {mode}: all {} rsec statistics as {prefix}<name>, # TYPE {:?}",
             RSEC_STATS.len(),
@@ -753,18 +1091,37 @@ fn whitelist_runtime_changes_apply_everywhere() {
     const SRC: &str = "127.0.0.50";
     const DENSITY: usize = 20;
     let dir = TestDir::new("whitelist");
-    let ops = Ops::start(env, &dir, "whitelist", &[("WORKERS", s(8)), ("PIKE_DENSITY", s(DENSITY))]);
+    let ops = Ops::start(
+        env,
+        &dir,
+        "whitelist",
+        &[("WORKERS", s(8)), ("PIKE_DENSITY", s(DENSITY))],
+    );
 
     eprintln!("  whitelist add / list:");
-    assert_eq!(ops.mi.show("sec_whitelist_add", r#"{"cidr":"127.0.0.50/32"}"#).unwrap(), Json::Str("OK".into()));
+    assert_eq!(
+        ops.mi
+            .show("sec_whitelist_add", r#"{"cidr":"127.0.0.50/32"}"#)
+            .unwrap(),
+        "OK"
+    );
     let wl = ops.mi.show("sec_whitelist_list", "").unwrap();
-    let entries: Vec<&str> = wl.get("whitelist").as_arr().iter().filter_map(Json::as_str).collect();
+    let entries: Vec<&str> = mi::array(&wl, "whitelist")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
     assert_eq!(entries.len(), 1, "{wl}");
     assert!(entries[0].starts_with(SRC), "{wl}");
 
     // A flood from two senders at once: never banned.
-    let a = ops.sipp("options.xml", SRC, "flood").calls(150, 500).spawn();
-    let b = ops.sipp("options.xml", SRC, "flood").calls(150, 500).spawn();
+    let a = ops
+        .sipp("options.xml", SRC, "flood")
+        .calls(150, 500)
+        .spawn();
+    let b = ops
+        .sipp("options.xml", SRC, "flood")
+        .calls(150, 500)
+        .spawn();
     let (a, b) = (a.wait(), b.wait());
     a.assert_complete();
     b.assert_complete();
@@ -775,22 +1132,47 @@ fn whitelist_runtime_changes_apply_everywhere() {
         b.tally(),
         workers(evs.iter())
     );
-    assert_eq!(a.count("200") + b.count("200"), 300, "{}\n{}", a.describe(), b.describe());
+    assert_eq!(
+        a.count("200") + b.count("200"),
+        300,
+        "{}\n{}",
+        a.describe(),
+        b.describe()
+    );
     assert_eq!(count_r(&evs, "1"), 300);
-    assert!(workers(evs.iter()) > 1, "the flood should have reached several workers");
+    assert!(
+        workers(evs.iter()) > 1,
+        "the flood should have reached several workers"
+    );
     assert_eq!(num(&ops.mi.ok("sec_ban_list", ""), "count"), 0);
     let info = ops.mi.ok("sec_ip_info", r#"{"ip":"127.0.0.50"}"#);
-    assert_eq!(info.get("whitelisted").as_bool(), Some(true), "{info}");
+    assert_eq!(info["whitelisted"].as_bool(), Some(true), "{info}");
 
     eprintln!("  ban a whitelisted address:");
-    let e = ops.mi.show("sec_ban", r#"{"ip":"127.0.0.50"}"#).unwrap_err();
+    let e = ops
+        .mi
+        .show("sec_ban", r#"{"ip":"127.0.0.50"}"#)
+        .unwrap_err();
     assert_eq!(e.code, 403, "{e:?}");
     assert!(e.message.contains(SRC), "{e:?}");
 
     eprintln!("  whitelist del:");
-    assert_eq!(ops.mi.show("sec_whitelist_del", r#"{"cidr":"127.0.0.50/32"}"#).unwrap(), Json::Str("OK".into()));
-    assert_eq!(ops.mi.err("sec_whitelist_del", r#"{"cidr":"127.0.0.50/32"}"#).code, 404);
-    assert_eq!(ops.mi.ok("sec_whitelist_list", "").get("whitelist").as_arr().len(), 0);
+    assert_eq!(
+        ops.mi
+            .show("sec_whitelist_del", r#"{"cidr":"127.0.0.50/32"}"#)
+            .unwrap(),
+        "OK"
+    );
+    assert_eq!(
+        ops.mi
+            .err("sec_whitelist_del", r#"{"cidr":"127.0.0.50/32"}"#)
+            .code,
+        404
+    );
+    assert_eq!(
+        mi::array(&ops.mi.ok("sec_whitelist_list", ""), "whitelist").len(),
+        0
+    );
 
     // Whitelisted requests were never counted: exactly DENSITY pass now.
     let before = evs.len();
@@ -802,19 +1184,31 @@ fn whitelist_runtime_changes_apply_everywhere() {
         flood.tally(),
         workers(mine.iter())
     );
-    assert_eq!((flood.count("200"), flood.count("403")), (DENSITY, 100 - DENSITY), "{}", flood.describe());
+    assert_eq!(
+        (flood.count("200"), flood.count("403")),
+        (DENSITY, 100 - DENSITY),
+        "{}",
+        flood.describe()
+    );
     let list = ops.mi.ok("sec_ban_list", "");
     assert_eq!(ban_ips(&list), [SRC], "{list}");
     assert_eq!(text(&list, "bans.0.reason"), "pike");
     eprintln!("  sec_ban on a source the flood check banned:");
-    ops.mi.show("sec_ban", r#"{"ip":"127.0.0.50","seconds":600}"#).unwrap();
+    ops.mi
+        .show("sec_ban", r#"{"ip":"127.0.0.50","seconds":600}"#)
+        .unwrap();
     let list = ops.mi.show("sec_ban_list", "").unwrap();
     assert_eq!(ban_ips(&list), [SRC], "still one ban: {list}");
 
     // Whitelisting again lets the source through at once, ban or no ban.
     ops.mi.ok("sec_whitelist_add", r#"{"cidr":"127.0.0.0/24"}"#);
     let r = ops.send(SRC, "probe", 40, 200);
-    assert_eq!(r.count("200"), 40, "whitelisted again (a /24 covering it)\n{}", r.describe());
+    assert_eq!(
+        r.count("200"),
+        40,
+        "whitelisted again (a /24 covering it)\n{}",
+        r.describe()
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -826,52 +1220,16 @@ fn whitelist_runtime_changes_apply_everywhere() {
 /// 1 s or counted as lost; returns the response times in microseconds and
 /// the number lost.
 fn probe_latency(port: u16, src: &str, every: Duration, dur: Duration) -> (Vec<f64>, usize) {
-    let sock = UdpSocket::bind((src, 0)).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
-    let lport = sock.local_addr().unwrap().port();
+    let client = OptionsClient::new(src, port, Some("legit"));
     let mut lat = Vec::new();
     let mut lost = 0;
-    let mut buf = [0u8; 4096];
     let t0 = Instant::now();
-    let mut n = 0u32;
+    let mut pace = Pace::starting(t0, every);
     while t0.elapsed() < dur {
-        n += 1;
-        let next = t0 + every * n;
-        let msg = format!(
-            "OPTIONS sip:legit@127.0.0.1:{port} SIP/2.0\r\n\
-             Via: SIP/2.0/UDP {src}:{lport};branch=z9hG4bK-rsec-lat-{n}\r\n\
-             Max-Forwards: 70\r\n\
-             From: <sip:lat@{src}:{lport}>;tag=lat{n}\r\n\
-             To: <sip:legit@127.0.0.1:{port}>\r\n\
-             Call-ID: rsec-lat-{n}-{lport}@{src}\r\n\
-             CSeq: 1 OPTIONS\r\n\
-             Content-Length: 0\r\n\r\n"
-        );
-        let sent = Instant::now();
-        sock.send_to(msg.as_bytes(), ("127.0.0.1", port)).unwrap();
-        let want = format!("z9hG4bK-rsec-lat-{n}\r");
-        let want2 = format!("z9hG4bK-rsec-lat-{n};");
-        loop {
-            match sock.recv(&mut buf) {
-                Ok(len) => {
-                    let reply = String::from_utf8_lossy(&buf[..len]);
-                    if reply.contains(&want) || reply.contains(&want2) {
-                        if reply.starts_with("SIP/2.0 200") {
-                            lat.push(sent.elapsed().as_secs_f64() * 1e6);
-                        } else {
-                            lost += 1;
-                        }
-                        break;
-                    }
-                }
-                Err(_) => {
-                    lost += 1;
-                    break;
-                }
-            }
-        }
-        if let Some(d) = next.checked_duration_since(Instant::now()) {
-            std::thread::sleep(d);
+        pace.wait();
+        match client.ask(Duration::from_secs(1)) {
+            Some(a) if a.code == 200 => lat.push(a.latency.as_secs_f64() * 1e6),
+            _ => lost += 1,
         }
     }
     (lat, lost)
@@ -888,10 +1246,26 @@ fn mi_under_load_does_not_delay_sip() {
     let dir = TestDir::new("mi_load");
     // Floods of 250/s per source stay under the density: never banned, so
     // every request of theirs goes through the whole flood check.
-    let ops = Ops::start(env, &dir, "mi_load", &[("WORKERS", s(4)), ("PIKE_DENSITY", s(2000)), ("PIKE_SAMPLING", s(2))]);
+    let ops = Ops::start(
+        env,
+        &dir,
+        "mi_load",
+        &[
+            ("WORKERS", s(4)),
+            ("PIKE_DENSITY", s(2000)),
+            ("PIKE_SAMPLING", s(2)),
+        ],
+    );
     // 300 bans, so that sec_ban_list has a real list to walk and print.
     for i in 0..300 {
-        ops.mi.ok("sec_ban", &format!(r#"{{"ip":"10.8.{}.{}","seconds":3600}}"#, i / 250, i % 250 + 1));
+        ops.mi.ok(
+            "sec_ban",
+            &format!(
+                r#"{{"ip":"10.8.{}.{}","seconds":3600}}"#,
+                i / 250,
+                i % 250 + 1
+            ),
+        );
     }
 
     struct Phase {
@@ -911,9 +1285,17 @@ fn mi_under_load_does_not_delay_sip() {
     let phase = |name: &str, cmds: &'static [(&'static str, &'static str)]| -> Phase {
         let floods: Vec<_> = FLOODERS
             .iter()
-            .map(|src| ops.sipp("options.xml", src, "flood").calls(250 * SECONDS, 250).spawn())
+            .map(|src| {
+                ops.sipp("options.xml", src, "flood")
+                    .calls(250 * SECONDS, 250)
+                    .spawn()
+            })
             .collect();
-        let legit = ops.sipp("options_rtt.xml", SIPP_LEGIT, "legit").calls(20 * SECONDS, 20).trace_rtt().spawn();
+        let legit = ops
+            .sipp("options_rtt.xml", SIPP_LEGIT, "legit")
+            .calls(20 * SECONDS, 20)
+            .trace_rtt()
+            .spawn();
         let stop = Arc::new(AtomicBool::new(false));
         let calls = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -927,11 +1309,13 @@ fn mi_under_load_does_not_delay_sip() {
                     let (m, p) = cmds[i as usize % cmds.len()];
                     let t = Instant::now();
                     match mi.exchange(m, p) {
-                        Ok((_, _, j)) if j.has("result") => {
-                            let r = j.get("result");
+                        Ok((_, _, j)) if j.get("result").is_some() => {
+                            let r = &j["result"];
                             let ok = match m {
-                                "sec_ban_list" => r.get("count").as_u64() == Some(300),
-                                "sec_top" => r.get("window").as_u64() == Some(2) && matches!(r.get("sources"), Json::Arr(_)),
+                                "sec_ban_list" => r["count"].as_u64() == Some(300),
+                                "sec_top" => {
+                                    r["window"].as_u64() == Some(2) && r["sources"].is_array()
+                                }
                                 _ => !r.is_null(),
                             };
                             if !ok {
@@ -941,14 +1325,21 @@ fn mi_under_load_does_not_delay_sip() {
                         Ok((_, body, _)) => failed.lock().unwrap().push(format!("{m}: {body}")),
                         Err(e) => failed.lock().unwrap().push(format!("{m}: {e}")),
                     }
-                    lat.entry(m).or_default().push(t.elapsed().as_secs_f64() * 1e6);
+                    lat.entry(m)
+                        .or_default()
+                        .push(t.elapsed().as_secs_f64() * 1e6);
                     calls.fetch_add(1, Ordering::Relaxed);
                     i += 1;
                 }
                 lat
             })
         });
-        let (probe_us, lost) = probe_latency(port, PROBE_LEGIT, Duration::from_millis(20), Duration::from_secs(SECONDS as u64));
+        let (probe_us, lost) = probe_latency(
+            port,
+            PROBE_LEGIT,
+            Duration::from_millis(20),
+            Duration::from_secs(SECONDS as u64),
+        );
         let legit = legit.wait();
         stop.store(true, Ordering::Relaxed);
         let mi_us = mi_loop.map(|h| h.join().unwrap()).unwrap_or_default();
@@ -965,9 +1356,18 @@ fn mi_under_load_does_not_delay_sip() {
             calls.load(Ordering::Relaxed),
             failed.len()
         );
-        assert_eq!(legit.count("200"), 20 * SECONDS as usize, "legit sipp lost requests ({name})\n{}", legit.describe());
+        assert_eq!(
+            legit.count("200"),
+            20 * SECONDS as usize,
+            "legit sipp lost requests ({name})\n{}",
+            legit.describe()
+        );
         assert_eq!(lost, 0, "legit probe lost requests ({name})");
-        assert!(failed.is_empty(), "MI calls failed ({name}): {:?}", &failed[..failed.len().min(5)]);
+        assert!(
+            failed.is_empty(),
+            "MI calls failed ({name}): {:?}",
+            &failed[..failed.len().min(5)]
+        );
         Phase {
             sipp_rtt: legit.rtt_ms(),
             probe_us,
@@ -982,9 +1382,17 @@ fn mi_under_load_does_not_delay_sip() {
     let control = phase("with a core uptime MI loop", CORE_CMDS);
     assert!(busy.mi_calls > 0 && busy.mi_failed == 0);
     assert!(control.mi_calls > 0 && control.mi_failed == 0);
-    assert_eq!(num(&ops.mi.ok("sec_ban_list", ""), "count"), 300, "the floods were never banned");
+    assert_eq!(
+        num(&ops.mi.ok("sec_ban_list", ""), "count"),
+        300,
+        "the floods were never banned"
+    );
 
-    for (name, p) in [("without MI", &quiet), ("with sec_ban_list/sec_top loop", &busy), ("with uptime loop", &control)] {
+    for (name, p) in [
+        ("without MI", &quiet),
+        ("with sec_ban_list/sec_top loop", &busy),
+        ("with uptime loop", &control),
+    ] {
         let (p50, p99, max, mean) = percentiles(&p.probe_us);
         let (s50, s99, smax, smean) = percentiles(&p.sipp_rtt);
         eprintln!(
@@ -995,10 +1403,17 @@ fn mi_under_load_does_not_delay_sip() {
         );
     }
     for p in [&busy, &control] {
-        eprintln!("MI loop: {} calls in {SECONDS} s ({:.0}/s), one at a time:", p.mi_calls, p.mi_calls as f64 / SECONDS as f64);
+        eprintln!(
+            "MI loop: {} calls in {SECONDS} s ({:.0}/s), one at a time:",
+            p.mi_calls,
+            p.mi_calls as f64 / SECONDS as f64
+        );
         for (m, v) in &p.mi_us {
             let (m50, m99, mmax, _) = percentiles(v);
-            eprintln!("    {m}: {} calls, per call (us) p50 {m50:.0} p99 {m99:.0} max {mmax:.0}", v.len());
+            eprintln!(
+                "    {m}: {} calls, per call (us) p50 {m50:.0} p99 {m99:.0} max {mmax:.0}",
+                v.len()
+            );
         }
     }
 }
@@ -1020,7 +1435,12 @@ fn refusals_are_counted_exactly_under_concurrency() {
     const SENDERS: u32 = 3; // per source, at once
     const EACH: u32 = 20; // per sender
     let dir = TestDir::new("concurrent_refusals");
-    let ops = Ops::start(env, &dir, "concurrent_refusals", &[("WORKERS", s(8)), ("PIKE_DENSITY", s(DENSITY))]);
+    let ops = Ops::start(
+        env,
+        &dir,
+        "concurrent_refusals",
+        &[("WORKERS", s(8)), ("PIKE_DENSITY", s(DENSITY))],
+    );
     let srcs: Vec<String> = (1..=SOURCES).map(|i| format!("127.0.1.{i}")).collect();
     // Several sources at a time, each from three senders at once: requests
     // crossing the threshold meet in different workers. (A race, so each
@@ -1029,7 +1449,11 @@ fn refusals_are_counted_exactly_under_concurrency() {
         let runs: Vec<_> = chunk
             .iter()
             .flat_map(|src| (0..SENDERS).map(move |_| src))
-            .map(|src| ops.sipp("options.xml", src, "flood").calls(EACH, 3000).spawn())
+            .map(|src| {
+                ops.sipp("options.xml", src, "flood")
+                    .calls(EACH, 3000)
+                    .spawn()
+            })
             .collect();
         for r in runs {
             r.wait().assert_complete();
@@ -1043,11 +1467,18 @@ fn refusals_are_counted_exactly_under_concurrency() {
     let mut wrong = Vec::new();
     let mut refused_banned = 0;
     for src in &srcs {
-        let mine: Vec<Event> = evs.iter().filter(|e| e.get("src") == src).cloned().collect();
+        let mine: Vec<Event> = evs
+            .iter()
+            .filter(|e| e.get("src") == src)
+            .cloned()
+            .collect();
         let t = tally(mine.iter(), "r");
         let minus1 = count_r(&mine, "-1");
         refused_banned += minus1;
-        let b = list.get("bans").as_arr().iter().find(|b| b.get("ip").as_str() == Some(src)).expect("banned");
+        let b = mi::array(&list, "bans")
+            .iter()
+            .find(|b| b["ip"].as_str() == Some(src))
+            .expect("banned");
         let hits = num(b, "hits") as usize;
         let info = ops.mi.ok("sec_ip_info", &format!(r#"{{"ip":"{src}"}}"#));
         let counted = num(&info, "pike.requests") as usize;
@@ -1079,7 +1510,10 @@ fn refusals_are_counted_exactly_under_concurrency() {
         st["dropped_while_banned"],
         wrong.join("\n")
     );
-    assert_eq!(st["pike_blocked"] as usize, total - SOURCES as usize * DENSITY);
+    assert_eq!(
+        st["pike_blocked"] as usize,
+        total - SOURCES as usize * DENSITY
+    );
     assert_eq!(st["bans_pike"], SOURCES as u64);
 }
 
@@ -1109,10 +1543,10 @@ struct DistFlood {
 ///
 /// Not sipp: sipp binds one local address per process (`-i`), so thousands
 /// of source addresses would take thousands of sipp processes. Here each
-/// source is one UdpSocket bound to its own 127.1.x.y:0 (any 127/8 address
-/// is local on Linux), which sends its requests back to back, then collects
-/// their replies (each matched by its Via branch) for at most 2 s and is
-/// closed. Each thread waits for one source's replies before the next, so
+/// source is one [`OptionsClient`] bound to its own 127.1.x.y:0 (any 127/8
+/// address is local on Linux), which sends its requests back to back, then
+/// collects their replies (each matched by its Call-ID) for at most 2 s and
+/// is closed. Each thread waits for one source's replies before the next, so
 /// at most `threads * per_source` requests are in flight: the server is
 /// never pushed past what it answers, and no request is lost to a full
 /// socket buffer. `progress` counts the sources whose every request was
@@ -1135,53 +1569,35 @@ fn distributed_flood(
             .map(|t| {
                 sc.spawn(move || {
                     let mut d = DistFlood::default();
-                    let mut buf = [0u8; 4096];
-                    let start = t0 + every * t as u32 / threads as u32;
-                    for (j, (i, ip)) in sources.iter().enumerate().skip(t).step_by(threads).enumerate() {
-                        if let Some(w) = (start + every * j as u32).checked_duration_since(Instant::now()) {
-                            std::thread::sleep(w);
-                        }
+                    let mut pace = Pace::starting(t0 + every * t as u32 / threads as u32, every);
+                    for ip in sources.iter().skip(t).step_by(threads) {
+                        pace.wait();
                         if Instant::now() > deadline {
                             break;
                         }
-                        assert!(ip.octets()[0] == 127, "loopback sources only");
-                        let sock = UdpSocket::bind((*ip, 0)).unwrap_or_else(|e| panic!("bind {ip}:0: {e}"));
-                        sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
-                        let lport = sock.local_addr().unwrap().port();
-                        for k in 0..per_source {
-                            let msg = format!(
-                                "OPTIONS sip:dist@127.0.0.1:{port} SIP/2.0\r\n\
-                                 Via: SIP/2.0/UDP {ip}:{lport};branch=z9hG4bK-rsec-dist-{i}-{k}\r\n\
-                                 Max-Forwards: 70\r\n\
-                                 From: <sip:dist@{ip}:{lport}>;tag=dist{i}x{k}\r\n\
-                                 To: <sip:dist@127.0.0.1:{port}>\r\n\
-                                 Call-ID: rsec-dist-{i}-{k}-{lport}@{ip}\r\n\
-                                 CSeq: {} OPTIONS\r\n\
-                                 Content-Length: 0\r\n\r\n",
-                                k + 1
-                            );
-                            // Only ever to the test's own OpenSIPS on loopback.
-                            sock.send_to(msg.as_bytes(), ("127.0.0.1", port)).unwrap();
+                        let client = OptionsClient::new(&ip.to_string(), port, Some("dist"));
+                        for _ in 0..per_source {
+                            client.send();
                             d.sent += 1;
                         }
-                        let mine = format!("branch=z9hG4bK-rsec-dist-{i}-");
                         let mut answered = vec![false; per_source];
                         let until = Instant::now() + Duration::from_secs(2);
-                        while answered.iter().any(|a| !a) && Instant::now() < until {
-                            let Ok(len) = sock.recv(&mut buf) else { continue };
-                            let reply = String::from_utf8_lossy(&buf[..len]);
-                            let k = reply
-                                .find(&mine)
-                                .map(|at| &reply[at + mine.len()..])
-                                .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next()?.parse::<usize>().ok())
-                                .filter(|k| *k < per_source && !answered[*k]);
-                            let Some(k) = k else {
-                                d.unexpected.push(format!("{ip}: {}", reply.lines().next().unwrap_or("")));
-                                continue;
+                        while answered.iter().any(|a| !a) {
+                            let Some(left) = until.checked_duration_since(Instant::now()) else {
+                                break;
                             };
-                            answered[k] = true;
-                            let code = reply.split_whitespace().nth(1).unwrap_or("?").to_string();
-                            *d.answers.entry(code).or_insert(0) += 1;
+                            let Some(got) = client.recv(left) else { break };
+                            match got {
+                                Ok(a) if !answered[a.n as usize] => {
+                                    answered[a.n as usize] = true;
+                                    *d.answers.entry(a.code.to_string()).or_insert(0) += 1;
+                                }
+                                Ok(a) => d.unexpected.push(format!(
+                                    "{ip}: a second answer to request {}: {}",
+                                    a.n, a.code
+                                )),
+                                Err(line) => d.unexpected.push(format!("{ip}: {line}")),
+                            }
                         }
                         let lost = answered.iter().filter(|a| !**a).count();
                         d.lost += lost;
@@ -1215,8 +1631,10 @@ fn distributed_flood(
 fn worker_rss(mi: &Mi) -> Option<Vec<(u64, u64, u64, u64)>> {
     let ps = mi.call("ps", "").ok()?;
     let mut out = Vec::new();
-    for p in ps.get("Processes").as_arr() {
-        let (Some(pid), Some(ty)) = (p.get("PID").as_u64(), p.get("Type").as_str()) else { return None };
+    for p in ps["Processes"].as_array()? {
+        let (Some(pid), Some(ty)) = (p["PID"].as_u64(), p["Type"].as_str()) else {
+            return None;
+        };
         if !ty.starts_with("SIP receiver udp:") {
             continue;
         }
@@ -1262,36 +1680,60 @@ fn distributed_flood_from_thousands_of_sources_stays_bounded() {
         ],
     );
     let base = ops.stats();
-    assert!(RSEC_STATS.iter().all(|n| base[*n] == 0), "statistics at start: {base:?}");
+    assert!(
+        RSEC_STATS.iter().all(|n| base[*n] == 0),
+        "statistics at start: {base:?}"
+    );
     let rss_start = worker_rss(&ops.mi);
 
     // 5000 sources 127.1.0.1 ... 127.1.19.250, 3 requests each: each source
     // stays far under the density, all together they are ~5x the table.
-    let srcs: Vec<std::net::Ipv4Addr> =
-        (0..SOURCES).map(|i| std::net::Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250 + 1) as u8)).collect();
+    let srcs: Vec<std::net::Ipv4Addr> = (0..SOURCES)
+        .map(|i| std::net::Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250 + 1) as u8))
+        .collect();
     let progress = AtomicU64::new(0);
     let port = ops.os.port;
     let deadline = Instant::now() + Duration::from_secs(60);
-    let (flood, attack, legit, mid_sources, mid_stats, rss_mid, at_attack_end) = std::thread::scope(|sc| {
-        let flood = sc.spawn(|| distributed_flood(port, &srcs, PER_SOURCE, RATE_PPS, 4, &progress, deadline));
-        // The flooder and the legitimate source start once a third of the
-        // sources are through: the table is full and evicting by then.
-        let t0 = Instant::now();
-        while progress.load(Ordering::Relaxed) < SOURCES as u64 / 3 && !flood.is_finished() {
-            assert!(t0.elapsed() < Duration::from_secs(60), "the distributed flood does not progress");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let mid_sources = progress.load(Ordering::Relaxed);
-        let mid_stats = ops.stats();
-        let rss_mid = worker_rss(&ops.mi);
-        let attack = ops.sipp("options.xml", ATTACKER, "flood").calls(ATTACK_N, 300).spawn();
-        let legit = ops.sipp("options.xml", LEGIT, "legit").calls(LEGIT_N, 5).spawn();
-        let attack = attack.wait();
-        let at_attack_end = progress.load(Ordering::Relaxed);
-        let legit = legit.wait();
-        let flood = flood.join().unwrap();
-        (flood, attack, legit, mid_sources, mid_stats, rss_mid, at_attack_end)
-    });
+    let (flood, attack, legit, mid_sources, mid_stats, rss_mid, at_attack_end) =
+        std::thread::scope(|sc| {
+            let flood = sc.spawn(|| {
+                distributed_flood(port, &srcs, PER_SOURCE, RATE_PPS, 4, &progress, deadline)
+            });
+            // The flooder and the legitimate source start once a third of the
+            // sources are through: the table is full and evicting by then.
+            let t0 = Instant::now();
+            while progress.load(Ordering::Relaxed) < SOURCES as u64 / 3 && !flood.is_finished() {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(60),
+                    "the distributed flood does not progress"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let mid_sources = progress.load(Ordering::Relaxed);
+            let mid_stats = ops.stats();
+            let rss_mid = worker_rss(&ops.mi);
+            let attack = ops
+                .sipp("options.xml", ATTACKER, "flood")
+                .calls(ATTACK_N, 300)
+                .spawn();
+            let legit = ops
+                .sipp("options.xml", LEGIT, "legit")
+                .calls(LEGIT_N, 5)
+                .spawn();
+            let attack = attack.wait();
+            let at_attack_end = progress.load(Ordering::Relaxed);
+            let legit = legit.wait();
+            let flood = flood.join().unwrap();
+            (
+                flood,
+                attack,
+                legit,
+                mid_sources,
+                mid_stats,
+                rss_mid,
+                at_attack_end,
+            )
+        });
     let st = ops.stats();
     let answered: usize = flood.answers.values().sum();
     let legit_ok = legit.count("200");
@@ -1324,10 +1766,27 @@ fn distributed_flood_from_thousands_of_sources_stays_bounded() {
 
     // Every spoofed request answered, and answered 200: under the density,
     // none of the 5000 is ever banned.
-    assert_eq!((flood.sources, flood.sent), (SOURCES, SOURCES * PER_SOURCE), "the flood was cut short");
-    assert!(flood.unexpected.is_empty(), "unexpected replies: {:?}", &flood.unexpected[..flood.unexpected.len().min(5)]);
-    assert_eq!(flood.lost, 0, "spoofed requests without a reply: {:?}", flood.answers);
-    assert_eq!(flood.answers.get("200"), Some(&(SOURCES * PER_SOURCE)), "{:?}", flood.answers);
+    assert_eq!(
+        (flood.sources, flood.sent),
+        (SOURCES, SOURCES * PER_SOURCE),
+        "the flood was cut short"
+    );
+    assert!(
+        flood.unexpected.is_empty(),
+        "unexpected replies: {:?}",
+        &flood.unexpected[..flood.unexpected.len().min(5)]
+    );
+    assert_eq!(
+        flood.lost, 0,
+        "spoofed requests without a reply: {:?}",
+        flood.answers
+    );
+    assert_eq!(
+        flood.answers.get("200"),
+        Some(&(SOURCES * PER_SOURCE)),
+        "{:?}",
+        flood.answers
+    );
     // The flooder: exactly the density passes, the rest is refused, though
     // thousands of other sources churn the table around its entry.
     attack.assert_complete();
@@ -1344,12 +1803,30 @@ fn distributed_flood_from_thousands_of_sources_stays_bounded() {
     let total = answered + ATTACK_N as usize + LEGIT_N as usize;
     let evs = ops.os.wait_events(total, |e| e.get("check") == "pike");
     assert_eq!(evs.len(), total, "one decision line per answered request");
-    let spoofed: Vec<&Event> = evs.iter().filter(|e| e.get("src").starts_with("127.1.")).collect();
+    let spoofed: Vec<&Event> = evs
+        .iter()
+        .filter(|e| e.get("src").starts_with("127.1."))
+        .collect();
     let distinct: std::collections::BTreeSet<&str> = spoofed.iter().map(|e| e.get("src")).collect();
-    assert_eq!((spoofed.len(), distinct.len()), (SOURCES * PER_SOURCE, SOURCES));
-    assert_eq!(tally(spoofed.iter().copied(), "r"), BTreeMap::from([("1".to_string(), SOURCES * PER_SOURCE)]));
-    let mine: Vec<Event> = evs.iter().filter(|e| e.get("src") == ATTACKER).cloned().collect();
-    assert_eq!((count_r(&mine, "1"), count_r(&mine, "-2")), (DENSITY, 1), "{:?}", tally(mine.iter(), "r"));
+    assert_eq!(
+        (spoofed.len(), distinct.len()),
+        (SOURCES * PER_SOURCE, SOURCES)
+    );
+    assert_eq!(
+        tally(spoofed.iter().copied(), "r"),
+        BTreeMap::from([("1".to_string(), SOURCES * PER_SOURCE)])
+    );
+    let mine: Vec<Event> = evs
+        .iter()
+        .filter(|e| e.get("src") == ATTACKER)
+        .cloned()
+        .collect();
+    assert_eq!(
+        (count_r(&mine, "1"), count_r(&mine, "-2")),
+        (DENSITY, 1),
+        "{:?}",
+        tally(mine.iter(), "r")
+    );
 
     // One ban, the flooder's, and it outlives the churn.
     let list = ops.mi.ok("sec_ban_list", "");
@@ -1364,13 +1841,23 @@ fn distributed_flood_from_thousands_of_sources_stays_bounded() {
     // took a live entry's slot), and nothing was refused for a full table.
     assert_eq!(st["requests_checked"] as usize, total, "{st:?}");
     assert_eq!(st["pike_blocked"] as usize, ATTACK_N as usize - DENSITY);
-    assert_eq!(st["dropped_while_banned"] as usize, ATTACK_N as usize - DENSITY - 1);
-    assert_eq!((st["bans_created"], st["bans_pike"], st["bans_active"]), (1, 1, 1), "{st:?}");
+    assert_eq!(
+        st["dropped_while_banned"] as usize,
+        ATTACK_N as usize - DENSITY - 1
+    );
+    assert_eq!(
+        (st["bans_created"], st["bans_pike"], st["bans_active"]),
+        (1, 1, 1),
+        "{st:?}"
+    );
     assert!(
         mid_stats["table_evictions"] >= mid_sources.saturating_sub(MAX_TRACKED) && mid_stats["table_evictions"] > 0,
         "the table was not evicting yet when the flooder started: {mid_stats:?} after {mid_sources} sources"
     );
-    assert!(st["table_evictions"] >= (SOURCES as u64 + 2) - MAX_TRACKED, "{st:?}");
+    assert!(
+        st["table_evictions"] >= (SOURCES as u64 + 2) - MAX_TRACKED,
+        "{st:?}"
+    );
     assert!(st["table_evictions"] <= st["requests_checked"], "{st:?}");
     assert_eq!((st["table_full"], st["lock_recoveries"]), (0, 0), "{st:?}");
 
@@ -1380,7 +1867,14 @@ fn distributed_flood_from_thousands_of_sources_stays_bounded() {
     let r = ops.send(ATTACKER, "probe", 5, 100);
     assert_eq!(r.count("403"), 5, "{}", r.describe());
     assert_eq!(ops.stats()["requests_checked"] as usize, total + 15);
-    assert!(ops.os.log_lines_with(&["rsec"]).iter().all(|l| !l.contains("panic")), "{}", ops.os.tail(40));
+    assert!(
+        ops.os
+            .log_lines_with(&["rsec"])
+            .iter()
+            .all(|l| !l.contains("panic")),
+        "{}",
+        ops.os.tail(40)
+    );
 
     // Memory. The module's state is one shared mapping of fixed size made
     // at start-up; the workers' RSS grows as they first touch its pages (the
@@ -1390,7 +1884,10 @@ fn distributed_flood_from_thousands_of_sources_stays_bounded() {
     // while 3,300 more sources churn a table already at capacity.
     match (rss_start, rss_mid, worker_rss(&ops.mi)) {
         (Some(a), Some(b), Some(c)) => {
-            let sum = |v: &[(u64, u64, u64, u64)]| v.iter().fold((0, 0, 0), |s, x| (s.0 + x.1, s.1 + x.2, s.2 + x.3));
+            let sum = |v: &[(u64, u64, u64, u64)]| {
+                v.iter()
+                    .fold((0, 0, 0), |s, x| (s.0 + x.1, s.1 + x.2, s.2 + x.3))
+            };
             eprintln!(
                 "worker RSS in KiB, sum of {} workers (VmRSS, RssAnon, RssShmem): at start {:?}, when the flooder started {:?}, at the end {:?}",
                 c.len(),
@@ -1399,7 +1896,11 @@ fn distributed_flood_from_thousands_of_sources_stays_bounded() {
                 sum(&c)
             );
             let pids = |v: &[(u64, u64, u64, u64)]| v.iter().map(|x| x.0).collect::<Vec<_>>();
-            assert_eq!(pids(&b), pids(&c), "the SIP workers changed during the flood");
+            assert_eq!(
+                pids(&b),
+                pids(&c),
+                "the SIP workers changed during the flood"
+            );
             for (mid, end) in b.iter().zip(&c) {
                 assert!(
                     end.2 <= mid.2 + 256,

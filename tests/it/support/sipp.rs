@@ -7,8 +7,6 @@
 //! every request the server sees was sent once on purpose, and a sipp that
 //! overstays is killed by its process group.
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::process::CommandExt;
@@ -38,7 +36,13 @@ pub struct Sipp<'a> {
 impl<'a> Sipp<'a> {
     /// `scenario` is a file name in tests/sipp/; the run is `name` (must be
     /// unique within the test: it names the output files).
-    pub fn new(env: &'a Env, dir: &'a TestDir, name: &str, scenario: &'static str, port: u16) -> Sipp<'a> {
+    pub fn new(
+        env: &'a Env,
+        dir: &'a TestDir,
+        name: &str,
+        scenario: &'static str,
+        port: u16,
+    ) -> Sipp<'a> {
         Sipp {
             env,
             dir,
@@ -58,7 +62,10 @@ impl<'a> Sipp<'a> {
 
     /// Source address (sipp binds it: -i). Must be a loopback address.
     pub fn from(mut self, ip: &str) -> Self {
-        assert!(ip.starts_with("127.") || ip == "::1", "tests only ever send from loopback addresses");
+        assert!(
+            ip.starts_with("127.") || ip == "::1",
+            "tests only ever send from loopback addresses"
+        );
         self.src = ip.into();
         self
     }
@@ -84,7 +91,8 @@ impl<'a> Sipp<'a> {
 
     /// Digest credentials for `[authentication]` (-au / -ap).
     pub fn auth(mut self, user: &str, password: &str) -> Self {
-        self.extra.extend(["-au".into(), user.into(), "-ap".into(), password.into()]);
+        self.extra
+            .extend(["-au".into(), user.into(), "-ap".into(), password.into()]);
         self
     }
 
@@ -103,13 +111,20 @@ impl<'a> Sipp<'a> {
     /// Per-call response times (for scenarios with `rtd`): -trace_rtt
     /// -rtt_freq 1; read them with [`SippResult::rtt_ms`].
     pub fn trace_rtt(mut self) -> Self {
-        self.extra.extend(["-trace_rtt".into(), "-rtt_freq".into(), "1".into()]);
+        self.extra
+            .extend(["-trace_rtt".into(), "-rtt_freq".into(), "1".into()]);
         self
     }
 
     pub fn spawn(self) -> SippProc {
-        let scenario = PathBuf::from(MANIFEST_DIR).join("tests/sipp").join(self.scenario);
-        assert!(scenario.is_file(), "missing scenario {}", scenario.display());
+        let scenario = PathBuf::from(MANIFEST_DIR)
+            .join("tests/sipp")
+            .join(self.scenario);
+        assert!(
+            scenario.is_file(),
+            "missing scenario {}",
+            scenario.display()
+        );
         let log_file = self.dir.join(&format!("{}.results", self.name));
         let err_file = self.dir.join(&format!("{}.errors", self.name));
         let out_file = self.dir.join(&format!("{}.out", self.name));
@@ -117,7 +132,11 @@ impl<'a> Sipp<'a> {
         cmd.arg("-sf")
             .arg(&scenario)
             // From an IPv6 source, talk to OpenSIPS over IPv6 (loopback).
-            .arg(if self.src.contains(':') { format!("[::1]:{}", self.port) } else { format!("127.0.0.1:{}", self.port) })
+            .arg(if self.src.contains(':') {
+                format!("[::1]:{}", self.port)
+            } else {
+                format!("127.0.0.1:{}", self.port)
+            })
             .args(["-i", &self.src])
             .args(["-s", &self.service])
             .args(["-m", &self.calls.to_string()])
@@ -204,7 +223,10 @@ impl SippProc {
         };
         let elapsed = self.started.elapsed();
         let mut outcomes = BTreeMap::new();
-        for line in fs::read_to_string(&self.log_file).unwrap_or_default().lines() {
+        for line in fs::read_to_string(&self.log_file)
+            .unwrap_or_default()
+            .lines()
+        {
             let mut it = line.split_whitespace();
             if it.next() != Some("RESULT") {
                 continue;
@@ -281,8 +303,11 @@ impl SippResult {
     /// Response times in milliseconds, one per call that completed its rtd,
     /// from the -trace_rtt file (see [`Sipp::trace_rtt`]).
     pub fn rtt_ms(&self) -> Vec<f64> {
-        let path = self.dir.join(format!("{}_{}_rtt.csv", self.scenario_stem, self.pid));
-        let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        let path = self
+            .dir
+            .join(format!("{}_{}_rtt.csv", self.scenario_stem, self.pid));
+        let text = fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
         // "Date_ms;response_time_ms;rtd_no" then one line per response time.
         text.lines()
             .skip(1)
@@ -313,7 +338,12 @@ impl SippResult {
 
     /// Panics (with diagnostics) unless every call got an answer.
     pub fn assert_complete(&self) -> &Self {
-        assert_eq!(self.missing(), 0, "calls without an answer\n{}", self.describe());
+        assert_eq!(
+            self.missing(),
+            0,
+            "calls without an answer\n{}",
+            self.describe()
+        );
         self
     }
 }

@@ -8,33 +8,28 @@
 //! script decision), and both must agree with the exact expectation.
 //!
 //! Needs OpenSIPS (OPENSIPS_BIN, `opensips` on PATH, or
-//! /opt/opensips/sbin/opensips) and sipp; without them every test prints one
-//! `SKIP:` line and passes. The module is RSEC_SO, or
+//! /opt/opensips/sbin/opensips) and sipp; without them every test skips
+//! (support::skip). The module is RSEC_SO, or
 //! target/release/librsec.so, rebuilt with `cargo build --release --lib`
 //! when missing or older than the sources; each test loads a private copy.
 //!
-//! Run: `cargo test --release --test opensips_integration -- --nocapture`
+//! Run: `cargo test --release --test it opensips_integration -- --nocapture`
 //! to see the measured numbers.
-
-#[path = "support/opensips.rs"]
-mod opensips;
-#[path = "support/sipp.rs"]
-mod sipp;
 
 use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::support::{opensips, sipp, skip};
 use opensips::{heavy, s, tally, workers, Env, Event, OpenSips, TestDir};
 use sipp::{Sipp, SippResult};
 
-const FLOOD_CFG: &str = include_str!("cfg/flood.cfg");
-const REGISTER_RL_CFG: &str = include_str!("cfg/register_rl.cfg");
-const AUTH_CFG: &str = include_str!("cfg/auth.cfg");
-const BANS_CFG: &str = include_str!("cfg/bans.cfg");
-const BADARGS_CFG: &str = include_str!("cfg/badargs.cfg");
-const BAD_MODPARAM_CFG: &str = include_str!("cfg/bad_modparam.cfg");
-
+const FLOOD_CFG: &str = include_str!("../cfg/flood.cfg");
+const REGISTER_RL_CFG: &str = include_str!("../cfg/register_rl.cfg");
+const AUTH_CFG: &str = include_str!("../cfg/auth.cfg");
+const BANS_CFG: &str = include_str!("../cfg/bans.cfg");
+const BADARGS_CFG: &str = include_str!("../cfg/badargs.cfg");
+const BAD_MODPARAM_CFG: &str = include_str!("../cfg/bad_modparam.cfg");
 
 macro_rules! require {
     ($test:literal, sipp) => {
@@ -53,7 +48,9 @@ macro_rules! require {
 
 /// Events from `src` with check `check`.
 fn from<'a>(evs: &'a [Event], check: &str, src: &str) -> Vec<&'a Event> {
-    evs.iter().filter(|e| e.is(&[("check", check), ("src", src)])).collect()
+    evs.iter()
+        .filter(|e| e.is(&[("check", check), ("src", src)]))
+        .collect()
 }
 
 fn count_r(evs: &[&Event], r: &str) -> usize {
@@ -90,8 +87,16 @@ fn adapt_example(text: &str, env: &Env, dir: &TestDir, so: &Path) -> String {
         } else if t.starts_with("loadmodule") && t.contains("rsec") && t.contains(".so") {
             format!("loadmodule \"{}\"", so.display())
         } else if let Some(at) = line.find("\"text://") {
-            let end = line[at + 1..].find('"').map(|e| at + 1 + e).unwrap_or(line.len());
-            format!("{}\"text://{}{}", &line[..at], dbdir.display(), &line[end..])
+            let end = line[at + 1..]
+                .find('"')
+                .map(|e| at + 1 + e)
+                .unwrap_or(line.len());
+            format!(
+                "{}\"text://{}{}",
+                &line[..at],
+                dbdir.display(),
+                &line[end..]
+            )
         } else {
             line.to_string()
         };
@@ -117,10 +122,25 @@ fn example_cfg_passes_check() {
     let path = dir.join("rsec.cfg");
     fs::write(&path, cfg).unwrap();
     let out = opensips::check_config(env, &path);
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    eprintln!("opensips -c on {what} (adapted copy {}): {}", path.display(), out.status);
-    assert!(out.status.success(), "opensips -c failed on {what}: {}\n{text}", out.status);
-    assert!(text.contains("config file ok"), "opensips -c did not report the config as ok:\n{text}");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!(
+        "opensips -c on {what} (adapted copy {}): {}",
+        path.display(),
+        out.status
+    );
+    assert!(
+        out.status.success(),
+        "opensips -c failed on {what}: {}\n{text}",
+        out.status
+    );
+    assert!(
+        text.contains("config file ok"),
+        "opensips -c did not report the config as ok:\n{text}"
+    );
 }
 
 #[test]
@@ -150,7 +170,10 @@ fn example_cfg_runs_registrar_and_bans() {
     };
 
     let ok = reg("alice_ok", "127.0.0.70", "secret", 1);
-    eprintln!("example: right password from 127.0.0.70 -> {:?}", ok.tally());
+    eprintln!(
+        "example: right password from 127.0.0.70 -> {:?}",
+        ok.tally()
+    );
     if ok.count("401>200") == 0 && os.log().contains("column <rpid> not found") {
         panic!(
             "the example cannot authenticate anyone against the stock 3.6 subscriber table: auth_db \
@@ -159,7 +182,12 @@ fn example_cfg_runs_registrar_and_bans() {
             ok.describe()
         );
     }
-    assert_eq!(ok.sequence(), ["401>200"], "the example must register a subscriber\n{}", ok.describe());
+    assert_eq!(
+        ok.sequence(),
+        ["401>200"],
+        "the example must register a subscriber\n{}",
+        ok.describe()
+    );
 
     let bad = reg("alice_wrong", "127.0.0.71", "WRONG", threshold as u32);
     let after = reg("alice_after", "127.0.0.71", "secret", 1);
@@ -169,9 +197,24 @@ fn example_cfg_runs_registrar_and_bans() {
         bad.missing(),
         after.missing()
     );
-    assert_eq!(bad.sequence(), vec!["401>401".to_string(); threshold - 1], "{}", bad.describe());
-    assert_eq!(bad.missing(), 1, "the failure that bans is dropped silently\n{}", bad.describe());
-    assert_eq!(after.missing(), 1, "a banned source is dropped silently\n{}", after.describe());
+    assert_eq!(
+        bad.sequence(),
+        vec!["401>401".to_string(); threshold - 1],
+        "{}",
+        bad.describe()
+    );
+    assert_eq!(
+        bad.missing(),
+        1,
+        "the failure that bans is dropped silently\n{}",
+        bad.describe()
+    );
+    assert_eq!(
+        after.missing(),
+        1,
+        "a banned source is dropped silently\n{}",
+        after.describe()
+    );
     let notice = os.log_lines_with(&["rsec:sec_auth_fail", "banned 127.0.0.71"]);
     assert_eq!(notice.len(), 1, "{notice:?}");
 
@@ -182,9 +225,21 @@ fn example_cfg_runs_registrar_and_bans() {
         .recv_timeout_ms(1500)
         .run();
     burst.assert_complete();
-    eprintln!("example: 20 REGISTERs at 200/s from 127.0.0.72 -> {:?}", burst.tally());
-    assert!(burst.count("401") >= 1 && burst.count("429") >= 1, "{}", burst.describe());
-    assert_eq!(burst.count("401") + burst.count("429"), 20, "{}", burst.describe());
+    eprintln!(
+        "example: 20 REGISTERs at 200/s from 127.0.0.72 -> {:?}",
+        burst.tally()
+    );
+    assert!(
+        burst.count("401") >= 1 && burst.count("429") >= 1,
+        "{}",
+        burst.describe()
+    );
+    assert_eq!(
+        burst.count("401") + burst.count("429"),
+        20,
+        "{}",
+        burst.describe()
+    );
 
     let flood = options(env, &dir, &os, "flood")
         .from("127.0.0.73")
@@ -197,7 +252,12 @@ fn example_cfg_runs_registrar_and_bans() {
         flood.tally(),
         flood.missing()
     );
-    assert_eq!(flood.outcomes.len(), density, "answered before the ban\n{}", flood.describe());
+    assert_eq!(
+        flood.outcomes.len(),
+        density,
+        "answered before the ban\n{}",
+        flood.describe()
+    );
     assert_eq!(flood.missing(), 100 - density);
     let notice = os.log_lines_with(&["rsec:sec_pike_check", "banned 127.0.0.73"]);
     assert_eq!(notice.len(), 1, "{notice:?}");
@@ -220,17 +280,31 @@ fn flood_banned_while_legit_traffic_passes() {
         &dir,
         "flood",
         FLOOD_CFG,
-        &[("PIKE_DENSITY", s(DENSITY)), ("RL_LIMIT", s(1)), ("WORKERS", s(2))],
+        &[
+            ("PIKE_DENSITY", s(DENSITY)),
+            ("RL_LIMIT", s(1)),
+            ("WORKERS", s(2)),
+        ],
     );
 
-    let flood = options(env, &dir, &os, "flood").from("127.0.0.10").service("flood").calls(FLOOD, 500).spawn();
-    let legit = options(env, &dir, &os, "legit").from("127.0.0.11").service("legit").calls(LEGIT, 5).spawn();
+    let flood = options(env, &dir, &os, "flood")
+        .from("127.0.0.10")
+        .service("flood")
+        .calls(FLOOD, 500)
+        .spawn();
+    let legit = options(env, &dir, &os, "legit")
+        .from("127.0.0.11")
+        .service("legit")
+        .calls(LEGIT, 5)
+        .spawn();
     let flood = flood.wait();
     let legit = legit.wait();
     flood.assert_complete();
     legit.assert_complete();
 
-    let evs = os.wait_events(FLOOD as usize + LEGIT as usize, |e| e.get("check") == "pike");
+    let evs = os.wait_events(FLOOD as usize + LEGIT as usize, |e| {
+        e.get("check") == "pike"
+    });
     let f = from(&evs, "pike", "127.0.0.10");
     let l = from(&evs, "pike", "127.0.0.11");
     let legit_rate = 100.0 * legit.count("200") as f64 / LEGIT as f64;
@@ -240,27 +314,57 @@ fn flood_banned_while_legit_traffic_passes() {
         flood.tally(),
         flood.count("200")
     );
-    eprintln!("flood, server side: {:?} over {} workers", tally(f.iter().copied(), "r"), workers(f.iter().copied()));
+    eprintln!(
+        "flood, server side: {:?} over {} workers",
+        tally(f.iter().copied(), "r"),
+        workers(f.iter().copied())
+    );
     eprintln!(
         "legit 127.0.0.11: {LEGIT} OPTIONS at 5/s in {:.2}s -> {:?}; legit success rate {legit_rate:.1}%",
         legit.elapsed.as_secs_f64(),
         legit.tally()
     );
 
-    assert_eq!(flood.count("200"), DENSITY, "flood: 200s\n{}", flood.describe());
-    assert_eq!(flood.count("403"), FLOOD as usize - DENSITY, "flood: 403s\n{}", flood.describe());
-    assert_eq!(legit.count("200"), LEGIT as usize, "legit: every request must pass\n{}", legit.describe());
+    assert_eq!(
+        flood.count("200"),
+        DENSITY,
+        "flood: 200s\n{}",
+        flood.describe()
+    );
+    assert_eq!(
+        flood.count("403"),
+        FLOOD as usize - DENSITY,
+        "flood: 403s\n{}",
+        flood.describe()
+    );
+    assert_eq!(
+        legit.count("200"),
+        LEGIT as usize,
+        "legit: every request must pass\n{}",
+        legit.describe()
+    );
 
     assert_eq!(f.len(), FLOOD as usize, "server saw every flood request");
     assert_eq!(count_r(&f, "1"), DENSITY);
-    assert_eq!(count_r(&f, "-2"), 1, "exactly one request crosses the threshold");
+    assert_eq!(
+        count_r(&f, "-2"),
+        1,
+        "exactly one request crosses the threshold"
+    );
     assert_eq!(count_r(&f, "-1"), FLOOD as usize - DENSITY - 1);
     assert_eq!(l.len(), LEGIT as usize);
     assert_eq!(count_r(&l, "1"), LEGIT as usize);
 
     let bans = os.log_lines_with(&["rsec:sec_pike_check", "banned 127.0.0.10 for 300s"]);
-    assert_eq!(bans.len(), 1, "one ban notice for the flood source: {bans:?}");
-    assert!(os.log_lines_with(&["banned 127.0.0.11"]).is_empty(), "legit source must not be banned");
+    assert_eq!(
+        bans.len(),
+        1,
+        "one ban notice for the flood source: {bans:?}"
+    );
+    assert!(
+        os.log_lines_with(&["banned 127.0.0.11"]).is_empty(),
+        "legit source must not be banned"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -284,8 +388,16 @@ fn register_rate_limit_429() {
         &[("RL_LIMIT", s(LIMIT)), ("RL_PERIOD", s(PERIOD_S))],
     );
 
-    let a = Sipp::new(env, &dir, "reg_a", "register.xml", os.port).from("127.0.0.40").service("alice").calls(50, 1000).spawn();
-    let b = Sipp::new(env, &dir, "reg_b", "register.xml", os.port).from("127.0.0.41").service("bob").calls(12, 1000).spawn();
+    let a = Sipp::new(env, &dir, "reg_a", "register.xml", os.port)
+        .from("127.0.0.40")
+        .service("alice")
+        .calls(50, 1000)
+        .spawn();
+    let b = Sipp::new(env, &dir, "reg_b", "register.xml", os.port)
+        .from("127.0.0.41")
+        .service("bob")
+        .calls(12, 1000)
+        .spawn();
     let a = a.wait();
     let b = b.wait();
     a.assert_complete();
@@ -334,13 +446,22 @@ fn wrong_password_auth_bans_source() {
     const THRESHOLD: usize = 5;
     let dir = TestDir::new("auth");
     let dbdir = dir.join("dbtext");
-    opensips::write_dbtext_subscribers(&dbdir, &[("alice", "127.0.0.1", "secret"), ("bob", "127.0.0.1", "b0b:pw")]);
+    opensips::write_dbtext_subscribers(
+        &dbdir,
+        &[
+            ("alice", "127.0.0.1", "secret"),
+            ("bob", "127.0.0.1", "b0b:pw"),
+        ],
+    );
     let os = OpenSips::start(
         env,
         &dir,
         "auth",
         AUTH_CFG,
-        &[("DBDIR", dbdir.display().to_string()), ("AUTH_THRESHOLD", s(THRESHOLD))],
+        &[
+            ("DBDIR", dbdir.display().to_string()),
+            ("AUTH_THRESHOLD", s(THRESHOLD)),
+        ],
     );
     let reg = |name: &str, src: &str, password: &str, calls: u32| -> SippResult {
         let r = Sipp::new(env, &dir, name, "register_auth.xml", os.port)
@@ -369,8 +490,18 @@ fn wrong_password_auth_bans_source() {
     assert_eq!(after.sequence(), ["403"], "{}", after.describe());
 
     // THRESHOLD-1 failures do not ban: the right password still works.
-    let near = reg("alice_near_wrong", "127.0.0.21", "WRONG", THRESHOLD as u32 - 1);
-    assert_eq!(near.sequence(), vec!["401>401".to_string(); THRESHOLD - 1], "{}", near.describe());
+    let near = reg(
+        "alice_near_wrong",
+        "127.0.0.21",
+        "WRONG",
+        THRESHOLD as u32 - 1,
+    );
+    assert_eq!(
+        near.sequence(),
+        vec!["401>401".to_string(); THRESHOLD - 1],
+        "{}",
+        near.describe()
+    );
     let near_ok = reg("alice_near_ok", "127.0.0.21", "secret", 1);
     assert_eq!(near_ok.sequence(), ["401>200"], "{}", near_ok.describe());
 
@@ -411,8 +542,16 @@ fn wrong_password_auth_bans_source() {
     assert_eq!(t.get("-2"), Some(&THRESHOLD), "{t:?}");
     assert_eq!(fails21.len(), THRESHOLD - 1);
     assert!(fails21.iter().all(|e| e.get("r") == "1"));
-    let notice = os.log_lines_with(&["rsec:sec_auth_fail", "banned 127.0.0.20 for 900s", "last user 'alice'"]);
-    assert_eq!(notice.len(), 1, "one ban notice naming the source and user: {notice:?}");
+    let notice = os.log_lines_with(&[
+        "rsec:sec_auth_fail",
+        "banned 127.0.0.20 for 900s",
+        "last user 'alice'",
+    ]);
+    assert_eq!(
+        notice.len(),
+        1,
+        "one ban notice naming the source and user: {notice:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -431,16 +570,36 @@ fn eight_workers_thresholds_hold() {
         &dir,
         "eight_workers",
         FLOOD_CFG,
-        &[("PIKE_DENSITY", s(DENSITY)), ("RL_LIMIT", s(RL_LIMIT)), ("WORKERS", s(8))],
+        &[
+            ("PIKE_DENSITY", s(DENSITY)),
+            ("RL_LIMIT", s(RL_LIMIT)),
+            ("WORKERS", s(8)),
+        ],
     );
 
     // Two senders per address so requests from one source are in flight in
     // several workers at once.
     let runs = vec![
-        options(env, &dir, &os, "flood_a").from("127.0.0.50").service("flood").calls(500, 500).spawn(),
-        options(env, &dir, &os, "flood_b").from("127.0.0.50").service("flood").calls(500, 500).spawn(),
-        options(env, &dir, &os, "rl_a").from("127.0.0.51").service("rl").calls(100, 500).spawn(),
-        options(env, &dir, &os, "rl_b").from("127.0.0.52").service("rl").calls(100, 500).spawn(),
+        options(env, &dir, &os, "flood_a")
+            .from("127.0.0.50")
+            .service("flood")
+            .calls(500, 500)
+            .spawn(),
+        options(env, &dir, &os, "flood_b")
+            .from("127.0.0.50")
+            .service("flood")
+            .calls(500, 500)
+            .spawn(),
+        options(env, &dir, &os, "rl_a")
+            .from("127.0.0.51")
+            .service("rl")
+            .calls(100, 500)
+            .spawn(),
+        options(env, &dir, &os, "rl_b")
+            .from("127.0.0.52")
+            .service("rl")
+            .calls(100, 500)
+            .spawn(),
     ];
     let res: Vec<SippResult> = runs.into_iter().map(|r| r.wait()).collect();
     for r in &res {
@@ -466,15 +625,37 @@ fn eight_workers_thresholds_hold() {
         workers(rl.iter().copied())
     );
 
-    assert_eq!(sum(&[0, 1], "200"), DENSITY, "{}\n{}", res[0].describe(), res[1].describe());
+    assert_eq!(
+        sum(&[0, 1], "200"),
+        DENSITY,
+        "{}\n{}",
+        res[0].describe(),
+        res[1].describe()
+    );
     assert_eq!(sum(&[0, 1], "403"), 1000 - DENSITY);
     assert_eq!(count_r(&pike, "1"), DENSITY);
-    assert_eq!(count_r(&pike, "-2"), 1, "exactly one request crosses the threshold");
+    assert_eq!(
+        count_r(&pike, "-2"),
+        1,
+        "exactly one request crosses the threshold"
+    );
     assert_eq!(count_r(&pike, "-1"), 1000 - DENSITY - 1);
-    assert_eq!(sum(&[2, 3], "200"), RL_LIMIT, "{}\n{}", res[2].describe(), res[3].describe());
+    assert_eq!(
+        sum(&[2, 3], "200"),
+        RL_LIMIT,
+        "{}\n{}",
+        res[2].describe(),
+        res[3].describe()
+    );
     assert_eq!(sum(&[2, 3], "429"), 200 - RL_LIMIT);
-    assert_eq!((count_r(&rl, "1"), count_r(&rl, "-1")), (RL_LIMIT, 200 - RL_LIMIT));
-    assert!(workers(evs.iter()) > 1, "traffic should have reached several workers");
+    assert_eq!(
+        (count_r(&rl, "1"), count_r(&rl, "-1")),
+        (RL_LIMIT, 200 - RL_LIMIT)
+    );
+    assert!(
+        workers(evs.iter()) > 1,
+        "traffic should have reached several workers"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -504,7 +685,10 @@ fn ban_unban_take_effect_in_every_worker() {
     let mut step = 0;
     let mut cmd = |service: &str| -> String {
         step += 1;
-        let r = options(env, &dir, &os, &format!("cmd{step}_{service}")).from(CONTROL).service(service).run();
+        let r = options(env, &dir, &os, &format!("cmd{step}_{service}"))
+            .from(CONTROL)
+            .service(service)
+            .run();
         r.assert_complete();
         r.sequence().remove(0)
     };
@@ -512,10 +696,19 @@ fn ban_unban_take_effect_in_every_worker() {
     let mut traffic = |src: &str, n: u32| -> (SippResult, usize) {
         batch += 1;
         let before = os.events().len();
-        let r = options(env, &dir, &os, &format!("batch{batch}_{src}")).from(src).service("probe").calls(n, 200).run();
+        let r = options(env, &dir, &os, &format!("batch{batch}_{src}"))
+            .from(src)
+            .service("probe")
+            .calls(n, 200)
+            .run();
         r.assert_complete();
-        let evs = os.wait_events(before + n as usize, |e| e.get("check") == "pike" || !e.get("cmd").is_empty());
-        let mine: Vec<&Event> = evs[before..].iter().filter(|e| e.get("src") == src).collect();
+        let evs = os.wait_events(before + n as usize, |e| {
+            e.get("check") == "pike" || !e.get("cmd").is_empty()
+        });
+        let mine: Vec<&Event> = evs[before..]
+            .iter()
+            .filter(|e| e.get("src") == src)
+            .collect();
         (r, workers(mine))
     };
 
@@ -526,17 +719,31 @@ fn ban_unban_take_effect_in_every_worker() {
     assert_eq!(cmd("ban"), "200", "sec_ban_ip returns 1");
     assert_eq!(cmd("is-banned"), "200", "sec_is_banned after the ban");
     let (banned, w1) = traffic(VICTIM, 40);
-    eprintln!("after sec_ban_ip({VICTIM}): 40 requests -> {:?}, handled by {w1} of 8 workers", banned.tally());
+    eprintln!(
+        "after sec_ban_ip({VICTIM}): 40 requests -> {:?}, handled by {w1} of 8 workers",
+        banned.tally()
+    );
     assert_eq!(banned.count("403"), 40, "{}", banned.describe());
 
     assert_eq!(cmd("unban"), "200", "sec_unban_ip returns 1");
-    assert_eq!(cmd("unban"), "480", "a second sec_unban_ip finds nothing: -1");
+    assert_eq!(
+        cmd("unban"),
+        "480",
+        "a second sec_unban_ip finds nothing: -1"
+    );
     assert_eq!(cmd("is-banned"), "480", "sec_is_banned after the unban");
     let (unbanned, w2) = traffic(VICTIM, 40);
-    eprintln!("after sec_unban_ip({VICTIM}): 40 requests -> {:?}, handled by {w2} of 8 workers", unbanned.tally());
+    eprintln!(
+        "after sec_unban_ip({VICTIM}): 40 requests -> {:?}, handled by {w2} of 8 workers",
+        unbanned.tally()
+    );
     assert_eq!(unbanned.count("200"), 40, "{}", unbanned.describe());
 
-    assert_eq!(cmd("ban-whitelisted"), "480", "sec_ban_ip on a whitelisted address returns -1");
+    assert_eq!(
+        cmd("ban-whitelisted"),
+        "480",
+        "sec_ban_ip on a whitelisted address returns -1"
+    );
     let (wl, _) = traffic(WHITELISTED, 10);
     assert_eq!(wl.count("200"), 10, "{}", wl.describe());
 
@@ -551,11 +758,21 @@ fn ban_unban_take_effect_in_every_worker() {
     assert_eq!(in_net.count("403"), 20, "{}", in_net.describe());
     assert_eq!(outside.count("200"), 10, "{}", outside.describe());
 
-    let wl_warn = os.log_lines_with(&["rsec:sec_ban_ip", "refusing to ban 127.0.0.32", "whitelisted"]);
+    let wl_warn = os.log_lines_with(&[
+        "rsec:sec_ban_ip",
+        "refusing to ban 127.0.0.32",
+        "whitelisted",
+    ]);
     assert_eq!(wl_warn.len(), 1, "{wl_warn:?}");
     let all: Vec<Event> = os.events();
-    eprintln!("ban/unban: OPTIONS handled by {} distinct workers overall", workers(all.iter()));
-    assert!(workers(all.iter()) > 1, "traffic should have reached several workers");
+    eprintln!(
+        "ban/unban: OPTIONS handled by {} distinct workers overall",
+        workers(all.iter())
+    );
+    assert!(
+        workers(all.iter()) > 1,
+        "traffic should have reached several workers"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -568,7 +785,11 @@ fn bad_modparam_refuses_start() {
     let dir = TestDir::new("bad_modparam");
     let cases: &[(&str, &str, &[&str])] = &[
         ("pike_density", "-5", &["pike_density", "-5"]),
-        ("whitelist", "\"10.0.0.300/8\"", &["whitelist", "10.0.0.300/8"]),
+        (
+            "whitelist",
+            "\"10.0.0.300/8\"",
+            &["whitelist", "10.0.0.300/8"],
+        ),
         ("pike_sampling_time", "0", &["pike_sampling_time"]),
         ("lock_stripes", "5000", &["lock_stripes", "5000"]),
         ("max_bans", "3", &["max_bans"]),
@@ -583,14 +804,22 @@ fn bad_modparam_refuses_start() {
             &[("PARAM", s(param)), ("VALUE", s(value))],
             Duration::from_secs(20),
         );
-        let line = log.lines().find(|l| l.contains(":rsec:") && needles.iter().all(|n| l.contains(n)));
+        let line = log
+            .lines()
+            .find(|l| l.contains(":rsec:") && needles.iter().all(|n| l.contains(n)));
         eprintln!(
             "modparam {param}={value}: exit {status} after {} ms; {}",
             t0.elapsed().as_millis(),
             line.map(str::trim).unwrap_or("<no rsec line naming it>")
         );
-        assert!(!status.success(), "opensips started with {param}={value}\n{log}");
-        assert!(line.is_some(), "no rsec log line names {param} ({needles:?}):\n{log}");
+        assert!(
+            !status.success(),
+            "opensips started with {param}={value}\n{log}"
+        );
+        assert!(
+            line.is_some(),
+            "no rsec log line names {param} ({needles:?}):\n{log}"
+        );
     }
 }
 
@@ -606,37 +835,93 @@ fn bad_script_args_return_minus3() {
     // (call, expected reply, log must contain)
     let cases: &[(&str, &str, &[&str])] = &[
         ("ban-bad-ip", "400", &["ERROR:rsec:sec_ban_ip", "not-an-ip"]),
-        ("ban-bad-reason", "400", &["ERROR:rsec:sec_ban_ip", "because"]),
+        (
+            "ban-bad-reason",
+            "400",
+            &["ERROR:rsec:sec_ban_ip", "because"],
+        ),
         ("ban-bad-seconds", "400", &["ERROR:rsec:sec_ban_ip", "-7"]),
-        ("unban-bad-cidr", "400", &["ERROR:rsec:sec_unban_ip", "10.0.0.300/8"]),
-        ("rl-empty-key", "400", &["ERROR:rsec:sec_rl_check", "bad key ''"]),
-        ("rl-empty-var-key", "400", &["ERROR:rsec:sec_rl_check", "bad key ''"]),
-        ("rl-zero-limit", "400", &["ERROR:rsec:sec_rl_check", "zero-limit-key", "limit"]),
-        ("rl-bad-period", "400", &["ERROR:rsec:sec_rl_check", "bad-period-key", "-1"]),
-        ("pike-bad-ip", "400", &["ERROR:rsec:sec_pike_check", "999.1.1.1"]),
-        ("is-banned-bad-ip", "400", &["ERROR:rsec:sec_is_banned", "1.2.3"]),
-        ("auth-fail-bad-ip", "400", &["ERROR:rsec:sec_auth_fail", "bogus-ip"]),
+        (
+            "unban-bad-cidr",
+            "400",
+            &["ERROR:rsec:sec_unban_ip", "10.0.0.300/8"],
+        ),
+        (
+            "rl-empty-key",
+            "400",
+            &["ERROR:rsec:sec_rl_check", "bad key ''"],
+        ),
+        (
+            "rl-empty-var-key",
+            "400",
+            &["ERROR:rsec:sec_rl_check", "bad key ''"],
+        ),
+        (
+            "rl-zero-limit",
+            "400",
+            &["ERROR:rsec:sec_rl_check", "zero-limit-key", "limit"],
+        ),
+        (
+            "rl-bad-period",
+            "400",
+            &["ERROR:rsec:sec_rl_check", "bad-period-key", "-1"],
+        ),
+        (
+            "pike-bad-ip",
+            "400",
+            &["ERROR:rsec:sec_pike_check", "999.1.1.1"],
+        ),
+        (
+            "is-banned-bad-ip",
+            "400",
+            &["ERROR:rsec:sec_is_banned", "1.2.3"],
+        ),
+        (
+            "auth-fail-bad-ip",
+            "400",
+            &["ERROR:rsec:sec_auth_fail", "bogus-ip"],
+        ),
         // controls: the same functions with good arguments
         ("ban-good", "200", &[]),
         ("rl-good", "200", &[]),
     ];
     let mut failures = Vec::new();
     for (i, (call, expect, needles)) in cases.iter().enumerate() {
-        let r = options(env, &dir, &os, &format!("call{i}_{call}")).from("127.0.0.60").service(call).run();
+        let r = options(env, &dir, &os, &format!("call{i}_{call}"))
+            .from("127.0.0.60")
+            .service(call)
+            .run();
         r.assert_complete();
         let got = r.sequence().remove(0);
         let ev = os.wait_events(1, |e| e.get("call") == *call);
-        let rc = ev.first().map(|e| e.get("r").to_string()).unwrap_or_default();
-        let line = if needles.is_empty() { None } else { os.log_lines_with(needles).into_iter().next() };
-        eprintln!("{call}: reply {got}, rc {rc}; {}", line.as_deref().map(str::trim).unwrap_or(""));
+        let rc = ev
+            .first()
+            .map(|e| e.get("r").to_string())
+            .unwrap_or_default();
+        let line = if needles.is_empty() {
+            None
+        } else {
+            os.log_lines_with(needles).into_iter().next()
+        };
+        eprintln!(
+            "{call}: reply {got}, rc {rc}; {}",
+            line.as_deref().map(str::trim).unwrap_or("")
+        );
         if got != *expect || (*expect == "400" && rc != "-3") {
-            failures.push(format!("{call}: expected reply {expect} (rc -3 for 400), got {got} / rc {rc}"));
+            failures.push(format!(
+                "{call}: expected reply {expect} (rc -3 for 400), got {got} / rc {rc}"
+            ));
         }
         if !needles.is_empty() && line.is_none() {
             failures.push(format!("{call}: no log line containing {needles:?}"));
         }
     }
-    assert!(failures.is_empty(), "{}\n--- log tail ---\n{}", failures.join("\n"), os.tail(40));
+    assert!(
+        failures.is_empty(),
+        "{}\n--- log tail ---\n{}",
+        failures.join("\n"),
+        os.tail(40)
+    );
 }
 
 /// IPv6 end to end: OpenSIPS also listens on [::1]; a flood from ::1 is
@@ -645,7 +930,10 @@ fn bad_script_args_return_minus3() {
 fn ipv6_flood_banned_ipv4_unaffected() {
     let env = require!("ipv6_flood_banned_ipv4_unaffected", sipp);
     if std::net::UdpSocket::bind("[::1]:0").is_err() {
-        eprintln!("SKIP: ipv6_flood_banned_ipv4_unaffected: no IPv6 loopback (::1) on this machine");
+        skip(
+            "ipv6_flood_banned_ipv4_unaffected",
+            "no IPv6 loopback (::1) on this machine",
+        );
         return;
     }
     let _g = heavy();
@@ -653,24 +941,69 @@ fn ipv6_flood_banned_ipv4_unaffected() {
     const FLOOD: u32 = 200;
     const LEGIT: u32 = 10;
     let dir = TestDir::new("ipv6");
-    let cfg = FLOOD_CFG.replace("socket=@SOCKET@", "socket=@SOCKET@\nsocket=udp:[::1]:@PORT@");
-    let os = OpenSips::start(env, &dir, "ipv6", &cfg, &[("PIKE_DENSITY", s(DENSITY)), ("RL_LIMIT", s(1)), ("WORKERS", s(2))]);
+    let cfg = FLOOD_CFG.replace(
+        "socket=@SOCKET@",
+        "socket=@SOCKET@\nsocket=udp:[::1]:@PORT@",
+    );
+    let os = OpenSips::start(
+        env,
+        &dir,
+        "ipv6",
+        &cfg,
+        &[
+            ("PIKE_DENSITY", s(DENSITY)),
+            ("RL_LIMIT", s(1)),
+            ("WORKERS", s(2)),
+        ],
+    );
 
-    let flood = options(env, &dir, &os, "flood6").from("::1").service("flood").calls(FLOOD, 200).spawn();
-    let legit = options(env, &dir, &os, "legit4").from("127.0.0.12").service("legit").calls(LEGIT, 5).spawn();
+    let flood = options(env, &dir, &os, "flood6")
+        .from("::1")
+        .service("flood")
+        .calls(FLOOD, 200)
+        .spawn();
+    let legit = options(env, &dir, &os, "legit4")
+        .from("127.0.0.12")
+        .service("legit")
+        .calls(LEGIT, 5)
+        .spawn();
     let flood = flood.wait();
     let legit = legit.wait();
     flood.assert_complete();
     legit.assert_complete();
-    eprintln!("flood from ::1: {:?}; legit from 127.0.0.12: {:?}", flood.tally(), legit.tally());
+    eprintln!(
+        "flood from ::1: {:?}; legit from 127.0.0.12: {:?}",
+        flood.tally(),
+        legit.tally()
+    );
 
-    assert_eq!(flood.count("200"), DENSITY, "::1 passes exactly density requests\n{}", flood.describe());
+    assert_eq!(
+        flood.count("200"),
+        DENSITY,
+        "::1 passes exactly density requests\n{}",
+        flood.describe()
+    );
     assert_eq!(flood.count("403"), FLOOD as usize - DENSITY);
-    assert_eq!(legit.count("200"), LEGIT as usize, "the IPv4 source is unaffected\n{}", legit.describe());
-    let evs = os.wait_events(FLOOD as usize + LEGIT as usize, |e| e.get("check") == "pike");
+    assert_eq!(
+        legit.count("200"),
+        LEGIT as usize,
+        "the IPv4 source is unaffected\n{}",
+        legit.describe()
+    );
+    let evs = os.wait_events(FLOOD as usize + LEGIT as usize, |e| {
+        e.get("check") == "pike"
+    });
     // OpenSIPS prints $si for IPv6 uncompressed.
     let f = from(&evs, "pike", "0:0:0:0:0:0:0:1");
     assert_eq!(f.len(), FLOOD as usize, "server saw every request from ::1");
-    assert_eq!(count_r(&f, "-2"), 1, "exactly one request from ::1 crosses the threshold");
-    assert_eq!(os.log_lines_with(&["rsec:sec_pike_check", "banned ::1 for 300s"]).len(), 1);
+    assert_eq!(
+        count_r(&f, "-2"),
+        1,
+        "exactly one request from ::1 crosses the threshold"
+    );
+    assert_eq!(
+        os.log_lines_with(&["rsec:sec_pike_check", "banned ::1 for 300s"])
+            .len(),
+        1
+    );
 }

@@ -31,12 +31,18 @@ fn parses_ipv4() {
 fn parses_ipv6() {
     let k = ip("2001:db8::1");
     assert!(!k.is_v4());
-    assert_eq!(k.to_ip(), IpAddr::V6("2001:db8::1".parse::<Ipv6Addr>().unwrap()));
+    assert_eq!(
+        k.to_ip(),
+        IpAddr::V6("2001:db8::1".parse::<Ipv6Addr>().unwrap())
+    );
     assert_eq!(k.to_string(), "2001:db8::1");
     assert_eq!(ip("::").to_string(), "::");
     assert_eq!(ip("::1").to_string(), "::1");
     // Canonical (lower-case, compressed) output.
-    assert_eq!(ip("2001:0DB8:0000:0000:0000:0000:0000:00FF").to_string(), "2001:db8::ff");
+    assert_eq!(
+        ip("2001:0DB8:0000:0000:0000:0000:0000:00FF").to_string(),
+        "2001:db8::ff"
+    );
     assert_eq!(ip("fe80::1:2:3:4").to_string(), "fe80::1:2:3:4");
 }
 
@@ -167,7 +173,12 @@ fn cidr_v4_every_prefix_length() {
         // Membership: the first and last address of the block, and the
         // addresses just outside it.
         let first = v4_net(base, len);
-        let last = first | if len == 0 { u32::MAX } else { !(u32::MAX << (32 - len)) };
+        let last = first
+            | if len == 0 {
+                u32::MAX
+            } else {
+                !(u32::MAX << (32 - len))
+            };
         let k = |a: u32| IpKey::from_ip(IpAddr::V4(Ipv4Addr::from(a)));
         assert!(c.contains(&k(first)), "{text} contains first");
         assert!(c.contains(&k(last)), "{text} contains last");
@@ -185,7 +196,11 @@ fn cidr_v4_every_prefix_length() {
 
 #[test]
 fn cidr_v6_every_prefix_length() {
-    let base: u128 = u128::from("2001:db8:1234:5678:9abc:def0:1357:9bdf".parse::<Ipv6Addr>().unwrap());
+    let base: u128 = u128::from(
+        "2001:db8:1234:5678:9abc:def0:1357:9bdf"
+            .parse::<Ipv6Addr>()
+            .unwrap(),
+    );
     for len in 0..=128u32 {
         let net = Ipv6Addr::from(v6_net(base, len));
         let text = format!("{net}/{len}");
@@ -202,7 +217,12 @@ fn cidr_v6_every_prefix_length() {
         assert_eq!(cidr(&shown), c, "round trip of {shown}");
 
         let first = v6_net(base, len);
-        let last = first | if len == 0 { u128::MAX } else { !(u128::MAX << (128 - len)) };
+        let last = first
+            | if len == 0 {
+                u128::MAX
+            } else {
+                !(u128::MAX << (128 - len))
+            };
         let k = |a: u128| IpKey::from_ip(IpAddr::V6(Ipv6Addr::from(a)));
         assert!(c.contains(&k(first)), "{text}");
         assert!(c.contains(&k(last)), "{text}");
@@ -290,7 +310,15 @@ fn rejects_bad_prefix_lengths() {
 
 #[test]
 fn rejects_bad_prefix_address() {
-    for bad in ["", "/8", "10.0.0/8", "bogus/8", "10.0.0.256/24", "2001:db8::g/32", "[::1/128"] {
+    for bad in [
+        "",
+        "/8",
+        "10.0.0/8",
+        "bogus/8",
+        "10.0.0.256/24",
+        "2001:db8::g/32",
+        "[::1/128",
+    ] {
         match Cidr::parse(bad) {
             Err(ParseError::BadAddress(s)) => assert_eq!(s, bad),
             other => panic!("{bad:?} should be BadAddress, got {other:?}"),
@@ -371,7 +399,10 @@ fn cidr_new_clears_host_bits_and_clamps() {
     assert_eq!(c, cidr("10.0.0.0/8"));
     assert_eq!(c.to_string(), "10.0.0.0/8");
     assert_eq!(Cidr::new(ip("2001:db8::1"), 32), cidr("2001:db8::/32"));
-    assert_eq!(Cidr::new(ip("2001:db8::1"), 200), Cidr::host(ip("2001:db8::1")));
+    assert_eq!(
+        Cidr::new(ip("2001:db8::1"), 200),
+        Cidr::host(ip("2001:db8::1"))
+    );
     assert_eq!(Cidr::new(ip("2001:db8::1"), 0), cidr("::/0"));
 }
 
@@ -382,7 +413,12 @@ fn cidr_list_with_spaces_and_empty_items() {
     let v = parse_cidr_list(" 10.0.0.0/8 ,192.168.1.1,, , 2001:db8::/32 ,[::1],").unwrap();
     assert_eq!(
         v,
-        vec![cidr("10.0.0.0/8"), cidr("192.168.1.1"), cidr("2001:db8::/32"), Cidr::host(ip("::1"))]
+        vec![
+            cidr("10.0.0.0/8"),
+            cidr("192.168.1.1"),
+            cidr("2001:db8::/32"),
+            Cidr::host(ip("::1"))
+        ]
     );
     assert_eq!(parse_cidr_list("").unwrap(), Vec::<Cidr>::new());
     assert_eq!(parse_cidr_list(" , ,, ").unwrap(), Vec::<Cidr>::new());

@@ -10,6 +10,8 @@ use std::process::Command;
 
 use rsec::ffi::sys::*;
 
+use crate::support::skip;
+
 fn target_dir_so() -> PathBuf {
     if let Some(p) = std::env::var_os("RSEC_SO") {
         return PathBuf::from(p);
@@ -23,7 +25,7 @@ fn target_dir_so() -> PathBuf {
 }
 
 fn build_fake_core(dir: &Path) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/fake_core.c");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/support/fake_core.c");
     let out = dir.join("libfake_opensips_core.so");
     let st = Command::new("cc")
         .args(["-shared", "-fPIC", "-O1", "-o"])
@@ -271,7 +273,7 @@ fn imported_symbols_resolve_against_real_opensips() {
         .or_else(|| which("opensips"))
         .or_else(|| Some(PathBuf::from("/opt/opensips/sbin/opensips")).filter(|p| p.is_file()))
     else {
-        eprintln!("SKIP: no OpenSIPS found (set OPENSIPS_BIN); imported-symbol check not run");
+        skip("imported_symbols_resolve_against_real_opensips", "no OpenSIPS found (set OPENSIPS_BIN); imported-symbol check not run");
         return;
     };
     // Versioned imports (foo@GLIBC_2.x, bar@GCC_3.0) come from the C

@@ -1,7 +1,7 @@
 //! Harness for running the module inside a real OpenSIPS.
 //!
 //! * [`env`] finds the OpenSIPS binary, its module directory, sipp and the
-//!   rsec module (building it when needed), or prints one `SKIP:` line.
+//!   rsec module (building it when needed), or [`skip`]s.
 //! * [`TestDir`] is a per-test scratch directory (kept when the test fails).
 //! * [`OpenSips`] renders a config template from `tests/cfg/`, starts
 //!   `opensips -F` in its own process group on a free UDP port, waits until it
@@ -9,8 +9,6 @@
 //!   OpenSIPS is ever left behind, even when the test panics.
 //! * [`Event`] parses the `RSEC-TEST key=value ...` lines the test configs
 //!   write with xlog: an exact, server-side record of every decision.
-
-#![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -21,6 +19,9 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+use super::sip::{OptionsClient, Pace};
+use super::skip;
 
 pub const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -43,19 +44,19 @@ impl Env {
 
 static ENV: OnceLock<Result<Env, String>> = OnceLock::new();
 
-/// The test environment, or `None` after printing one `SKIP:` line when
-/// OpenSIPS (or sipp, if `need_sipp`) is not installed. A missing or
-/// unbuildable rsec module is a failure, not a skip.
+/// The test environment, or [`skip`] when OpenSIPS (or sipp, if
+/// `need_sipp`) is not installed. A missing or unbuildable rsec module is a
+/// failure, not a skip.
 pub fn env(test: &str, need_sipp: bool) -> Option<&'static Env> {
     let e = match ENV.get_or_init(discover) {
         Ok(e) => e,
         Err(why) => {
-            eprintln!("SKIP: {test}: {why}");
+            skip(test, why);
             return None;
         }
     };
     if need_sipp && e.sipp.is_none() {
-        eprintln!("SKIP: {test}: no sipp found (install sip-tester or set SIPP_BIN)");
+        skip(test, "no sipp found (install sip-tester or set SIPP_BIN)");
         return None;
     }
     Some(e)
@@ -63,20 +64,33 @@ pub fn env(test: &str, need_sipp: bool) -> Option<&'static Env> {
 
 fn discover() -> Result<Env, String> {
     let opensips = find_opensips().ok_or_else(|| match std::env::var_os("OPENSIPS_BIN") {
-        Some(p) => format!("no OpenSIPS found: OPENSIPS_BIN={} does not exist", PathBuf::from(p).display()),
+        Some(p) => format!(
+            "no OpenSIPS found: OPENSIPS_BIN={} does not exist",
+            PathBuf::from(p).display()
+        ),
         None => "no OpenSIPS found (set OPENSIPS_BIN)".to_string(),
     })?;
     let mpath = find_mpath(&opensips).ok_or_else(|| {
-        format!("no module directory found for {} (set OPENSIPS_MPATH)", opensips.display())
+        format!(
+            "no module directory found for {} (set OPENSIPS_MPATH)",
+            opensips.display()
+        )
     })?;
     let sipp = find_sipp();
     let so = rsec_so();
-    Ok(Env { opensips, mpath, sipp, so })
+    Ok(Env {
+        opensips,
+        mpath,
+        sipp,
+        so,
+    })
 }
 
 fn in_path(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p).map(|d| d.join(name)).find(|f| f.is_file())
+        std::env::split_paths(&p)
+            .map(|d| d.join(name))
+            .find(|f| f.is_file())
     })
 }
 
@@ -102,10 +116,14 @@ fn find_mpath(bin: &Path) -> Option<PathBuf> {
     }
     let bin = fs::canonicalize(bin).unwrap_or_else(|_| bin.to_path_buf());
     let prefix = bin.parent()?.parent()?;
-    ["lib64/opensips/modules", "lib/opensips/modules", "lib/x86_64-linux-gnu/opensips/modules"]
-        .iter()
-        .map(|d| prefix.join(d))
-        .find(|d| d.join("sl.so").is_file())
+    [
+        "lib64/opensips/modules",
+        "lib/opensips/modules",
+        "lib/x86_64-linux-gnu/opensips/modules",
+    ]
+    .iter()
+    .map(|d| prefix.join(d))
+    .find(|d| d.join("sl.so").is_file())
 }
 
 fn find_sipp() -> Option<PathBuf> {
@@ -122,7 +140,10 @@ pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
 
 /// `defaults` with each of `overrides` replacing the value of the same
 /// name, or appended when it is new.
-pub fn override_vars<'a>(mut defaults: Vec<(&'a str, String)>, overrides: &[(&'a str, String)]) -> Vec<(&'a str, String)> {
+pub fn override_vars<'a>(
+    mut defaults: Vec<(&'a str, String)>,
+    overrides: &[(&'a str, String)],
+) -> Vec<(&'a str, String)> {
     for (k, v) in overrides {
         match defaults.iter_mut().find(|(n, _)| n == k) {
             Some(slot) => slot.1 = v.clone(),
@@ -160,17 +181,30 @@ fn rsec_so() -> PathBuf {
         None
     };
     if let Some(why) = why {
-        eprintln!("{} {why}: running cargo build --release --lib", so.display());
+        eprintln!(
+            "{} {why}: running cargo build --release --lib",
+            so.display()
+        );
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = Command::new(cargo)
             .args(["build", "--release", "--lib"])
             .current_dir(MANIFEST_DIR)
             .status()
             .expect("cannot run cargo to build the rsec module");
-        assert!(status.success(), "cargo build --release --lib failed ({status}); set RSEC_SO to a built librsec.so");
-        assert!(so.is_file(), "cargo build --release --lib did not produce {}", so.display());
+        assert!(
+            status.success(),
+            "cargo build --release --lib failed ({status}); set RSEC_SO to a built librsec.so"
+        );
+        assert!(
+            so.is_file(),
+            "cargo build --release --lib did not produce {}",
+            so.display()
+        );
         if is_stale(&so) {
-            eprintln!("WARNING: {} is still older than the sources after the build", so.display());
+            eprintln!(
+                "WARNING: {} is still older than the sources after the build",
+                so.display()
+            );
         }
     }
     so
@@ -183,7 +217,10 @@ fn is_stale(so: &Path) -> bool {
         if !md.is_dir() {
             return md.modified().ok();
         }
-        fs::read_dir(p).ok()?.filter_map(|e| newest(&e.ok()?.path())).max()
+        fs::read_dir(p)
+            .ok()?
+            .filter_map(|e| newest(&e.ok()?.path()))
+            .max()
     }
     let root = Path::new(MANIFEST_DIR);
     let src = ["src", "include", "build.rs", "Cargo.toml", "Cargo.lock"]
@@ -215,7 +252,8 @@ impl TestDir {
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         ));
-        fs::create_dir_all(&path).unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
+        fs::create_dir_all(&path)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
         TestDir { path }
     }
 
@@ -236,7 +274,12 @@ impl TestDir {
                 }
                 std::thread::sleep(Duration::from_millis(500));
             }
-            panic!("cannot copy {} to {}: {:?}", env.so.display(), dst.display(), last);
+            panic!(
+                "cannot copy {} to {}: {:?}",
+                env.so.display(),
+                dst.display(),
+                last
+            );
         }
         dst
     }
@@ -285,7 +328,9 @@ fn wait_tcp(port: u16, limit: Duration) -> Result<(), String> {
     loop {
         match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
             Ok(_) => return Ok(()),
-            Err(e) if t0.elapsed() >= limit => return Err(format!("nothing accepts connections on tcp:{addr} ({e})")),
+            Err(e) if t0.elapsed() >= limit => {
+                return Err(format!("nothing accepts connections on tcp:{addr} ({e})"))
+            }
             Err(_) => std::thread::sleep(Duration::from_millis(50)),
         }
     }
@@ -303,13 +348,17 @@ pub fn render(template: &str, vars: &[(&str, String)]) -> String {
         .step_by(2)
         .filter(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
         .collect();
-    assert!(left.is_empty(), "config template has unfilled placeholders: {left:?}");
+    assert!(
+        left.is_empty(),
+        "config template has unfilled placeholders: {left:?}"
+    );
     out
 }
 
 /// Last `n` lines of a file, for failure reports.
 pub fn tail(path: &Path, n: usize) -> String {
-    let text = fs::read_to_string(path).unwrap_or_else(|e| format!("<cannot read {}: {e}>", path.display()));
+    let text = fs::read_to_string(path)
+        .unwrap_or_else(|e| format!("<cannot read {}: {e}>", path.display()));
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
@@ -320,13 +369,23 @@ pub fn tail(path: &Path, n: usize) -> String {
 pub fn write_dbtext_subscribers(dir: &Path, users: &[(&str, &str, &str)]) {
     fs::create_dir_all(dir).unwrap();
     // auth_db 3.6 checks for subscriber table version 8.
-    fs::write(dir.join("version"), "table_name(string) table_version(int) \nsubscriber:8\n").unwrap();
+    fs::write(
+        dir.join("version"),
+        "table_name(string) table_version(int) \nsubscriber:8\n",
+    )
+    .unwrap();
     let mut sub = String::from(
         "id(int,auto) username(string) domain(string) password(string) \
          ha1(string,null) ha1_sha256(string,null) ha1_sha512t256(string,null) \n",
     );
     for (i, (user, domain, password)) in users.iter().enumerate() {
-        sub.push_str(&format!("{}:{}:{}:{}:::\n", i + 1, user, dbtext_escape(domain), dbtext_escape(password)));
+        sub.push_str(&format!(
+            "{}:{}:{}:{}:::\n",
+            i + 1,
+            user,
+            dbtext_escape(domain),
+            dbtext_escape(password)
+        ));
     }
     fs::write(dir.join("subscriber"), sub).unwrap();
 }
@@ -341,7 +400,6 @@ pub struct OpenSips {
     pub port: u16,
     /// The httpd port, for configs started with [`OpenSips::start_with_http`].
     pub http_port: Option<u16>,
-    pub cfg_path: PathBuf,
     pub log_path: PathBuf,
     name: String,
 }
@@ -362,7 +420,13 @@ impl OpenSips {
     /// SOCKET, MPATH, RSEC_SO and (unless given) WORKERS=2, starts OpenSIPS
     /// and waits until it answers a probe. The probe is an OPTIONS to
     /// `sip:rsec-ping@...`, which every test config answers first thing.
-    pub fn start(env: &Env, dir: &TestDir, name: &str, template: &str, vars: &[(&str, String)]) -> OpenSips {
+    pub fn start(
+        env: &Env,
+        dir: &TestDir,
+        name: &str,
+        template: &str,
+        vars: &[(&str, String)],
+    ) -> OpenSips {
         Self::start_probing(env, dir, name, template, vars, Some("rsec-ping"))
     }
 
@@ -377,21 +441,56 @@ impl OpenSips {
         vars: &[(&str, String)],
         probe_user: Option<&str>,
     ) -> OpenSips {
-        Self::start_inner(env, dir, name, template, vars, Launch { probe_user, with_http: false, args: &[] })
+        Self::start_inner(
+            env,
+            dir,
+            name,
+            template,
+            vars,
+            Launch {
+                probe_user,
+                with_http: false,
+                args: &[],
+            },
+        )
     }
 
     /// As [`start`](Self::start) for configs that load httpd: also fills
     /// HTTP_PORT with a free TCP port (a fresh one on each attempt) and
     /// waits until the HTTP server accepts connections; the port is in
     /// [`http_port`](Self::http_port).
-    pub fn start_with_http(env: &Env, dir: &TestDir, name: &str, template: &str, vars: &[(&str, String)]) -> OpenSips {
+    pub fn start_with_http(
+        env: &Env,
+        dir: &TestDir,
+        name: &str,
+        template: &str,
+        vars: &[(&str, String)],
+    ) -> OpenSips {
         Self::start_with_http_args(env, dir, name, template, vars, &[])
     }
 
     /// As [`start_with_http`](Self::start_with_http), with more command-line
     /// arguments for OpenSIPS (e.g. `-m 4` for a small shared memory).
-    pub fn start_with_http_args(env: &Env, dir: &TestDir, name: &str, template: &str, vars: &[(&str, String)], args: &[&str]) -> OpenSips {
-        Self::start_inner(env, dir, name, template, vars, Launch { probe_user: Some("rsec-ping"), with_http: true, args })
+    pub fn start_with_http_args(
+        env: &Env,
+        dir: &TestDir,
+        name: &str,
+        template: &str,
+        vars: &[(&str, String)],
+        args: &[&str],
+    ) -> OpenSips {
+        Self::start_inner(
+            env,
+            dir,
+            name,
+            template,
+            vars,
+            Launch {
+                probe_user: Some("rsec-ping"),
+                with_http: true,
+                args,
+            },
+        )
     }
 
     fn start_inner(
@@ -402,7 +501,11 @@ impl OpenSips {
         vars: &[(&str, String)],
         launch: Launch,
     ) -> OpenSips {
-        let Launch { probe_user, with_http, args } = launch;
+        let Launch {
+            probe_user,
+            with_http,
+            args,
+        } = launch;
         let so = dir.module_copy(env);
         let mut last_log = String::new();
         for attempt in 1..=3 {
@@ -426,15 +529,26 @@ impl OpenSips {
             let log_path = dir.join(&format!("{name}.log"));
             fs::write(&cfg_path, cfg).unwrap();
             let child = spawn_opensips(env, &cfg_path, &log_path, &dir.path, args);
-            let mut os = OpenSips { child: Some(child), port, http_port, cfg_path, log_path, name: name.to_string() };
+            let mut os = OpenSips {
+                child: Some(child),
+                port,
+                http_port,
+                log_path,
+                name: name.to_string(),
+            };
             let ready = os.wait_ready(probe_user).and_then(|w| match http_port {
                 Some(h) => wait_tcp(h, READY_TIMEOUT.saturating_sub(w)).map(|_| w),
                 None => Ok(w),
             });
             match ready {
                 Ok(waited) => {
-                    let http = http_port.map(|h| format!(", http on tcp:127.0.0.1:{h}")).unwrap_or_default();
-                    eprintln!("[{name}] OpenSIPS ready on udp:127.0.0.1:{port}{http} after {} ms", waited.as_millis());
+                    let http = http_port
+                        .map(|h| format!(", http on tcp:127.0.0.1:{h}"))
+                        .unwrap_or_default();
+                    eprintln!(
+                        "[{name}] OpenSIPS ready on udp:127.0.0.1:{port}{http} after {} ms",
+                        waited.as_millis()
+                    );
                     return os;
                 }
                 Err(why) => {
@@ -452,42 +566,33 @@ impl OpenSips {
         panic!("[{name}] OpenSIPS did not start: {last_log}");
     }
 
-    /// Polls with an OPTIONS probe until a 200 comes back.
+    /// Polls with an OPTIONS probe (one every 200 ms at most) until a 200
+    /// comes back.
     fn wait_ready(&mut self, probe_user: Option<&str>) -> Result<Duration, String> {
-        let user = probe_user.map(|u| format!("{u}@")).unwrap_or_default();
         let t0 = Instant::now();
-        let sock = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-        sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-        let lport = sock.local_addr().unwrap().port();
-        let mut n = 0u32;
-        let mut buf = [0u8; 4096];
+        let probe = OptionsClient::new("127.0.0.1", self.port, probe_user);
+        let mut pace = Pace::new(Duration::from_millis(200));
         while t0.elapsed() < READY_TIMEOUT {
-            if let Some(st) = self.child.as_mut().unwrap().try_wait().map_err(|e| e.to_string())? {
+            if let Some(st) = self
+                .child
+                .as_mut()
+                .unwrap()
+                .try_wait()
+                .map_err(|e| e.to_string())?
+            {
                 return Err(format!("opensips exited during startup: {st}"));
             }
-            n += 1;
-            let probe = format!(
-                "OPTIONS sip:{user}127.0.0.1:{p} SIP/2.0\r\n\
-                 Via: SIP/2.0/UDP 127.0.0.1:{lport};branch=z9hG4bK-rsec-probe-{n}\r\n\
-                 Max-Forwards: 70\r\n\
-                 From: <sip:probe@127.0.0.1:{lport}>;tag=probe{n}\r\n\
-                 To: <sip:{user}127.0.0.1:{p}>\r\n\
-                 Call-ID: rsec-probe-{n}-{lport}@127.0.0.1\r\n\
-                 CSeq: 1 OPTIONS\r\n\
-                 Content-Length: 0\r\n\r\n",
-                p = self.port
-            );
-            let _ = sock.send_to(probe.as_bytes(), ("127.0.0.1", self.port));
-            let deadline = Instant::now() + Duration::from_millis(200);
-            while Instant::now() < deadline {
-                match sock.recv(&mut buf) {
-                    Ok(len) if buf[..len].starts_with(b"SIP/2.0 200") => return Ok(t0.elapsed()),
-                    Ok(_) => continue,
-                    Err(_) => break,
-                }
+            pace.wait();
+            if probe
+                .ask(Duration::from_millis(200))
+                .is_some_and(|a| a.code == 200)
+            {
+                return Ok(t0.elapsed());
             }
         }
-        Err(format!("no answer to the readiness probe within {READY_TIMEOUT:?}"))
+        Err(format!(
+            "no answer to the readiness probe within {READY_TIMEOUT:?}"
+        ))
     }
 
     pub fn log(&self) -> String {
@@ -514,7 +619,11 @@ impl OpenSips {
 
     /// Lines of the log containing every one of `needles`.
     pub fn log_lines_with(&self, needles: &[&str]) -> Vec<String> {
-        self.log().lines().filter(|l| needles.iter().all(|n| l.contains(n))).map(str::to_string).collect()
+        self.log()
+            .lines()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .map(str::to_string)
+            .collect()
     }
 
     pub fn tail(&self, n: usize) -> String {
@@ -523,7 +632,9 @@ impl OpenSips {
 
     /// Stops the process group: SIGTERM, up to 5 s grace, then SIGKILL.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
         let pgid = child.id() as libc::pid_t;
         if matches!(child.try_wait(), Ok(None)) {
             // SAFETY: plain kill(2) on the process group we created.
@@ -595,7 +706,11 @@ pub fn example_as_template(text: &str, dbdir: &Path, fifo: &Path) -> String {
             "syslog_enabled=no".to_string()
         } else if t.starts_with("loadmodule") && t.contains("rsec") && t.contains(".so") {
             "loadmodule \"@RSEC_SO@\"".to_string()
-        } else if t.starts_with("loadmodule") && ["db_mysql", "db_postgres", "db_sqlite", "db_unixodbc"].iter().any(|m| t.contains(m)) {
+        } else if t.starts_with("loadmodule")
+            && ["db_mysql", "db_postgres", "db_sqlite", "db_unixodbc"]
+                .iter()
+                .any(|m| t.contains(m))
+        {
             if db_loaded {
                 continue;
             }
@@ -632,14 +747,25 @@ pub fn example_int_param(text: &str, name: &str, default: usize) -> usize {
     text.lines()
         .map(str::trim)
         .filter(|l| l.starts_with("modparam(\"rsec\"") && l.contains(&needle))
-        .filter_map(|l| l.rsplit(',').next()?.trim_end_matches([')', ';', ' ']).trim().parse().ok())
+        .filter_map(|l| {
+            l.rsplit(',')
+                .next()?
+                .trim_end_matches([')', ';', ' '])
+                .trim()
+                .parse()
+                .ok()
+        })
         .next_back()
         .unwrap_or(default)
 }
 
 /// Calls `f` every `every` until it returns Some, at most `limit`; the value
 /// and how long it took.
-pub fn poll<T>(limit: Duration, every: Duration, mut f: impl FnMut() -> Option<T>) -> Option<(T, Duration)> {
+pub fn poll<T>(
+    limit: Duration,
+    every: Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> Option<(T, Duration)> {
     let t0 = Instant::now();
     loop {
         if let Some(v) = f() {
@@ -652,48 +778,17 @@ pub fn poll<T>(limit: Duration, every: Duration, mut f: impl FnMut() -> Option<T
     }
 }
 
-/// An OPTIONS to `sip:user@127.0.0.1:port` as sent from `src:lport`, with
-/// Call-ID `rsec-opt-<id>@<src>` (and branch and tag made from `id`).
-pub fn options_request(user: &str, port: u16, src: &str, lport: u16, id: &str) -> String {
-    format!(
-        "OPTIONS sip:{user}@127.0.0.1:{port} SIP/2.0\r\n\
-         Via: SIP/2.0/UDP {src}:{lport};branch=z9hG4bK-rsec-opt-{id}\r\n\
-         Max-Forwards: 70\r\n\
-         From: <sip:rsec-test@{src}:{lport}>;tag=o{id}\r\n\
-         To: <sip:{user}@127.0.0.1:{port}>\r\n\
-         Call-ID: rsec-opt-{id}@{src}\r\n\
-         CSeq: 1 OPTIONS\r\n\
-         Content-Length: 0\r\n\r\n"
-    )
-}
-
-/// Sends one OPTIONS to `sip:user@127.0.0.1:port` from `src` and returns
-/// the status code of its answer (matched by Call-ID), or None after `wait`.
-pub fn options(src: &str, port: u16, user: &str, wait: Duration) -> Option<u16> {
-    static N: AtomicU32 = AtomicU32::new(0);
-    assert!(src.starts_with("127."), "loopback only");
-    let sock = UdpSocket::bind((src, 0)).unwrap_or_else(|e| panic!("bind {src}: {e}"));
-    let lport = sock.local_addr().unwrap().port();
-    let id = format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
-    let call_id = format!("rsec-opt-{id}@{src}");
-    sock.send_to(options_request(user, port, src, lport, &id).as_bytes(), ("127.0.0.1", port)).unwrap();
-    let deadline = Instant::now() + wait;
-    let mut buf = [0u8; 4096];
-    while Instant::now() < deadline {
-        sock.set_read_timeout(Some(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)))).unwrap();
-        let Ok(len) = sock.recv(&mut buf) else { break };
-        let text = String::from_utf8_lossy(&buf[..len]);
-        if text.contains(&call_id) {
-            return text.strip_prefix("SIP/2.0 ").and_then(|r| r.get(..3)).and_then(|c| c.parse().ok());
-        }
-    }
-    None
-}
-
 /// Runs `opensips -F -f cfg` expecting it to refuse to start; returns its
 /// exit status and output. Panics if it is still running after `limit` (the
 /// process group is killed first) or if it started answering requests.
-pub fn run_expecting_exit(env: &Env, dir: &TestDir, name: &str, template: &str, vars: &[(&str, String)], limit: Duration) -> (ExitStatus, String) {
+pub fn run_expecting_exit(
+    env: &Env,
+    dir: &TestDir,
+    name: &str,
+    template: &str,
+    vars: &[(&str, String)],
+    limit: Duration,
+) -> (ExitStatus, String) {
     let so = dir.module_copy(env);
     let port = free_udp_port();
     let mut all: Vec<(&str, String)> = vec![
@@ -706,10 +801,21 @@ pub fn run_expecting_exit(env: &Env, dir: &TestDir, name: &str, template: &str, 
     let log_path = dir.join(&format!("{name}.log"));
     fs::write(&cfg_path, render(template, &all)).unwrap();
     let child = spawn_opensips(env, &cfg_path, &log_path, &dir.path, &[]);
-    let mut os = OpenSips { child: Some(child), port, http_port: None, cfg_path, log_path: log_path.clone(), name: name.to_string() };
+    let mut os = OpenSips {
+        child: Some(child),
+        port,
+        http_port: None,
+        log_path: log_path.clone(),
+        name: name.to_string(),
+    };
     let t0 = Instant::now();
     loop {
-        let st = os.child.as_mut().unwrap().try_wait().expect("wait on opensips");
+        let st = os
+            .child
+            .as_mut()
+            .unwrap()
+            .try_wait()
+            .expect("wait on opensips");
         if let Some(st) = st {
             // Reap any children the main process left (none expected).
             os.stop();
@@ -778,5 +884,9 @@ pub fn tally<'a>(events: impl IntoIterator<Item = &'a Event>, k: &str) -> BTreeM
 
 /// Distinct worker processes among `events`.
 pub fn workers<'a>(events: impl IntoIterator<Item = &'a Event>) -> usize {
-    events.into_iter().map(|e| e.pid).collect::<BTreeSet<_>>().len()
+    events
+        .into_iter()
+        .map(|e| e.pid)
+        .collect::<BTreeSet<_>>()
+        .len()
 }

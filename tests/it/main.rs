@@ -1,0 +1,26 @@
+//! rsec's integration tests, one test binary: `cargo test --release --test it`.
+//!
+//! One module per suite (test names carry it: `engine_ip::...`,
+//! `opensips_persistence::...`), all sharing [`support`]. The engine,
+//! multi-process and dlopen suites run on any machine; the `opensips_*`
+//! ones (and the MariaDB-backed ones) need OpenSIPS, sipp, MariaDB or
+//! opensips-cli and skip without them, or fail with
+//! `RSEC_REQUIRE_OPENSIPS=1` ([`support::skip`]).
+
+mod support;
+
+mod build_guard;
+mod db_store;
+mod dlopen;
+mod engine_capacity;
+mod engine_ip;
+mod engine_operability;
+mod engine_policy;
+mod engine_window;
+mod multiprocess;
+mod opensips_cli;
+mod opensips_examples;
+mod opensips_hostile;
+mod opensips_integration;
+mod opensips_operability;
+mod opensips_persistence;
