@@ -16,16 +16,25 @@ include!("src/ffi/abi.rs");
 
 /// (major, minor) from `opensips 3.6.3 (x86_64/linux)` or a bare `3.6.3`.
 fn release(version: &str) -> Option<(u32, u32)> {
-    let v = version.split_whitespace().find(|w| w.starts_with(|c: char| c.is_ascii_digit()))?;
+    let v = version
+        .split_whitespace()
+        .find(|w| w.starts_with(|c: char| c.is_ascii_digit()))?;
     let mut parts = v.split('.');
     let major = parts.next()?.parse().ok()?;
-    let minor = parts.next()?.trim_end_matches(|c: char| !c.is_ascii_digit()).parse().ok()?;
+    let minor = parts
+        .next()?
+        .trim_end_matches(|c: char| !c.is_ascii_digit())
+        .parse()
+        .ok()?;
     Some((major, minor))
 }
 
 /// Stops the build with one clear line unless `p` is a supported release.
 fn require_supported(p: &Profile) {
-    let supported: Vec<String> = SUPPORTED_ABIS.iter().map(|(a, b)| format!("{a}.{b}.x")).collect();
+    let supported: Vec<String> = SUPPORTED_ABIS
+        .iter()
+        .map(|(a, b)| format!("{a}.{b}.x"))
+        .collect();
     match release(&p.version) {
         Some(r) if SUPPORTED_ABIS.contains(&r) => {}
         found => {
@@ -69,7 +78,10 @@ fn opensips_binary() -> Option<PathBuf> {
 }
 
 fn from_binary(bin: &Path) -> Result<Profile, String> {
-    let out = Command::new(bin).arg("-V").output().map_err(|e| format!("cannot run {} -V: {e}", bin.display()))?;
+    let out = Command::new(bin)
+        .arg("-V")
+        .output()
+        .map_err(|e| format!("cannot run {} -V: {e}", bin.display()))?;
     let text = String::from_utf8_lossy(&out.stdout);
     let mut p = Profile {
         version: String::new(),
@@ -91,13 +103,17 @@ fn from_binary(bin: &Path) -> Result<Profile, String> {
         }
     }
     if p.version.is_empty() || p.flags.is_empty() || p.scm_type.is_empty() {
-        return Err(format!("{} -V printed no version/flags/revision lines:\n{text}", bin.display()));
+        return Err(format!(
+            "{} -V printed no version/flags/revision lines:\n{text}",
+            bin.display()
+        ));
     }
     Ok(p)
 }
 
 fn from_profile_file(path: &Path) -> Profile {
-    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let text =
+        fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let get = |k: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(&format!("{k}=")))
@@ -196,29 +212,173 @@ fn main() {
 
 /// (our type, their type, check the size too, [(our field, their field)]).
 /// Our prefix mirrors of `sip_msg`/`receive_info` check offsets only.
-type LayoutCheck = (&'static str, &'static str, bool, &'static [(&'static str, &'static str)]);
+type LayoutCheck = (
+    &'static str,
+    &'static str,
+    bool,
+    &'static [(&'static str, &'static str)],
+);
 const CHECKS: &[LayoutCheck] = &[
     ("Str", "__str", true, &[("s", "s"), ("len", "len")]),
-    ("IpAddr", "ip_addr", true, &[("af", "af"), ("len", "len"), ("u", "u")]),
-    ("ReceiveInfoHead", "receive_info", false, &[("src_ip", "src_ip"), ("dst_ip", "dst_ip"), ("src_port", "src_port"), ("dst_port", "dst_port"), ("proto", "proto")]),
-    ("MsgStart", "msg_start", true, &[("type_", "type_"), ("len", "len"), ("u", "u")]),
-    ("SipMsgHead", "sip_msg", false, &[("id", "id"), ("first_line", "first_line"), ("via1", "via1"), ("headers", "headers"), ("parsed_flag", "parsed_flag"), ("hdr_shortcuts", "h_via1"), ("body", "body"), ("eoh", "eoh"), ("unparsed", "unparsed"), ("rcv", "rcv")]),
-    ("CmdParam", "cmd_param", true, &[("flags", "flags"), ("fixup", "fixup"), ("free_fixup", "free_fixup")]),
-    ("CmdExport", "cmd_export_", true, &[("name", "name"), ("function", "function"), ("params", "params"), ("flags", "flags")]),
-    ("ParamExport", "param_export_", true, &[("name", "name"), ("type_", "type_"), ("param_pointer", "param_pointer")]),
-    ("StatExport", "stat_export_", true, &[("name", "name"), ("flags", "flags"), ("stat_pointer", "stat_pointer")]),
-    ("ScmVersion", "scm_version", true, &[("type_", "type_"), ("rev", "rev")]),
-    ("ProcExport", "proc_export_", true, &[("name", "name"), ("pre_fork_function", "pre_fork_function"), ("post_fork_function", "post_fork_function"), ("function", "function"), ("no", "no"), ("flags", "flags")]),
-    ("MiRecipe", "mi_recipe_", true, &[("cmd", "cmd"), ("params", "params")]),
-    ("MiExport", "mi_export_", true, &[("name", "name"), ("help", "help"), ("flags", "flags"), ("init_f", "init_f"), ("recipes", "recipes")]),
-    ("ModuleExports", "module_exports", true, &[("name", "name"), ("type_", "type_"), ("ver_info", "ver_info"), ("dlflags", "dlflags"), ("load_f", "load_f"), ("deps", "deps"), ("cmds", "cmds"), ("acmds", "acmds"), ("params", "params"), ("stats", "stats"), ("mi_cmds", "mi_cmds"), ("items", "items"), ("trans", "trans"), ("procs", "procs"), ("preinit_f", "preinit_f"), ("init_f", "init_f"), ("response_f", "response_f"), ("destroy_f", "destroy_f"), ("init_child_f", "init_child_f"), ("reload_ack_f", "reload_ack_f")]),
+    (
+        "IpAddr",
+        "ip_addr",
+        true,
+        &[("af", "af"), ("len", "len"), ("u", "u")],
+    ),
+    (
+        "ReceiveInfoHead",
+        "receive_info",
+        false,
+        &[
+            ("src_ip", "src_ip"),
+            ("dst_ip", "dst_ip"),
+            ("src_port", "src_port"),
+            ("dst_port", "dst_port"),
+            ("proto", "proto"),
+        ],
+    ),
+    (
+        "MsgStart",
+        "msg_start",
+        true,
+        &[("type_", "type_"), ("len", "len"), ("u", "u")],
+    ),
+    (
+        "SipMsgHead",
+        "sip_msg",
+        false,
+        &[
+            ("id", "id"),
+            ("first_line", "first_line"),
+            ("via1", "via1"),
+            ("headers", "headers"),
+            ("parsed_flag", "parsed_flag"),
+            ("hdr_shortcuts", "h_via1"),
+            ("body", "body"),
+            ("eoh", "eoh"),
+            ("unparsed", "unparsed"),
+            ("rcv", "rcv"),
+        ],
+    ),
+    (
+        "CmdParam",
+        "cmd_param",
+        true,
+        &[
+            ("flags", "flags"),
+            ("fixup", "fixup"),
+            ("free_fixup", "free_fixup"),
+        ],
+    ),
+    (
+        "CmdExport",
+        "cmd_export_",
+        true,
+        &[
+            ("name", "name"),
+            ("function", "function"),
+            ("params", "params"),
+            ("flags", "flags"),
+        ],
+    ),
+    (
+        "ParamExport",
+        "param_export_",
+        true,
+        &[
+            ("name", "name"),
+            ("type_", "type_"),
+            ("param_pointer", "param_pointer"),
+        ],
+    ),
+    (
+        "StatExport",
+        "stat_export_",
+        true,
+        &[
+            ("name", "name"),
+            ("flags", "flags"),
+            ("stat_pointer", "stat_pointer"),
+        ],
+    ),
+    (
+        "ScmVersion",
+        "scm_version",
+        true,
+        &[("type_", "type_"), ("rev", "rev")],
+    ),
+    (
+        "ProcExport",
+        "proc_export_",
+        true,
+        &[
+            ("name", "name"),
+            ("pre_fork_function", "pre_fork_function"),
+            ("post_fork_function", "post_fork_function"),
+            ("function", "function"),
+            ("no", "no"),
+            ("flags", "flags"),
+        ],
+    ),
+    (
+        "MiRecipe",
+        "mi_recipe_",
+        true,
+        &[("cmd", "cmd"), ("params", "params")],
+    ),
+    (
+        "MiExport",
+        "mi_export_",
+        true,
+        &[
+            ("name", "name"),
+            ("help", "help"),
+            ("flags", "flags"),
+            ("init_f", "init_f"),
+            ("recipes", "recipes"),
+        ],
+    ),
+    (
+        "ModuleExports",
+        "module_exports",
+        true,
+        &[
+            ("name", "name"),
+            ("type_", "type_"),
+            ("ver_info", "ver_info"),
+            ("dlflags", "dlflags"),
+            ("load_f", "load_f"),
+            ("deps", "deps"),
+            ("cmds", "cmds"),
+            ("acmds", "acmds"),
+            ("params", "params"),
+            ("stats", "stats"),
+            ("mi_cmds", "mi_cmds"),
+            ("items", "items"),
+            ("trans", "trans"),
+            ("procs", "procs"),
+            ("preinit_f", "preinit_f"),
+            ("init_f", "init_f"),
+            ("response_f", "response_f"),
+            ("destroy_f", "destroy_f"),
+            ("init_child_f", "init_child_f"),
+            ("reload_ack_f", "reload_ack_f"),
+        ],
+    ),
 ];
 
 fn layout_check(manifest: &Path, out: &Path, src: &Path) {
     if !src.join("sr_module.h").is_file() {
-        panic!("rsec: OPENSIPS_SRC={} has no sr_module.h; point it at an OpenSIPS 3.6 source tree", src.display());
+        panic!(
+            "rsec: OPENSIPS_SRC={} has no sr_module.h; point it at an OpenSIPS 3.6 source tree",
+            src.display()
+        );
     }
-    println!("cargo:warning=rsec: checking ABI layouts against {}", src.display());
+    println!(
+        "cargo:warning=rsec: checking ABI layouts against {}",
+        src.display()
+    );
     let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap();
     let bindings = bindgen::Builder::default()
         .header(manifest.join("include/rsec_abi.h").to_string_lossy())
@@ -263,9 +423,12 @@ fn layout_check(manifest: &Path, out: &Path, src: &Path) {
         .layout_tests(false)
         .generate()
         .unwrap_or_else(|e| panic!("rsec: bindgen on {} failed: {e}", src.display()));
-    bindings.write_to_file(out.join("opensips_bindings.rs")).unwrap();
+    bindings
+        .write_to_file(out.join("opensips_bindings.rs"))
+        .unwrap();
 
-    let mut checks = String::from("// Generated by build.rs: hand-written ABI vs the real headers.\n");
+    let mut checks =
+        String::from("// Generated by build.rs: hand-written ABI vs the real headers.\n");
     for (ours, theirs, check_size, fields) in CHECKS {
         if *check_size {
             checks.push_str(&format!(

@@ -12,51 +12,83 @@ use rsec::engine::{Config, Engine, IpKey, RlKey};
 const US: u64 = 1_000_000;
 
 fn report(name: &str, ops: u64, secs: f64) {
-    println!("{name:<48} {:>10.0} ops/s  {:>7.1} ns/op", ops as f64 / secs, secs * 1e9 / ops as f64);
+    println!(
+        "{name:<48} {:>10.0} ops/s  {:>7.1} ns/op",
+        ops as f64 / secs,
+        secs * 1e9 / ops as f64
+    );
 }
 
 fn engine() -> Engine {
-    Engine::new(Config { pike_density: u32::MAX / 2, ..Config::default() }).unwrap()
+    Engine::new(Config {
+        pike_density: u32::MAX / 2,
+        ..Config::default()
+    })
+    .unwrap()
 }
 
 fn main() {
-    let n: u64 = std::env::var("RSEC_BENCH_OPS").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000_000);
+    let n: u64 = std::env::var("RSEC_BENCH_OPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000_000);
     println!("rsec engine benchmark, {n} operations per case (RSEC_BENCH_OPS)");
 
     let e = engine();
-    let ips: Vec<IpKey> = (0..1024u32).map(|i| IpKey::from_bytes(&(0x0a00_0000 | i).to_be_bytes()).unwrap()).collect();
+    let ips: Vec<IpKey> = (0..1024u32)
+        .map(|i| IpKey::from_bytes(&(0x0a00_0000 | i).to_be_bytes()).unwrap())
+        .collect();
     let t = Instant::now();
     for i in 0..n {
-        e.pike_check(&ips[(i % 1024) as usize], 1_000 * US + i).unwrap();
+        e.pike_check(&ips[(i % 1024) as usize], 1_000 * US + i)
+            .unwrap();
     }
-    report("pike_check, 1024 known sources", n, t.elapsed().as_secs_f64());
+    report(
+        "pike_check, 1024 known sources",
+        n,
+        t.elapsed().as_secs_f64(),
+    );
 
     let e = engine();
     let t = Instant::now();
     for i in 0..n {
-        let ip = IpKey::from_bytes(&((i as u32).wrapping_mul(2_654_435_761)).to_be_bytes()).unwrap();
+        let ip =
+            IpKey::from_bytes(&((i as u32).wrapping_mul(2_654_435_761)).to_be_bytes()).unwrap();
         e.pike_check(&ip, 1_000 * US + i).unwrap();
     }
-    report("pike_check, spoofed flood (new source each call)", n, t.elapsed().as_secs_f64());
+    report(
+        "pike_check, spoofed flood (new source each call)",
+        n,
+        t.elapsed().as_secs_f64(),
+    );
     println!(
         "    table capacity {} sources, evictions {}, mapped {} KiB (fixed)",
         e.config().max_tracked_ips,
-        e.source_counters().evictions.load(std::sync::atomic::Ordering::Relaxed),
+        e.source_counters()
+            .evictions
+            .load(std::sync::atomic::Ordering::Relaxed),
         e.shm_bytes() / 1024
     );
 
     let e = engine();
-    let keys: Vec<RlKey> = (0..1024).map(|i| RlKey::new(format!("reg:10.0.{}.{}", i / 256, i % 256).as_bytes()).unwrap()).collect();
+    let keys: Vec<RlKey> = (0..1024)
+        .map(|i| RlKey::new(format!("reg:10.0.{}.{}", i / 256, i % 256).as_bytes()).unwrap())
+        .collect();
     let t = Instant::now();
     for i in 0..n {
-        e.rl_check(&keys[(i % 1024) as usize], 100, 1, 1_000 * US + i).unwrap();
+        e.rl_check(&keys[(i % 1024) as usize], 100, 1, 1_000 * US + i)
+            .unwrap();
     }
     report("rl_check, 1024 keys", n, t.elapsed().as_secs_f64());
 
     // The sweep timer walks every stripe of every table once a second.
     let e = engine();
     for i in 0..65_536u32 {
-        e.pike_check(&IpKey::from_bytes(&(0x0b00_0000 | i).to_be_bytes()).unwrap(), 1_000 * US).unwrap();
+        e.pike_check(
+            &IpKey::from_bytes(&(0x0b00_0000 | i).to_be_bytes()).unwrap(),
+            1_000 * US,
+        )
+        .unwrap();
     }
     let t = Instant::now();
     let rounds = 20;
@@ -79,7 +111,8 @@ fn main() {
             let pid = unsafe { libc::fork() };
             if pid == 0 {
                 for i in 0..per {
-                    e.pike_check(&ips[((i + p * 7) % 1024) as usize], 1_000 * US + i).unwrap();
+                    e.pike_check(&ips[((i + p * 7) % 1024) as usize], 1_000 * US + i)
+                        .unwrap();
                 }
                 unsafe { libc::_exit(0) };
             }
@@ -90,6 +123,10 @@ fn main() {
             unsafe { libc::waitpid(pid, &mut st, 0) };
             assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0);
         }
-        report(&format!("pike_check, {procs} processes on shared tables (total)"), per * procs, t.elapsed().as_secs_f64());
+        report(
+            &format!("pike_check, {procs} processes on shared tables (total)"),
+            per * procs,
+            t.elapsed().as_secs_f64(),
+        );
     }
 }

@@ -19,7 +19,10 @@ pub struct DbError {
 
 impl DbError {
     fn new(code: u32, message: impl Into<String>) -> DbError {
-        DbError { code, message: message.into() }
+        DbError {
+            code,
+            message: message.into(),
+        }
     }
 
     /// Access denied, unknown database: configuration errors that retrying
@@ -54,9 +57,17 @@ impl Conn {
     pub fn connect(url: &DbUrl, timeout_s: u32) -> Result<Conn, DbError> {
         let host = cstring(&url.host, "host")?;
         let user = cstring(&url.user, "user")?;
-        let pass = url.password.as_deref().map(|p| cstring(p, "password")).transpose()?;
+        let pass = url
+            .password
+            .as_deref()
+            .map(|p| cstring(p, "password"))
+            .transpose()?;
         let db = cstring(&url.database, "database")?;
-        let sock = url.socket.as_deref().map(|s| cstring(s, "socket")).transpose()?;
+        let sock = url
+            .socket
+            .as_deref()
+            .map(|s| cstring(s, "socket"))
+            .transpose()?;
         // SAFETY: mysql_init(NULL) allocates a handle we own until Drop;
         // every pointer passed below outlives the calls.
         unsafe {
@@ -95,7 +106,9 @@ impl Conn {
         // SAFETY: raw is a live handle; mysql_error returns a NUL-terminated
         // string owned by the handle.
         unsafe {
-            let msg = CStr::from_ptr(ffi::mysql_error(self.raw) as *const c_char).to_string_lossy().into_owned();
+            let msg = CStr::from_ptr(ffi::mysql_error(self.raw) as *const c_char)
+                .to_string_lossy()
+                .into_owned();
             DbError::new(ffi::mysql_errno(self.raw), msg)
         }
     }
@@ -126,7 +139,11 @@ impl Conn {
             }
             let res = ffi::mysql_store_result(self.raw);
             if res.is_null() {
-                return if ffi::mysql_errno(self.raw) != 0 { Err(self.error()) } else { Ok(Vec::new()) };
+                return if ffi::mysql_errno(self.raw) != 0 {
+                    Err(self.error())
+                } else {
+                    Ok(Vec::new())
+                };
             }
             let n = ffi::mysql_num_fields(res) as usize;
             let mut out = Vec::new();
@@ -143,7 +160,11 @@ impl Conn {
                         .zip(lens)
                         .map(|(&c, &l)| {
                             (!c.is_null()).then(|| {
-                                String::from_utf8_lossy(std::slice::from_raw_parts(c as *const u8, l as usize)).into_owned()
+                                String::from_utf8_lossy(std::slice::from_raw_parts(
+                                    c as *const u8,
+                                    l as usize,
+                                ))
+                                .into_owned()
                             })
                         })
                         .collect(),

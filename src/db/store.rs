@@ -35,26 +35,36 @@ pub struct LoggedChange {
 
 /// A node id: 1-64 characters of `[A-Za-z0-9._-]`.
 pub fn valid_node_id(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 fn sql_text(s: &str) -> Result<&str, DbError> {
-    if s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-:/".contains(&b)) {
+    if s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._-:/".contains(&b))
+    {
         Ok(s)
     } else {
-        Err(DbError { code: 0, message: format!("refusing to put '{s}' into SQL") })
+        Err(DbError {
+            code: 0,
+            message: format!("refusing to put '{s}' into SQL"),
+        })
     }
 }
 
 /// Checks rsec_version; the error says how to fix it.
 pub fn check_schema(c: &Conn) -> Result<(), String> {
-    let rows = c.query("SELECT table_version FROM rsec_version WHERE table_name = 'rsec'").map_err(|e| {
-        if e.code == 1146 {
-            "the rsec tables do not exist: create them with include/rsec-mysql.sql".to_owned()
-        } else {
-            format!("cannot read rsec_version: {e}")
-        }
-    })?;
+    let rows = c
+        .query("SELECT table_version FROM rsec_version WHERE table_name = 'rsec'")
+        .map_err(|e| {
+            if e.code == 1146 {
+                "the rsec tables do not exist: create them with include/rsec-mysql.sql".to_owned()
+            } else {
+                format!("cannot read rsec_version: {e}")
+            }
+        })?;
     let v = rows.first().and_then(|r| r.first().cloned().flatten());
     match v.as_deref().map(str::parse::<u32>) {
         Some(Ok(SCHEMA_VERSION)) => Ok(()),
@@ -113,7 +123,15 @@ pub fn write_batch(c: &Conn, node_id: &str, batch: &[Change]) -> Result<(), DbEr
     }
 }
 
-fn log_change(c: &Conn, op: &str, addr: &str, reason: &str, created: u64, expires: u64, node: &str) -> Result<(), DbError> {
+fn log_change(
+    c: &Conn,
+    op: &str,
+    addr: &str,
+    reason: &str,
+    created: u64,
+    expires: u64,
+    node: &str,
+) -> Result<(), DbError> {
     c.exec(&format!(
         "INSERT INTO rsec_ban_changes (op, address, reason, created, expires, node_id) \
          VALUES ('{op}', '{addr}', '{reason}', {created}, {expires}, '{node}')"
@@ -145,7 +163,11 @@ pub fn load_bans(c: &Conn, now_s: u64) -> Result<(Vec<StoredBan>, usize), DbErro
 /// Highest change id so far (0 for an empty log).
 pub fn last_change_id(c: &Conn) -> Result<u64, DbError> {
     let rows = c.query("SELECT COALESCE(MAX(id), 0) FROM rsec_ban_changes")?;
-    Ok(rows.first().and_then(|r| r.first().cloned().flatten()).and_then(|v| v.parse().ok()).unwrap_or(0))
+    Ok(rows
+        .first()
+        .and_then(|r| r.first().cloned().flatten())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
 }
 
 /// Changes with id greater than `after`, oldest first, at most `limit`.
@@ -161,15 +183,24 @@ pub fn changes_since(c: &Conn, after: u64, limit: u32) -> Result<Vec<LoggedChang
             let unban = r.get(1)?.as_deref()? == "unban";
             let ban = parse_ban(&r[2..6])?;
             let node_id = r.get(6)?.clone()?;
-            Some(LoggedChange { id, unban, ban, node_id })
+            Some(LoggedChange {
+                id,
+                unban,
+                ban,
+                node_id,
+            })
         })
         .collect())
 }
 
 /// Deletes change-log rows older than `max_age_s` and lapsed bans.
 pub fn prune(c: &Conn, max_age_s: u64, now_s: u64) -> Result<u64, DbError> {
-    let a = c.exec(&format!("DELETE FROM rsec_ban_changes WHERE changed < NOW() - INTERVAL {max_age_s} SECOND"))?;
-    let b = c.exec(&format!("DELETE FROM rsec_bans WHERE expires <> 0 AND expires <= {now_s}"))?;
+    let a = c.exec(&format!(
+        "DELETE FROM rsec_ban_changes WHERE changed < NOW() - INTERVAL {max_age_s} SECOND"
+    ))?;
+    let b = c.exec(&format!(
+        "DELETE FROM rsec_bans WHERE expires <> 0 AND expires <= {now_s}"
+    ))?;
     Ok(a + b)
 }
 

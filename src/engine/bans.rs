@@ -17,7 +17,12 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 4] = [Reason::Manual, Reason::Pike, Reason::Auth, Reason::RateLimit];
+    pub const ALL: [Reason; 4] = [
+        Reason::Manual,
+        Reason::Pike,
+        Reason::Auth,
+        Reason::RateLimit,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -29,7 +34,9 @@ impl Reason {
     }
 
     pub fn parse(s: &str) -> Option<Reason> {
-        Reason::ALL.into_iter().find(|r| r.as_str().eq_ignore_ascii_case(s.trim()))
+        Reason::ALL
+            .into_iter()
+            .find(|r| r.as_str().eq_ignore_ascii_case(s.trim()))
     }
 }
 
@@ -81,10 +88,13 @@ impl PrefixIndex {
     /// Candidate keys for `ip`, most specific first.
     pub fn candidates(&self, ip: &IpKey) -> impl Iterator<Item = Cidr> + '_ {
         let ip = *ip;
-        (0..=128u8).rev().filter(move |&p| {
-            p == Cidr::HOST || self.bits[p as usize / 64].load(Ordering::Acquire) & (1 << (p % 64)) != 0
-        })
-        .map(move |p| Cidr::new(ip, p))
+        (0..=128u8)
+            .rev()
+            .filter(move |&p| {
+                p == Cidr::HOST
+                    || self.bits[p as usize / 64].load(Ordering::Acquire) & (1 << (p % 64)) != 0
+            })
+            .map(move |p| Cidr::new(ip, p))
     }
 }
 

@@ -21,7 +21,9 @@ impl RateBucket {
     /// Tries to take one request at `now`. `limit` requests per `period_us`.
     /// A zero `limit` refuses every request.
     pub fn try_take(&mut self, now_us: u64, limit: u32, period_us: u64) -> bool {
-        let Some((interval, tolerance)) = Self::spacing(limit, period_us) else { return false };
+        let Some((interval, tolerance)) = Self::spacing(limit, period_us) else {
+            return false;
+        };
         let tat = self.tat_us.max(now_us);
         let new_tat = tat + interval;
         // Allowed while the backlog (new_tat - now) fits in `limit` intervals.
@@ -34,7 +36,9 @@ impl RateBucket {
 
     /// Requests that could be taken right now without waiting.
     pub fn available(&self, now_us: u64, limit: u32, period_us: u64) -> u32 {
-        let Some((interval, tolerance)) = Self::spacing(limit, period_us) else { return 0 };
+        let Some((interval, tolerance)) = Self::spacing(limit, period_us) else {
+            return 0;
+        };
         let backlog = self.tat_us.saturating_sub(now_us);
         ((tolerance.saturating_sub(backlog)) / interval).min(limit as u64) as u32
     }

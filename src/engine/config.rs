@@ -36,7 +36,11 @@ impl IntParam {
             (_, u32::MAX) => format!("must be at least {}", self.min),
             (min, max) => format!("must be between {min} and {max}"),
         };
-        Err(ConfigError { param: self.name(), value: v as i64, why })
+        Err(ConfigError {
+            param: self.name(),
+            value: v as i64,
+            why,
+        })
     }
 }
 
@@ -115,7 +119,11 @@ pub struct ConfigError {
 
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "modparam '{}' = {}: {}", self.param, self.value, self.why)
+        write!(
+            f,
+            "modparam '{}' = {}: {}",
+            self.param, self.value, self.why
+        )
     }
 }
 
@@ -129,7 +137,11 @@ impl Config {
         }
         for c in &self.whitelist {
             if let Err(why) = self.check_breadth(c) {
-                return Err(ConfigError { param: "whitelist", value: c.family_prefix() as i64, why: format!("'{c}': {why}") });
+                return Err(ConfigError {
+                    param: "whitelist",
+                    value: c.family_prefix() as i64,
+                    why: format!("'{c}': {why}"),
+                });
             }
         }
         Ok(())
@@ -140,7 +152,11 @@ impl Config {
         let v = u32::try_from(v).map_err(|_| ConfigError {
             param: p.name(),
             value: v,
-            why: if v < 0 { "must not be negative".to_owned() } else { "too large".to_owned() },
+            why: if v < 0 {
+                "must not be negative".to_owned()
+            } else {
+                "too large".to_owned()
+            },
         })?;
         p.check(v)?;
         *(p.field)(self) = v;
@@ -151,9 +167,16 @@ impl Config {
     /// `min_prefix_v6`: a `0.0.0.0/0` typed by mistake would ban (or
     /// whitelist) everyone, and a firewall fed by the events would follow.
     pub fn check_breadth(&self, c: &Cidr) -> Result<(), String> {
-        let (min, family) = if c.addr.is_v4() && c.prefix >= 96 { (self.min_prefix_v4, "IPv4") } else { (self.min_prefix_v6, "IPv6") };
+        let (min, family) = if c.addr.is_v4() && c.prefix >= 96 {
+            (self.min_prefix_v4, "IPv4")
+        } else {
+            (self.min_prefix_v6, "IPv6")
+        };
         if (c.family_prefix() as u32) < min {
-            return Err(format!("shorter than the /{min} allowed for {family} (modparam min_prefix_{})", if family == "IPv4" { "v4" } else { "v6" }));
+            return Err(format!(
+                "shorter than the /{min} allowed for {family} (modparam min_prefix_{})",
+                if family == "IPv4" { "v4" } else { "v6" }
+            ));
         }
         Ok(())
     }

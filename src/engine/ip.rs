@@ -26,7 +26,9 @@ impl IpKey {
     /// From raw bytes as a host stack hands them over (4 or 16 bytes).
     pub fn from_bytes(b: &[u8]) -> Option<IpKey> {
         match b.len() {
-            4 => Some(IpKey::from_ip(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3])))),
+            4 => Some(IpKey::from_ip(IpAddr::V4(Ipv4Addr::new(
+                b[0], b[1], b[2], b[3],
+            )))),
             16 => Some(IpKey(b.try_into().ok()?)),
             _ => None,
         }
@@ -47,8 +49,13 @@ impl IpKey {
     /// Parses `192.0.2.1`, `2001:db8::1` or `[2001:db8::1]`.
     pub fn parse(s: &str) -> Result<IpKey, ParseError> {
         let t = s.trim();
-        let t = t.strip_prefix('[').and_then(|x| x.strip_suffix(']')).unwrap_or(t);
-        t.parse::<IpAddr>().map(IpKey::from_ip).map_err(|_| ParseError::BadAddress(s.to_owned()))
+        let t = t
+            .strip_prefix('[')
+            .and_then(|x| x.strip_suffix(']'))
+            .unwrap_or(t);
+        t.parse::<IpAddr>()
+            .map(IpKey::from_ip)
+            .map_err(|_| ParseError::BadAddress(s.to_owned()))
     }
 
     fn masked(&self, prefix: u8) -> IpKey {
@@ -86,13 +93,19 @@ impl Cidr {
     pub const HOST: u8 = 128;
 
     pub fn host(ip: IpKey) -> Cidr {
-        Cidr { addr: ip, prefix: Self::HOST }
+        Cidr {
+            addr: ip,
+            prefix: Self::HOST,
+        }
     }
 
     /// Builds a prefix in mapped space, clearing host bits.
     pub fn new(addr: IpKey, prefix: u8) -> Cidr {
         let prefix = prefix.min(128);
-        Cidr { addr: addr.masked(prefix), prefix }
+        Cidr {
+            addr: addr.masked(prefix),
+            prefix,
+        }
     }
 
     /// Parses `10.0.0.0/8`, `2001:db8::/32` or a bare address (a host).
@@ -113,7 +126,11 @@ impl Cidr {
                 _ => return Err(ParseError::BadPrefix(s.to_owned())),
             },
         };
-        let prefix = if addr.is_v4() { V4_MAPPED_PREFIX + len } else { len };
+        let prefix = if addr.is_v4() {
+            V4_MAPPED_PREFIX + len
+        } else {
+            len
+        };
         let cidr = Cidr::new(addr, prefix);
         if cidr.addr != addr {
             return Err(ParseError::HostBitsSet(s.to_owned()));
@@ -177,7 +194,9 @@ impl fmt::Display for ParseError {
         match self {
             ParseError::BadAddress(s) => write!(f, "'{s}' is not an IPv4 or IPv6 address"),
             ParseError::BadPrefix(s) => write!(f, "'{s}' has an invalid prefix length"),
-            ParseError::HostBitsSet(s) => write!(f, "'{s}' has host bits set below its prefix length"),
+            ParseError::HostBitsSet(s) => {
+                write!(f, "'{s}' has host bits set below its prefix length")
+            }
         }
     }
 }
@@ -198,7 +217,11 @@ impl std::error::Error for ParseError {}
 
 /// Parses a comma-separated list of prefixes (the `whitelist` modparam).
 pub fn parse_cidr_list(s: &str) -> Result<Vec<Cidr>, ParseError> {
-    s.split(',').map(str::trim).filter(|x| !x.is_empty()).map(Cidr::parse).collect()
+    s.split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(Cidr::parse)
+        .collect()
 }
 
 crate::shm_safe!(IpKey, Cidr);

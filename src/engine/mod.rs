@@ -204,8 +204,15 @@ impl Engine {
         let [a, b, c, d] = crate::shm::random_seeds();
         let hasher = RandomState::with_seeds(a, b, c, d);
         let mem = EngineError::Memory;
-        let sources = Table::new(&mut region, cfg.max_tracked_ips as usize, stripes, hasher.clone()).map_err(mem)?;
-        let bans = Table::new(&mut region, cfg.max_bans as usize, stripes, hasher.clone()).map_err(mem)?;
+        let sources = Table::new(
+            &mut region,
+            cfg.max_tracked_ips as usize,
+            stripes,
+            hasher.clone(),
+        )
+        .map_err(mem)?;
+        let bans =
+            Table::new(&mut region, cfg.max_bans as usize, stripes, hasher.clone()).map_err(mem)?;
         let rl = Table::new(&mut region, cfg.max_rl_keys as usize, stripes, hasher).map_err(mem)?;
         let prefixes = region.alloc::<PrefixIndex>().map_err(mem)?;
         let whitelist = Whitelist::new(&mut region).map_err(mem)?;
@@ -254,7 +261,11 @@ impl Engine {
     /// stripe holds at least one probe window of slots.
     pub fn layout(&self) -> [(&'static str, usize, usize); 3] {
         [
-            ("sources", self.sources.capacity(), self.sources.stripe_count()),
+            (
+                "sources",
+                self.sources.capacity(),
+                self.sources.stripe_count(),
+            ),
             ("bans", self.bans.capacity(), self.bans.stripe_count()),
             ("rl keys", self.rl.capacity(), self.rl.stripe_count()),
         ]
@@ -284,7 +295,9 @@ impl Engine {
 
     /// Adds a prefix to the whitelist; false if it was already there.
     pub fn whitelist_add(&self, c: Cidr) -> Result<bool, WhitelistChange> {
-        self.cfg.check_breadth(&c).map_err(WhitelistChange::TooBroad)?;
+        self.cfg
+            .check_breadth(&c)
+            .map_err(WhitelistChange::TooBroad)?;
         self.whitelist.add(c).map_err(WhitelistChange::Refused)
     }
 
@@ -295,10 +308,20 @@ impl Engine {
 
     /// Replaces the whole whitelist; entries shorter than the minimum
     /// prefix are left out and returned with the reason.
-    pub fn whitelist_replace(&self, list: Vec<Cidr>) -> Result<Vec<(Cidr, String)>, WhitelistChange> {
-        let (keep, refused): (Vec<_>, Vec<_>) = list.into_iter().partition(|c| self.cfg.check_breadth(c).is_ok());
-        self.whitelist.replace(keep).map_err(WhitelistChange::Refused)?;
-        Ok(refused.into_iter().map(|c| (c, self.cfg.check_breadth(&c).unwrap_err())).collect())
+    pub fn whitelist_replace(
+        &self,
+        list: Vec<Cidr>,
+    ) -> Result<Vec<(Cidr, String)>, WhitelistChange> {
+        let (keep, refused): (Vec<_>, Vec<_>) = list
+            .into_iter()
+            .partition(|c| self.cfg.check_breadth(c).is_ok());
+        self.whitelist
+            .replace(keep)
+            .map_err(WhitelistChange::Refused)?;
+        Ok(refused
+            .into_iter()
+            .map(|c| (c, self.cfg.check_breadth(&c).unwrap_err()))
+            .collect())
     }
 
     /// Why `target` may not be banned at all, whoever asks.
@@ -306,15 +329,26 @@ impl Engine {
         if self.cfg.check_breadth(target).is_err() {
             return Some(BanOutcome::TooBroad);
         }
-        self.whitelist.overlapping(target).map(BanOutcome::Whitelisted)
+        self.whitelist
+            .overlapping(target)
+            .map(BanOutcome::Whitelisted)
     }
 
     fn source_keep_us(&self) -> u64 {
-        (self.cfg.pike_sampling_time_s.max(self.cfg.auth_fail_window_s) as u64) * US
+        (self
+            .cfg
+            .pike_sampling_time_s
+            .max(self.cfg.auth_fail_window_s) as u64)
+            * US
     }
 
     /// The active ban covering `ip`, if any; counts a hit on it when `hit`.
-    fn find_ban(&self, ip: &IpKey, now_us: u64, hit: bool) -> Result<Option<(Cidr, Ban)>, TableError> {
+    fn find_ban(
+        &self,
+        ip: &IpKey,
+        now_us: u64,
+        hit: bool,
+    ) -> Result<Option<(Cidr, Ban)>, TableError> {
         for target in self.prefixes.candidates(ip) {
             let found = self.bans.get(&target, now_us, |b| {
                 if hit {
@@ -331,37 +365,68 @@ impl Engine {
 
     /// The active ban covering `ip`, if any.
     pub fn lookup_ban(&self, ip: &IpKey, now_us: u64) -> Result<Option<BanRecord>, TableError> {
-        Ok(self.find_ban(ip, now_us, false)?.map(|(target, ban)| BanRecord { target, ban }))
+        Ok(self
+            .find_ban(ip, now_us, false)?
+            .map(|(target, ban)| BanRecord { target, ban }))
     }
 
     /// Bans `target` for `seconds` (0 = until unbanned).
-    pub fn ban(&self, target: Cidr, seconds: u32, reason: Reason, now_us: u64) -> Result<BanOutcome, TableError> {
+    pub fn ban(
+        &self,
+        target: Cidr,
+        seconds: u32,
+        reason: Reason,
+        now_us: u64,
+    ) -> Result<BanOutcome, TableError> {
         if let Some(refused) = self.refusal(&target) {
             return Ok(refused);
         }
-        let expires_us = if seconds == 0 { 0 } else { now_us + seconds as u64 * US };
+        let expires_us = if seconds == 0 {
+            0
+        } else {
+            now_us + seconds as u64 * US
+        };
         let rec = |b: &Ban| BanRecord { target, ban: *b };
         // Mark before inserting so a concurrent lookup never misses the ban.
         self.prefixes.mark(target.prefix);
         let mut lapsed = None;
-        let r = self.bans.upsert_observing(&target, now_us, |b, found| match found {
-            Found::Created => {
-                *b = Ban { reason, created_us: now_us, expires_us, hits: 0 };
-                BanOutcome::Created(rec(b))
-            }
-            Found::Existing if reason == Reason::Manual => {
-                b.reason = reason;
-                b.expires_us = expires_us;
-                BanOutcome::Updated(rec(b))
-            }
-            Found::Existing => BanOutcome::AlreadyBanned(rec(b)),
-        }, |k, b| lapsed = Some(BanRecord { target: *k, ban: *b }));
+        let r = self.bans.upsert_observing(
+            &target,
+            now_us,
+            |b, found| match found {
+                Found::Created => {
+                    *b = Ban {
+                        reason,
+                        created_us: now_us,
+                        expires_us,
+                        hits: 0,
+                    };
+                    BanOutcome::Created(rec(b))
+                }
+                Found::Existing if reason == Reason::Manual => {
+                    b.reason = reason;
+                    b.expires_us = expires_us;
+                    BanOutcome::Updated(rec(b))
+                }
+                Found::Existing => BanOutcome::AlreadyBanned(rec(b)),
+            },
+            |k, b| {
+                lapsed = Some(BanRecord {
+                    target: *k,
+                    ban: *b,
+                })
+            },
+        );
         self.note_lapsed(lapsed);
         self.ban_result(r, reason)
     }
 
     /// Counts a created ban; a full table is an outcome, not an error.
-    fn ban_result(&self, r: Result<BanOutcome, TableError>, reason: Reason) -> Result<BanOutcome, TableError> {
+    fn ban_result(
+        &self,
+        r: Result<BanOutcome, TableError>,
+        reason: Reason,
+    ) -> Result<BanOutcome, TableError> {
         match r {
             Ok(o) => {
                 if matches!(o, BanOutcome::Created(_)) {
@@ -384,7 +449,14 @@ impl Engine {
     /// ban is already in force (nothing changed), `Updated` when it replaced
     /// a different one. Lapsed bans are ignored (`AlreadyBanned` is not
     /// returned for them: nothing is installed and `Ok(None)` says so).
-    pub fn restore_ban(&self, target: Cidr, reason: Reason, created_us: u64, expires_us: u64, now_us: u64) -> Result<Option<BanOutcome>, TableError> {
+    pub fn restore_ban(
+        &self,
+        target: Cidr,
+        reason: Reason,
+        created_us: u64,
+        expires_us: u64,
+        now_us: u64,
+    ) -> Result<Option<BanOutcome>, TableError> {
         if expires_us != 0 && expires_us <= now_us {
             return Ok(None);
         }
@@ -393,7 +465,12 @@ impl Engine {
         }
         self.prefixes.mark(target.prefix);
         let mut lapsed = None;
-        let fresh = Ban { reason, created_us: created_us.max(1), expires_us, hits: 0 };
+        let fresh = Ban {
+            reason,
+            created_us: created_us.max(1),
+            expires_us,
+            hits: 0,
+        };
         let rec = |b: &Ban| BanRecord { target, ban: *b };
         let r = self.bans.upsert_observing(
             &target,
@@ -405,7 +482,9 @@ impl Engine {
                 }
                 // Stored times have whole seconds: the same ban read back
                 // from the database differs below one second.
-                Found::Existing if b.reason == reason && b.expires_us / US == expires_us / US => BanOutcome::AlreadyBanned(rec(b)),
+                Found::Existing if b.reason == reason && b.expires_us / US == expires_us / US => {
+                    BanOutcome::AlreadyBanned(rec(b))
+                }
                 Found::Existing => {
                     b.reason = reason;
                     b.created_us = fresh.created_us;
@@ -413,7 +492,12 @@ impl Engine {
                     BanOutcome::Updated(rec(b))
                 }
             },
-            |k, b| lapsed = Some(BanRecord { target: *k, ban: *b }),
+            |k, b| {
+                lapsed = Some(BanRecord {
+                    target: *k,
+                    ban: *b,
+                })
+            },
         );
         self.note_lapsed(lapsed);
         self.ban_result(r, reason).map(Some)
@@ -425,7 +509,12 @@ impl Engine {
     /// banned again by its very next request.
     pub fn unban(&self, target: &Cidr, now_us: u64) -> Result<Option<BanRecord>, TableError> {
         let mut lapsed = None;
-        let r = self.bans.remove_observing(target, now_us, |k, b| lapsed = Some(BanRecord { target: *k, ban: *b }))?;
+        let r = self.bans.remove_observing(target, now_us, |k, b| {
+            lapsed = Some(BanRecord {
+                target: *k,
+                ban: *b,
+            })
+        })?;
         self.note_lapsed(lapsed);
         if r.is_some() {
             Stats::inc(&self.stats.bans_removed);
@@ -433,7 +522,10 @@ impl Engine {
                 self.sources.remove(&target.addr, now_us)?;
             }
         }
-        Ok(r.map(|ban| BanRecord { target: *target, ban }))
+        Ok(r.map(|ban| BanRecord {
+            target: *target,
+            ban,
+        }))
     }
 
     /// Records one event from `ip` in the window `which` picks (`window_s`
@@ -465,27 +557,36 @@ impl Engine {
             Stats::inc(&self.stats.dropped_while_banned);
             return Ok(PikeVerdict::Banned(ban.reason));
         }
-        let count = self.count_event(ip, now_us, self.cfg.pike_sampling_time_s, |s| &mut s.requests)?;
+        let count = self.count_event(ip, now_us, self.cfg.pike_sampling_time_s, |s| {
+            &mut s.requests
+        })?;
         if count <= self.cfg.pike_density {
             return Ok(PikeVerdict::Allowed);
         }
         Stats::inc(&self.stats.pike_blocked);
-        Ok(match self.ban(Cidr::host(*ip), self.cfg.pike_ban_time_s, Reason::Pike, now_us)? {
-            BanOutcome::Created(rec) => PikeVerdict::JustBanned(rec),
-            BanOutcome::Updated(_) => PikeVerdict::Banned(Reason::Manual),
-            BanOutcome::AlreadyBanned(rec) => {
-                // Another process banned the source between our lookup and
-                // our count: this request is refused by that ban, so it is
-                // a hit on it like any other.
-                self.find_ban(ip, now_us, true)?;
-                Stats::inc(&self.stats.dropped_while_banned);
-                PikeVerdict::Banned(rec.ban.reason)
-            }
-            // A host is never too broad; a whitelist entry added since the
-            // check above covers it.
-            BanOutcome::Whitelisted(_) | BanOutcome::TooBroad => PikeVerdict::Whitelisted,
-            BanOutcome::TableFull => PikeVerdict::OverLimitUnbanned,
-        })
+        Ok(
+            match self.ban(
+                Cidr::host(*ip),
+                self.cfg.pike_ban_time_s,
+                Reason::Pike,
+                now_us,
+            )? {
+                BanOutcome::Created(rec) => PikeVerdict::JustBanned(rec),
+                BanOutcome::Updated(_) => PikeVerdict::Banned(Reason::Manual),
+                BanOutcome::AlreadyBanned(rec) => {
+                    // Another process banned the source between our lookup and
+                    // our count: this request is refused by that ban, so it is
+                    // a hit on it like any other.
+                    self.find_ban(ip, now_us, true)?;
+                    Stats::inc(&self.stats.dropped_while_banned);
+                    PikeVerdict::Banned(rec.ban.reason)
+                }
+                // A host is never too broad; a whitelist entry added since the
+                // check above covers it.
+                BanOutcome::Whitelisted(_) | BanOutcome::TooBroad => PikeVerdict::Whitelisted,
+                BanOutcome::TableFull => PikeVerdict::OverLimitUnbanned,
+            },
+        )
     }
 
     /// Records one failed authentication from `ip`.
@@ -497,26 +598,41 @@ impl Engine {
         if let Some((_, ban)) = self.find_ban(ip, now_us, false)? {
             return Ok(AuthVerdict::AlreadyBanned(ban.reason));
         }
-        let count = self.count_event(ip, now_us, self.cfg.auth_fail_window_s, |s| &mut s.auth_failures)?;
+        let count = self.count_event(ip, now_us, self.cfg.auth_fail_window_s, |s| {
+            &mut s.auth_failures
+        })?;
         if count < self.cfg.auth_fail_threshold {
             return Ok(AuthVerdict::Counted(count));
         }
-        Ok(match self.ban(Cidr::host(*ip), self.cfg.auth_ban_time_s, Reason::Auth, now_us)? {
-            BanOutcome::Created(rec) => {
-                // Start afresh once the ban is over.
-                self.sources.get(ip, now_us, |s| s.auth_failures.clear())?;
-                AuthVerdict::JustBanned(rec)
-            }
-            BanOutcome::Updated(_) => AuthVerdict::AlreadyBanned(Reason::Manual),
-            BanOutcome::AlreadyBanned(rec) => AuthVerdict::AlreadyBanned(rec.ban.reason),
-            BanOutcome::Whitelisted(_) | BanOutcome::TooBroad => AuthVerdict::Whitelisted,
-            BanOutcome::TableFull => AuthVerdict::OverLimitUnbanned,
-        })
+        Ok(
+            match self.ban(
+                Cidr::host(*ip),
+                self.cfg.auth_ban_time_s,
+                Reason::Auth,
+                now_us,
+            )? {
+                BanOutcome::Created(rec) => {
+                    // Start afresh once the ban is over.
+                    self.sources.get(ip, now_us, |s| s.auth_failures.clear())?;
+                    AuthVerdict::JustBanned(rec)
+                }
+                BanOutcome::Updated(_) => AuthVerdict::AlreadyBanned(Reason::Manual),
+                BanOutcome::AlreadyBanned(rec) => AuthVerdict::AlreadyBanned(rec.ban.reason),
+                BanOutcome::Whitelisted(_) | BanOutcome::TooBroad => AuthVerdict::Whitelisted,
+                BanOutcome::TableFull => AuthVerdict::OverLimitUnbanned,
+            },
+        )
     }
 
     /// Takes one request from the budget of `key`: `limit` per `period_s`.
     /// `Ok(false)` when over the limit (the budget is left untouched).
-    pub fn rl_check(&self, key: &RlKey, limit: u32, period_s: u32, now_us: u64) -> Result<bool, TableError> {
+    pub fn rl_check(
+        &self,
+        key: &RlKey,
+        limit: u32,
+        period_s: u32,
+        now_us: u64,
+    ) -> Result<bool, TableError> {
         Stats::inc(&self.stats.rl_checked);
         let period_us = period_s.max(1) as u64 * US;
         let ok = self.rl.upsert(key, now_us, |s, _| {
@@ -534,7 +650,9 @@ impl Engine {
     /// Requests left for `key` right now; None for a key not being tracked
     /// (its whole limit is available).
     pub fn rl_available(&self, key: &RlKey, now_us: u64) -> Result<Option<u32>, TableError> {
-        self.rl.get(key, now_us, |s| s.bucket.available(now_us, s.limit, s.period_us))
+        self.rl.get(key, now_us, |s| {
+            s.bucket.available(now_us, s.limit, s.period_us)
+        })
     }
 
     /// Every active ban.
@@ -543,7 +661,10 @@ impl Engine {
         for i in 0..self.bans.stripe_count() {
             self.bans.retain_stripe(i, now_us, |k, b, _| {
                 if b.is_active(now_us) {
-                    out.push(BanRecord { target: *k, ban: *b });
+                    out.push(BanRecord {
+                        target: *k,
+                        ban: *b,
+                    });
                 }
                 true
             })?;
@@ -558,22 +679,31 @@ impl Engine {
         let mut expired = Vec::new();
         // Small tables have fewer stripes than large ones (see Table::new);
         // the walk interleaves the three so no table waits for the others.
-        let stripes = self.bans.stripe_count().max(self.sources.stripe_count()).max(self.rl.stripe_count());
+        let stripes = self
+            .bans
+            .stripe_count()
+            .max(self.sources.stripe_count())
+            .max(self.rl.stripe_count());
         for i in 0..stripes {
             if i < self.bans.stripe_count() {
                 self.bans.retain_stripe(i, now_us, |k, b, r| {
                     if r == table::Retention::Free {
-                        expired.push(BanRecord { target: *k, ban: *b });
+                        expired.push(BanRecord {
+                            target: *k,
+                            ban: *b,
+                        });
                         return false;
                     }
                     true
                 })?;
             }
             if i < self.sources.stripe_count() {
-                self.sources.retain_stripe(i, now_us, |_, _, r| r != table::Retention::Free)?;
+                self.sources
+                    .retain_stripe(i, now_us, |_, _, r| r != table::Retention::Free)?;
             }
             if i < self.rl.stripe_count() {
-                self.rl.retain_stripe(i, now_us, |_, _, r| r != table::Retention::Free)?;
+                self.rl
+                    .retain_stripe(i, now_us, |_, _, r| r != table::Retention::Free)?;
             }
         }
         Ok(expired)
@@ -599,7 +729,10 @@ impl Engine {
         let mut removed = Vec::new();
         for i in 0..self.bans.stripe_count() {
             self.bans.retain_stripe(i, now_us, |k, b, r| {
-                let rec = BanRecord { target: *k, ban: *b };
+                let rec = BanRecord {
+                    target: *k,
+                    ban: *b,
+                };
                 if r == table::Retention::Free {
                     self.note_lapsed(Some(rec));
                 } else {
@@ -679,19 +812,29 @@ impl Engine {
     }
 
     /// Test hook: hold the stripe lock `ip` maps to in the source table.
-    pub fn with_source_stripe_locked<R>(&self, ip: &IpKey, f: impl FnOnce() -> R) -> Result<R, TableError> {
+    pub fn with_source_stripe_locked<R>(
+        &self,
+        ip: &IpKey,
+        f: impl FnOnce() -> R,
+    ) -> Result<R, TableError> {
         self.sources.with_stripe_locked_for(ip, f)
     }
 
     /// Pike request count of `ip` in the current window.
     pub fn pike_count(&self, ip: &IpKey, now_us: u64) -> Result<u32, TableError> {
         let w = self.cfg.pike_sampling_time_s as u64 * US;
-        Ok(self.sources.get(ip, now_us, |s| s.requests.total(now_us, w))?.unwrap_or(0))
+        Ok(self
+            .sources
+            .get(ip, now_us, |s| s.requests.total(now_us, w))?
+            .unwrap_or(0))
     }
 
     /// Auth failures of `ip` in the current window.
     pub fn auth_count(&self, ip: &IpKey, now_us: u64) -> Result<u32, TableError> {
         let w = self.cfg.auth_fail_window_s as u64 * US;
-        Ok(self.sources.get(ip, now_us, |s| s.auth_failures.total(now_us, w))?.unwrap_or(0))
+        Ok(self
+            .sources
+            .get(ip, now_us, |s| s.auth_failures.total(now_us, w))?
+            .unwrap_or(0))
     }
 }

@@ -49,14 +49,20 @@ pub struct ChangeQueue {
 
 impl ChangeQueue {
     pub fn shm_bytes(capacity: usize) -> usize {
-        capacity * std::mem::size_of::<Change>() + std::mem::size_of::<ShmMutex>() + std::mem::size_of::<Header>() + 128
+        capacity * std::mem::size_of::<Change>()
+            + std::mem::size_of::<ShmMutex>()
+            + std::mem::size_of::<Header>()
+            + 128
     }
 
     pub fn new(region: &mut Region, capacity: usize) -> io::Result<ChangeQueue> {
         let lock = region.alloc::<ShmMutex>()?;
         lock.init()?;
         let cells = region.alloc_slice::<std::cell::UnsafeCell<Change>>(capacity.max(1))?;
-        Ok(ChangeQueue { slots: LockedSlice::new(lock, cells), hdr: region.alloc()? })
+        Ok(ChangeQueue {
+            slots: LockedSlice::new(lock, cells),
+            hdr: region.alloc()?,
+        })
     }
 
     pub fn capacity(&self) -> usize {
@@ -85,7 +91,9 @@ impl ChangeQueue {
 
     /// Copies up to `max` of the oldest changes, leaving them queued.
     pub fn peek(&self, max: usize) -> Vec<Change> {
-        let Ok(g) = self.slots.lock() else { return Vec::new() };
+        let Ok(g) = self.slots.lock() else {
+            return Vec::new();
+        };
         let cap = g.len() as u64;
         let head = self.hdr.head.load(Ordering::Relaxed);
         let n = self.hdr.len.load(Ordering::Relaxed).min(max as u64);

@@ -14,7 +14,10 @@ pub struct RlKey {
 
 impl Default for RlKey {
     fn default() -> Self {
-        RlKey { len: 0, bytes: [0; MAX_KEY_LEN] }
+        RlKey {
+            len: 0,
+            bytes: [0; MAX_KEY_LEN],
+        }
     }
 }
 
@@ -28,7 +31,10 @@ impl std::fmt::Display for KeyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             KeyError::Empty => write!(f, "key is empty"),
-            KeyError::TooLong(n) => write!(f, "key is {n} bytes, longer than the {MAX_KEY_LEN}-byte limit"),
+            KeyError::TooLong(n) => write!(
+                f,
+                "key is {n} bytes, longer than the {MAX_KEY_LEN}-byte limit"
+            ),
         }
     }
 }
@@ -43,7 +49,10 @@ impl RlKey {
         }
         let mut bytes = [0; MAX_KEY_LEN];
         bytes[..key.len()].copy_from_slice(key);
-        Ok(RlKey { len: key.len() as u8, bytes })
+        Ok(RlKey {
+            len: key.len() as u8,
+            bytes,
+        })
     }
 
     pub fn as_bytes(&self) -> &[u8] {

@@ -111,7 +111,12 @@ where
 
     /// Carves the table out of `region`: exactly `capacity` slots, spread
     /// over [`Table::stripes_for`] stripes whose sizes differ by at most one.
-    pub fn new(region: &mut Region, capacity: usize, stripes: usize, hasher: RandomState) -> io::Result<Self> {
+    pub fn new(
+        region: &mut Region,
+        capacity: usize,
+        stripes: usize,
+        hasher: RandomState,
+    ) -> io::Result<Self> {
         let capacity = capacity.max(1);
         let stripes = Self::stripes_for(capacity, stripes);
         let (base, extra) = (capacity / stripes, capacity % stripes);
@@ -126,7 +131,11 @@ where
             v.push(LockedSlice::new(m, &slots[start..start + len]));
             start += len;
         }
-        Ok(Table { stripes: v, hasher, counters })
+        Ok(Table {
+            stripes: v,
+            hasher,
+            counters,
+        })
     }
 
     pub fn capacity(&self) -> usize {
@@ -151,7 +160,9 @@ where
     fn lock(&self, stripe: usize) -> Result<crate::shm::ShmMutexGuard<'_, Slot<K, V>>, TableError> {
         let g = self.stripes[stripe].lock().map_err(TableError::Lock)?;
         if g.outcome == LockOutcome::OwnerDied {
-            self.counters.lock_recoveries.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .lock_recoveries
+                .fetch_add(1, Ordering::Relaxed);
         }
         Ok(g)
     }
@@ -159,12 +170,19 @@ where
     /// The slot holding `key` in its probe window, if any.
     fn find<'g>(slots: &'g mut [Slot<K, V>], home: usize, key: &K) -> Option<&'g mut Slot<K, V>> {
         let per = slots.len();
-        let idx = (0..PROBE.min(per)).map(|i| (home + i) % per).find(|&i| slots[i].used && slots[i].key == *key)?;
+        let idx = (0..PROBE.min(per))
+            .map(|i| (home + i) % per)
+            .find(|&i| slots[i].used && slots[i].key == *key)?;
         Some(&mut slots[idx])
     }
 
     /// Runs `f` on the entry for `key`, if it exists and is not [`Retention::Free`].
-    pub fn get<R>(&self, key: &K, now_us: u64, f: impl FnOnce(&mut V) -> R) -> Result<Option<R>, TableError> {
+    pub fn get<R>(
+        &self,
+        key: &K,
+        now_us: u64,
+        f: impl FnOnce(&mut V) -> R,
+    ) -> Result<Option<R>, TableError> {
         let (stripe, home) = self.locate(key);
         let mut g = self.lock(stripe)?;
         Ok(Self::find(&mut g, home, key)
@@ -174,7 +192,12 @@ where
 
     /// Runs `f` on the entry for `key`, creating it (from `V::default()`)
     /// when missing. A stale (Free) entry for the same key is reset first.
-    pub fn upsert<R>(&self, key: &K, now_us: u64, f: impl FnOnce(&mut V, Found) -> R) -> Result<R, TableError> {
+    pub fn upsert<R>(
+        &self,
+        key: &K,
+        now_us: u64,
+        f: impl FnOnce(&mut V, Found) -> R,
+    ) -> Result<R, TableError> {
         self.upsert_observing(key, now_us, f, |_, _| {})
     }
 
@@ -205,7 +228,11 @@ where
                 }
                 return Ok(f(&mut s.val, Found::Existing));
             }
-            let r = if s.used { s.val.retention(now_us) } else { Retention::Free };
+            let r = if s.used {
+                s.val.retention(now_us)
+            } else {
+                Retention::Free
+            };
             if victim.map_or(true, |(_, best)| r < best) {
                 victim = Some((idx, r));
             }
@@ -224,7 +251,11 @@ where
                     self.counters.reclaimed.fetch_add(1, Ordering::Relaxed);
                     lapsed(&s.key, &s.val);
                 }
-                *s = Slot { used: true, key: *key, val: V::default() };
+                *s = Slot {
+                    used: true,
+                    key: *key,
+                    val: V::default(),
+                };
                 Ok(f(&mut s.val, Found::Created))
             }
         }
@@ -236,10 +267,17 @@ where
     }
 
     /// [`Table::remove`], reporting a lapsed entry it clears to `lapsed`.
-    pub fn remove_observing(&self, key: &K, now_us: u64, lapsed: impl FnOnce(&K, &V)) -> Result<Option<V>, TableError> {
+    pub fn remove_observing(
+        &self,
+        key: &K,
+        now_us: u64,
+        lapsed: impl FnOnce(&K, &V),
+    ) -> Result<Option<V>, TableError> {
         let (stripe, home) = self.locate(key);
         let mut g = self.lock(stripe)?;
-        let Some(s) = Self::find(&mut g, home, key) else { return Ok(None) };
+        let Some(s) = Self::find(&mut g, home, key) else {
+            return Ok(None);
+        };
         s.used = false;
         let live = s.val.retention(now_us) != Retention::Free;
         if !live {
@@ -252,7 +290,12 @@ where
     /// Visits every live entry of one stripe with its lock held. `f` returns
     /// false to delete the entry. Walking one stripe at a time keeps every
     /// other stripe available to the workers.
-    pub fn retain_stripe(&self, stripe: usize, now_us: u64, mut f: impl FnMut(&K, &mut V, Retention) -> bool) -> Result<(), TableError> {
+    pub fn retain_stripe(
+        &self,
+        stripe: usize,
+        now_us: u64,
+        mut f: impl FnMut(&K, &mut V, Retention) -> bool,
+    ) -> Result<(), TableError> {
         let mut g = self.lock(stripe)?;
         for s in g.iter_mut().filter(|s| s.used) {
             let r = s.val.retention(now_us);
@@ -283,7 +326,11 @@ where
     /// Test hook: holds the lock of the stripe `key` maps to while `f` runs.
     /// Used to prove a process killed inside a critical section does not
     /// wedge the others.
-    pub fn with_stripe_locked_for<R>(&self, key: &K, f: impl FnOnce() -> R) -> Result<R, TableError> {
+    pub fn with_stripe_locked_for<R>(
+        &self,
+        key: &K,
+        f: impl FnOnce() -> R,
+    ) -> Result<R, TableError> {
         let (stripe, _) = self.locate(key);
         let _g = self.lock(stripe)?;
         Ok(f())

@@ -56,7 +56,11 @@ impl Whitelist {
     pub fn new(region: &mut Region) -> io::Result<Whitelist> {
         let lock = region.alloc::<ShmMutex>()?;
         lock.init()?;
-        Ok(Whitelist { lock, head: region.alloc()?, entries: region.alloc_slice(MAX_WHITELIST)? })
+        Ok(Whitelist {
+            lock,
+            head: region.alloc()?,
+            entries: region.alloc_slice(MAX_WHITELIST)?,
+        })
     }
 
     fn read_entry(e: &WlEntry) -> Cidr {
@@ -65,12 +69,21 @@ impl Whitelist {
         let mut b = [0u8; 16];
         b[..8].copy_from_slice(&hi.to_be_bytes());
         b[8..].copy_from_slice(&lo.to_be_bytes());
-        Cidr { addr: IpKey(b), prefix: e.prefix.load(Ordering::Relaxed) as u8 }
+        Cidr {
+            addr: IpKey(b),
+            prefix: e.prefix.load(Ordering::Relaxed) as u8,
+        }
     }
 
     fn write_entry(e: &WlEntry, c: &Cidr) {
-        e.hi.store(u64::from_be_bytes(c.addr.0[..8].try_into().unwrap()), Ordering::Relaxed);
-        e.lo.store(u64::from_be_bytes(c.addr.0[8..].try_into().unwrap()), Ordering::Relaxed);
+        e.hi.store(
+            u64::from_be_bytes(c.addr.0[..8].try_into().unwrap()),
+            Ordering::Relaxed,
+        );
+        e.lo.store(
+            u64::from_be_bytes(c.addr.0[8..].try_into().unwrap()),
+            Ordering::Relaxed,
+        );
         e.prefix.store(c.prefix as u64, Ordering::Relaxed);
     }
 
@@ -112,6 +125,8 @@ impl Whitelist {
     /// A whitelisted prefix sharing any address with `target` (inside it
     /// or around it), if there is one.
     pub fn overlapping(&self, target: &Cidr) -> Option<Cidr> {
+        // `find` needs a sized iterator; this one is a trait object.
+        #[allow(clippy::manual_find)]
         self.read(|it| {
             for c in it {
                 if c.overlaps(target) {
@@ -147,7 +162,9 @@ impl Whitelist {
     }
 
     fn write<R>(&self, f: impl FnOnce(&mut Vec<Cidr>) -> R) -> Result<R, WhitelistError> {
-        self.lock.lock().map_err(|e| WhitelistError::Lock(e.to_string()))?;
+        self.lock
+            .lock()
+            .map_err(|e| WhitelistError::Lock(e.to_string()))?;
         self.fix_seq_locked();
         let mut cur = self.list();
         let r = f(&mut cur);

@@ -57,7 +57,9 @@ impl SlidingWindow {
         for k in 0..SLOTS as u64 {
             // Sub-intervals newer than `now` (clock stepped back) still count:
             // forgetting them would let a burst through.
-            let Some(i) = self.newest.checked_sub(k) else { break };
+            let Some(i) = self.newest.checked_sub(k) else {
+                break;
+            };
             if i + SLOTS as u64 > idx {
                 sum = sum.saturating_add(self.counts[(i % SLOTS as u64) as usize]);
             }

@@ -14,7 +14,10 @@ pub enum Value<'a> {
 /// script with `event_route[name]` has the core register the event while
 /// parsing; that id is reused rather than publishing it a second time.
 pub fn publish(name: &'static str) -> Option<EventId> {
-    let mut s = Str { s: name.as_ptr() as *mut _, len: name.len() as c_int };
+    let mut s = Str {
+        s: name.as_ptr() as *mut _,
+        len: name.len() as c_int,
+    };
     // SAFETY: the core only reads the name (and copies it when publishing);
     // `name` is static anyway.
     let id = unsafe {
@@ -40,11 +43,19 @@ pub fn raise(id: EventId, params: &[(&'static str, Value<'_>)]) -> bool {
             return false;
         }
         for (name, v) in params {
-            let n = Str { s: name.as_ptr() as *mut _, len: name.len() as c_int };
+            let n = Str {
+                s: name.as_ptr() as *mut _,
+                len: name.len() as c_int,
+            };
             let rc = match v {
-                Value::Int(i) => sys::evi_param_add(list, &n, (i as *const i32).cast(), sys::EVI_INT_VAL),
+                Value::Int(i) => {
+                    sys::evi_param_add(list, &n, (i as *const i32).cast(), sys::EVI_INT_VAL)
+                }
                 Value::Str(s) => {
-                    let sv = Str { s: s.as_ptr() as *mut _, len: s.len() as c_int };
+                    let sv = Str {
+                        s: s.as_ptr() as *mut _,
+                        len: s.len() as c_int,
+                    };
                     sys::evi_param_add(list, &n, (&sv as *const Str).cast(), sys::EVI_STR_VAL)
                 }
             };

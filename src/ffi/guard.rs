@@ -14,7 +14,13 @@ pub fn guard<R>(what: &'static str, on_panic: impl FnOnce() -> R, f: impl FnOnce
                 .copied()
                 .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
                 .unwrap_or("non-string panic payload");
-            crate::rsec_log!(Crit, "guard", "internal error in {}: {} (request refused, module state intact)", what, msg);
+            crate::rsec_log!(
+                Crit,
+                "guard",
+                "internal error in {}: {} (request refused, module state intact)",
+                what,
+                msg
+            );
             on_panic()
         }
     }
@@ -24,7 +30,10 @@ pub fn guard<R>(what: &'static str, on_panic: impl FnOnce() -> R, f: impl FnOnce
 /// guard logs it through OpenSIPS's logger instead, with the location.
 pub fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
-        let loc = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+        let loc = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
         crate::rsec_log!(Crit, "panic", "panic at {}", loc);
     }));
 }

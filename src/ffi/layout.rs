@@ -24,7 +24,14 @@ const _: () = assert!(size_of::<MiExport>() == 4256);
 const _: () = assert!(size_of::<ProcExport>() == 40);
 
 #[cfg(rsec_layout_check)]
-#[allow(dead_code, non_camel_case_types, non_snake_case, non_upper_case_globals, improper_ctypes, clippy::all)]
+#[allow(
+    dead_code,
+    non_camel_case_types,
+    non_snake_case,
+    non_upper_case_globals,
+    improper_ctypes,
+    clippy::all
+)]
 mod real_headers {
     include!(concat!(env!("OUT_DIR"), "/opensips_bindings.rs"));
 }

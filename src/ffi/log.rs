@@ -104,7 +104,10 @@ impl fmt::Write for StackBuf {
             if !self.push(text.as_bytes()) {
                 // Cut on a char boundary so the line stays valid UTF-8.
                 let room = BUF - 1 - self.len;
-                let cut = (0..=room.min(text.len())).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+                let cut = (0..=room.min(text.len()))
+                    .rev()
+                    .find(|&i| text.is_char_boundary(i))
+                    .unwrap_or(0);
                 self.push(&text.as_bytes()[..cut]);
                 return Ok(());
             }
@@ -136,7 +139,12 @@ impl fmt::Display for Shown<'_> {
         if self.0.len() <= SHOWN_MAX {
             return f.write_str(&String::from_utf8_lossy(self.0));
         }
-        write!(f, "{}...({} bytes)", String::from_utf8_lossy(&self.0[..SHOWN_MAX]), self.0.len())
+        write!(
+            f,
+            "{}...({} bytes)",
+            String::from_utf8_lossy(&self.0[..SHOWN_MAX]),
+            self.0.len()
+        )
     }
 }
 
@@ -155,15 +163,30 @@ pub const THROTTLE_INTERVAL_S: u64 = 10;
 
 impl Throttle {
     pub const fn new() -> Throttle {
-        Throttle { next_s: AtomicU64::new(0), suppressed: AtomicU64::new(0) }
+        Throttle {
+            next_s: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
     }
 
     /// Some(times suppressed since the last line) when a line may be
     /// written now; None when this one is to be counted and dropped.
     pub fn admit(&self) -> Option<u64> {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         let next = self.next_s.load(Ordering::Relaxed);
-        if now < next || self.next_s.compare_exchange(next, now + THROTTLE_INTERVAL_S, Ordering::Relaxed, Ordering::Relaxed).is_err() {
+        if now < next
+            || self
+                .next_s
+                .compare_exchange(
+                    next,
+                    now + THROTTLE_INTERVAL_S,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+        {
             self.suppressed.fetch_add(1, Ordering::Relaxed);
             return None;
         }
@@ -191,7 +214,11 @@ impl fmt::Display for Suppressed {
 
 /// Emits one message on behalf of `func` (a script function or callback name).
 pub fn emit(level: Level, func: &'static CStr, args: fmt::Arguments<'_>) {
-    let mut b = StackBuf { buf: [0; BUF], len: 0, truncated: false };
+    let mut b = StackBuf {
+        buf: [0; BUF],
+        len: 0,
+        truncated: false,
+    };
     let _ = b.write_fmt(args);
     if b.truncated {
         b.len = b.len.saturating_sub(3);
@@ -202,7 +229,11 @@ pub fn emit(level: Level, func: &'static CStr, args: fmt::Arguments<'_>) {
     b.len += 1;
 
     if !IN_OPENSIPS.load(Ordering::Relaxed) {
-        eprint!("rsec:{}: {}", func.to_string_lossy(), String::from_utf8_lossy(&b.buf[..b.len]));
+        eprint!(
+            "rsec:{}: {}",
+            func.to_string_lossy(),
+            String::from_utf8_lossy(&b.buf[..b.len])
+        );
         return;
     }
     let (stderr_fmt, syslog_fmt) = level.formats();
@@ -220,7 +251,11 @@ pub fn emit(level: Level, func: &'static CStr, args: fmt::Arguments<'_>) {
             tbuf[19] = 0; // "Www Mmm dd hh:mm:ss" without the year
             tbuf.as_ptr().add(4)
         };
-        let prefix = if sys::log_prefix.is_null() { c"".as_ptr() } else { sys::log_prefix as *const c_char };
+        let prefix = if sys::log_prefix.is_null() {
+            c"".as_ptr()
+        } else {
+            sys::log_prefix as *const c_char
+        };
         sys::dprint(
             level as c_int,
             sys::log_facility,

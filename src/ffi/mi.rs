@@ -52,7 +52,15 @@ impl Arr {
     }
     pub fn str(&self, v: &str) {
         // SAFETY: as above.
-        unsafe { sys::add_mi_string(self.0, std::ptr::null(), 0, v.as_ptr().cast(), v.len() as c_int) };
+        unsafe {
+            sys::add_mi_string(
+                self.0,
+                std::ptr::null(),
+                0,
+                v.as_ptr().cast(),
+                v.len() as c_int,
+            )
+        };
     }
 }
 
@@ -80,7 +88,15 @@ pub fn ok(text: &str) -> Reply {
 /// An error reply with a code and a message.
 pub fn error(code: i32, msg: &str) -> Reply {
     // SAFETY: the core copies the message.
-    Reply(unsafe { sys::init_mi_error_extra(code, msg.as_ptr().cast(), msg.len() as c_int, std::ptr::null(), 0) })
+    Reply(unsafe {
+        sys::init_mi_error_extra(
+            code,
+            msg.as_ptr().cast(),
+            msg.len() as c_int,
+            std::ptr::null(),
+            0,
+        )
+    })
 }
 
 /// An MI call's failure: the JSON-RPC error code and message.
@@ -92,12 +108,18 @@ pub struct MiError {
 
 impl MiError {
     pub fn new(code: i32, msg: impl Into<String>) -> MiError {
-        MiError { code, msg: msg.into() }
+        MiError {
+            code,
+            msg: msg.into(),
+        }
     }
 
     /// 400 naming the parameter and the value given.
     pub fn bad(param: &str, value: &str, why: impl std::fmt::Display) -> MiError {
-        MiError::new(400, format!("bad {param} '{}': {why}", crate::ffi::log::shown(value)))
+        MiError::new(
+            400,
+            format!("bad {param} '{}': {why}", crate::ffi::log::shown(value)),
+        )
     }
 }
 
@@ -128,7 +150,9 @@ impl Params {
         let mut p: *mut c_char = std::ptr::null_mut();
         let mut len: c_int = 0;
         // SAFETY: self.0 came from OpenSIPS for this call; out-pointers are locals.
-        let rc = unsafe { sys::try_get_mi_string_param(self.0, name.as_ptr() as *mut _, &mut p, &mut len) };
+        let rc = unsafe {
+            sys::try_get_mi_string_param(self.0, name.as_ptr() as *mut _, &mut p, &mut len)
+        };
         match rc {
             0 if !p.is_null() && len >= 0 => {
                 // SAFETY: the core returned `len` valid bytes at `p`.
@@ -136,7 +160,13 @@ impl Params {
                 Ok(Some(String::from_utf8_lossy(b).into_owned()))
             }
             MI_PARAM_ERR_MISSING => Ok(None),
-            _ => Err(MiError::new(400, format!("bad {}: must be a string or a number, not an array, object, boolean or null", Self::name(name)))),
+            _ => Err(MiError::new(
+                400,
+                format!(
+                    "bad {}: must be a string or a number, not an array, object, boolean or null",
+                    Self::name(name)
+                ),
+            )),
         }
     }
 
@@ -147,19 +177,33 @@ impl Params {
 
     /// The string parameter `name`, which must be given.
     pub fn required_str(&self, name: &'static std::ffi::CStr) -> Result<String, MiError> {
-        self.text(name)?.ok_or_else(|| MiError::new(400, format!("missing {}", Self::name(name))))
+        self.text(name)?
+            .ok_or_else(|| MiError::new(400, format!("missing {}", Self::name(name))))
     }
 
     /// The integer parameter `name` (a JSON number or a numeric string)
     /// within `range`, if given. Out-of-range values are refused, never
     /// wrapped or clamped (JSON numbers beyond 32 bits reach us saturated,
     /// and are refused as out of range as well).
-    pub fn int(&self, name: &'static std::ffi::CStr, range: std::ops::RangeInclusive<i64>) -> Result<Option<i64>, MiError> {
-        let Some(t) = self.text(name)? else { return Ok(None) };
+    pub fn int(
+        &self,
+        name: &'static std::ffi::CStr,
+        range: std::ops::RangeInclusive<i64>,
+    ) -> Result<Option<i64>, MiError> {
+        let Some(t) = self.text(name)? else {
+            return Ok(None);
+        };
         let n = Self::name(name);
-        let v: i64 = t.trim().parse().map_err(|_| MiError::bad(n, &t, "not an integer"))?;
+        let v: i64 = t
+            .trim()
+            .parse()
+            .map_err(|_| MiError::bad(n, &t, "not an integer"))?;
         if !range.contains(&v) {
-            return Err(MiError::bad(n, &t, format!("must be between {} and {}", range.start(), range.end())));
+            return Err(MiError::bad(
+                n,
+                &t,
+                format!("must be between {} and {}", range.start(), range.end()),
+            ));
         }
         Ok(Some(v))
     }
@@ -175,8 +219,14 @@ pub const fn export(
     required: &[&'static std::ffi::CStr],
     optional: &[&'static std::ffi::CStr],
 ) -> sys::MiExport {
-    assert!(required.len() + optional.len() <= sys::MAX_MI_PARAMS, "too many MI parameters");
-    assert!((1usize << optional.len()) <= sys::MAX_MI_RECIPES, "too many optional MI parameters");
+    assert!(
+        required.len() + optional.len() <= sys::MAX_MI_PARAMS,
+        "too many MI parameters"
+    );
+    assert!(
+        (1usize << optional.len()) <= sys::MAX_MI_RECIPES,
+        "too many optional MI parameters"
+    );
     let mut recipes = [NO_RECIPE; sys::MAX_MI_RECIPES];
     let mut mask = 0;
     while mask < (1usize << optional.len()) {
@@ -194,25 +244,46 @@ pub const fn export(
             }
             i += 1;
         }
-        recipes[mask] = sys::MiRecipe { cmd: Some(f), params };
+        recipes[mask] = sys::MiRecipe {
+            cmd: Some(f),
+            params,
+        };
         mask += 1;
     }
-    sys::MiExport { name: name.as_ptr(), help: help.as_ptr(), flags: 0, init_f: None, recipes }
+    sys::MiExport {
+        name: name.as_ptr(),
+        help: help.as_ptr(),
+        flags: 0,
+        init_f: None,
+        recipes,
+    }
 }
 
-const NO_RECIPE: sys::MiRecipe = sys::MiRecipe { cmd: None, params: [std::ptr::null(); sys::MAX_MI_PARAMS] };
+const NO_RECIPE: sys::MiRecipe = sys::MiRecipe {
+    cmd: None,
+    params: [std::ptr::null(); sys::MAX_MI_PARAMS],
+};
 
 /// The table's terminator.
-pub const END: sys::MiExport =
-    sys::MiExport { name: std::ptr::null(), help: std::ptr::null(), flags: 0, init_f: None, recipes: [NO_RECIPE; sys::MAX_MI_RECIPES] };
+pub const END: sys::MiExport = sys::MiExport {
+    name: std::ptr::null(),
+    help: std::ptr::null(),
+    flags: 0,
+    init_f: None,
+    recipes: [NO_RECIPE; sys::MAX_MI_RECIPES],
+};
 
 /// Runs an MI handler inside the panic guard and turns its result into
 /// the reply OpenSIPS sends.
 pub fn run(name: &'static str, p: Params, h: fn(Params) -> MiResult) -> *mut MiItem {
-    crate::ffi::guard::guard(name, || error(500, "internal error").0, || match h(p) {
-        Ok(r) => r.0,
-        Err(e) => error(e.code, &e.msg).0,
-    })
+    crate::ffi::guard::guard(
+        name,
+        || error(500, "internal error").0,
+        || match h(p) {
+            Ok(r) => r.0,
+            Err(e) => error(e.code, &e.msg).0,
+        },
+    )
 }
 
 /// Declares the module's MI commands, once each, and generates the

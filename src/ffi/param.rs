@@ -54,7 +54,11 @@ impl StrCell {
 }
 
 const fn entry(name: &'static CStr, type_: ModParamType, p: *mut c_void) -> ParamExport {
-    ParamExport { name: name.as_ptr(), type_, param_pointer: p }
+    ParamExport {
+        name: name.as_ptr(),
+        type_,
+        param_pointer: p,
+    }
 }
 
 /// The export entry of an integer modparam.
@@ -68,4 +72,8 @@ pub const fn str(name: &'static CStr, cell: &'static StrCell) -> ParamExport {
 }
 
 /// The table's terminator.
-pub const END: ParamExport = ParamExport { name: std::ptr::null(), type_: 0, param_pointer: std::ptr::null_mut() };
+pub const END: ParamExport = ParamExport {
+    name: std::ptr::null(),
+    type_: 0,
+    param_pointer: std::ptr::null_mut(),
+};

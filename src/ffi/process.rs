@@ -18,8 +18,22 @@ unsafe impl Sync for ProcTable {}
 impl ProcTable {
     pub const fn new(name: &'static CStr, f: ModProc, flags: u32) -> ProcTable {
         ProcTable(UnsafeCell::new([
-            ProcExport { name: name.as_ptr(), pre_fork_function: None, post_fork_function: None, function: Some(f), no: 0, flags },
-            ProcExport { name: std::ptr::null(), pre_fork_function: None, post_fork_function: None, function: None, no: 0, flags: 0 },
+            ProcExport {
+                name: name.as_ptr(),
+                pre_fork_function: None,
+                post_fork_function: None,
+                function: Some(f),
+                no: 0,
+                flags,
+            },
+            ProcExport {
+                name: std::ptr::null(),
+                pre_fork_function: None,
+                post_fork_function: None,
+                function: None,
+                no: 0,
+                flags: 0,
+            },
         ]))
     }
 

@@ -20,7 +20,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::raw::{c_int, c_void};
 use std::ptr::null;
 
-use super::sys::{self, CmdExport, CmdFunction, CmdParam, SipMsg, SipMsgHead, Str as CStrArg, MAX_CMD_PARAMS};
+use super::sys::{
+    self, CmdExport, CmdFunction, CmdParam, SipMsg, SipMsgHead, Str as CStrArg, MAX_CMD_PARAMS,
+};
 
 /// A script function parameter type.
 pub trait Arg {
@@ -46,7 +48,9 @@ impl Arg for Str {
     const FLAGS: c_int = sys::CMD_PARAM_STR;
     type Value<'a> = &'a [u8];
     unsafe fn decode<'a>(p: *mut c_void) -> &'a [u8] {
-        let Some(s) = (p as *const CStrArg).as_ref() else { return &[] };
+        let Some(s) = (p as *const CStrArg).as_ref() else {
+            return &[];
+        };
         if s.s.is_null() || s.len <= 0 {
             return &[];
         }
@@ -95,7 +99,9 @@ impl Call {
         let m = unsafe { (self.msg as *const SipMsgHead).as_ref()? };
         let ip = &m.rcv.src_ip;
         match (ip.af, ip.len) {
-            (sys::AF_INET, 4) => Some(IpAddr::V4(Ipv4Addr::new(ip.u[0], ip.u[1], ip.u[2], ip.u[3]))),
+            (sys::AF_INET, 4) => Some(IpAddr::V4(Ipv4Addr::new(
+                ip.u[0], ip.u[1], ip.u[2], ip.u[3],
+            ))),
             (sys::AF_INET6, 16) => Some(IpAddr::V6(Ipv6Addr::from(ip.u))),
             _ => None,
         }
@@ -103,22 +109,43 @@ impl Call {
 }
 
 /// One export-table entry; `flags` are the parameters' in order.
-pub const fn export(name: &'static CStr, f: CmdFunction, flags: &[c_int], routes: c_int) -> CmdExport {
-    assert!(flags.len() <= MAX_CMD_PARAMS, "too many parameters for a script function");
-    let mut params = [CmdParam { flags: 0, fixup: None, free_fixup: None }; MAX_CMD_PARAMS + 1];
+pub const fn export(
+    name: &'static CStr,
+    f: CmdFunction,
+    flags: &[c_int],
+    routes: c_int,
+) -> CmdExport {
+    assert!(
+        flags.len() <= MAX_CMD_PARAMS,
+        "too many parameters for a script function"
+    );
+    let mut params = [CmdParam {
+        flags: 0,
+        fixup: None,
+        free_fixup: None,
+    }; MAX_CMD_PARAMS + 1];
     let mut i = 0;
     while i < flags.len() {
         params[i].flags = flags[i];
         i += 1;
     }
-    CmdExport { name: name.as_ptr(), function: Some(f), params, flags: routes }
+    CmdExport {
+        name: name.as_ptr(),
+        function: Some(f),
+        params,
+        flags: routes,
+    }
 }
 
 /// The table's terminator.
 pub const END: CmdExport = CmdExport {
     name: null(),
     function: None,
-    params: [CmdParam { flags: 0, fixup: None, free_fixup: None }; MAX_CMD_PARAMS + 1],
+    params: [CmdParam {
+        flags: 0,
+        fixup: None,
+        free_fixup: None,
+    }; MAX_CMD_PARAMS + 1],
     flags: 0,
 };
 

@@ -257,7 +257,8 @@ pub struct MiParams {
     _opaque: [u8; 0],
 }
 
-pub type MiCmdFunction = unsafe extern "C" fn(params: *const MiParams, async_hdl: *mut c_void) -> *mut MiItem;
+pub type MiCmdFunction =
+    unsafe extern "C" fn(params: *const MiParams, async_hdl: *mut c_void) -> *mut MiItem;
 
 pub const MAX_MI_PARAMS: usize = 10;
 pub const MAX_MI_RECIPES: usize = 48;
@@ -283,14 +284,36 @@ unsafe impl Sync for MiExport {}
 extern "C" {
     pub fn init_mi_result_object(obj_out: *mut *mut MiItem) -> *mut MiItem;
     pub fn init_mi_result_string(value: *const c_char, len: c_int) -> *mut MiItem;
-    pub fn init_mi_error_extra(code: c_int, msg: *const c_char, msg_len: c_int, details: *const c_char, details_len: c_int) -> *mut MiItem;
+    pub fn init_mi_error_extra(
+        code: c_int,
+        msg: *const c_char,
+        msg_len: c_int,
+        details: *const c_char,
+        details_len: c_int,
+    ) -> *mut MiItem;
     pub fn add_mi_array(to: *mut MiItem, name: *const c_char, name_len: c_int) -> *mut MiItem;
     pub fn add_mi_object(to: *mut MiItem, name: *const c_char, name_len: c_int) -> *mut MiItem;
-    pub fn add_mi_string(to: *mut MiItem, name: *const c_char, name_len: c_int, value: *const c_char, value_len: c_int) -> c_int;
-    pub fn add_mi_number(to: *mut MiItem, name: *const c_char, name_len: c_int, value: f64) -> c_int;
+    pub fn add_mi_string(
+        to: *mut MiItem,
+        name: *const c_char,
+        name_len: c_int,
+        value: *const c_char,
+        value_len: c_int,
+    ) -> c_int;
+    pub fn add_mi_number(
+        to: *mut MiItem,
+        name: *const c_char,
+        name_len: c_int,
+        value: f64,
+    ) -> c_int;
     pub fn add_mi_bool(to: *mut MiItem, name: *const c_char, name_len: c_int, b: c_int) -> c_int;
     /// 0 found, MI_PARAM_ERR_MISSING / MI_PARAM_ERR_BAD_TYPE otherwise; logs nothing.
-    pub fn try_get_mi_string_param(params: *const MiParams, name: *const c_char, value: *mut *mut c_char, len: *mut c_int) -> c_int;
+    pub fn try_get_mi_string_param(
+        params: *const MiParams,
+        name: *const c_char,
+        value: *mut *mut c_char,
+        len: *mut c_int,
+    ) -> c_int;
 }
 
 // ---- Event interface (evi/evi.h, evi/evi_modules.h, evi/evi_params.h) ----
@@ -312,7 +335,12 @@ extern "C" {
     pub fn evi_get_id(name: *mut Str) -> EventId;
     pub fn evi_probe_event(id: EventId) -> c_int;
     pub fn evi_get_params() -> *mut EviParams;
-    pub fn evi_param_add(list: *mut EviParams, name: *const Str, param: *const c_void, flags: c_int) -> c_int;
+    pub fn evi_param_add(
+        list: *mut EviParams,
+        name: *const Str,
+        param: *const c_void,
+        flags: c_int,
+    ) -> c_int;
     /// Raises the event; the parameter list is freed by the core.
     pub fn evi_raise_event(id: EventId, params: *mut EviParams) -> c_int;
     pub fn evi_free_params(list: *mut EviParams);

@@ -11,7 +11,9 @@
 use std::ffi::CStr;
 
 use crate::engine::queue::{Change, ChangeOp};
-use crate::engine::{AuthVerdict, BanOutcome, BanRecord, Cidr, Engine, IpKey, PikeVerdict, Reason, TableError};
+use crate::engine::{
+    AuthVerdict, BanOutcome, BanRecord, Cidr, Engine, IpKey, PikeVerdict, Reason, TableError,
+};
 use crate::rsec_log_throttled;
 
 use super::events;
@@ -76,7 +78,15 @@ fn banned(e: &Engine, rec: &BanRecord, origin: Origin) {
 
 fn lifted(e: &Engine, rec: &BanRecord, why: Lifted, origin: Origin) {
     if origin != Origin::Database {
-        persist(e, if why == Lifted::Expired { ChangeOp::Expire } else { ChangeOp::Unban }, rec);
+        persist(
+            e,
+            if why == Lifted::Expired {
+                ChangeOp::Expire
+            } else {
+                ChangeOp::Unban
+            },
+            rec,
+        );
     }
     events::unban(rec, why);
 }
@@ -86,7 +96,13 @@ fn lifted(e: &Engine, rec: &BanRecord, why: Lifted, origin: Origin) {
 /// counted (db_queue_drops) and logged at most once per interval.
 fn persist(e: &Engine, op: ChangeOp, rec: &BanRecord) {
     let Some(q) = e.queue() else { return };
-    let change = Change { op, target: rec.target, reason: rec.ban.reason, created_us: rec.ban.created_us, expires_us: rec.ban.expires_us };
+    let change = Change {
+        op,
+        target: rec.target,
+        reason: rec.ban.reason,
+        created_us: rec.ban.created_us,
+        expires_us: rec.ban.expires_us,
+    };
     if !q.push(change) {
         rsec_log_throttled!(
             Err,
@@ -98,7 +114,12 @@ fn persist(e: &Engine, op: ChangeOp, rec: &BanRecord) {
     }
 }
 
-pub fn pike_check(e: &Engine, origin: Origin, ip: &IpKey, now_us: u64) -> Result<PikeVerdict, TableError> {
+pub fn pike_check(
+    e: &Engine,
+    origin: Origin,
+    ip: &IpKey,
+    now_us: u64,
+) -> Result<PikeVerdict, TableError> {
     let v = run(e, |e| e.pike_check(ip, now_us))?;
     if let PikeVerdict::JustBanned(rec) = &v {
         banned(e, rec, origin);
@@ -106,7 +127,12 @@ pub fn pike_check(e: &Engine, origin: Origin, ip: &IpKey, now_us: u64) -> Result
     Ok(v)
 }
 
-pub fn auth_fail(e: &Engine, origin: Origin, ip: &IpKey, now_us: u64) -> Result<AuthVerdict, TableError> {
+pub fn auth_fail(
+    e: &Engine,
+    origin: Origin,
+    ip: &IpKey,
+    now_us: u64,
+) -> Result<AuthVerdict, TableError> {
     let v = run(e, |e| e.auth_fail(ip, now_us))?;
     if let AuthVerdict::JustBanned(rec) = &v {
         banned(e, rec, origin);
@@ -114,7 +140,14 @@ pub fn auth_fail(e: &Engine, origin: Origin, ip: &IpKey, now_us: u64) -> Result<
     Ok(v)
 }
 
-pub fn ban(e: &Engine, origin: Origin, target: Cidr, seconds: u32, reason: Reason, now_us: u64) -> Result<BanOutcome, TableError> {
+pub fn ban(
+    e: &Engine,
+    origin: Origin,
+    target: Cidr,
+    seconds: u32,
+    reason: Reason,
+    now_us: u64,
+) -> Result<BanOutcome, TableError> {
     let o = run(e, |e| e.ban(target, seconds, reason, now_us))?;
     if let Some(rec) = o.made() {
         banned(e, rec, origin);
@@ -123,15 +156,29 @@ pub fn ban(e: &Engine, origin: Origin, target: Cidr, seconds: u32, reason: Reaso
 }
 
 /// Installs a ban read from the database with its stored times.
-pub fn restore(e: &Engine, target: Cidr, reason: Reason, created_us: u64, expires_us: u64, now_us: u64) -> Result<Option<BanOutcome>, TableError> {
-    let o = run(e, |e| e.restore_ban(target, reason, created_us, expires_us, now_us))?;
+pub fn restore(
+    e: &Engine,
+    target: Cidr,
+    reason: Reason,
+    created_us: u64,
+    expires_us: u64,
+    now_us: u64,
+) -> Result<Option<BanOutcome>, TableError> {
+    let o = run(e, |e| {
+        e.restore_ban(target, reason, created_us, expires_us, now_us)
+    })?;
     if let Some(rec) = o.as_ref().and_then(BanOutcome::made) {
         banned(e, rec, Origin::Database);
     }
     Ok(o)
 }
 
-pub fn unban(e: &Engine, origin: Origin, target: &Cidr, now_us: u64) -> Result<Option<BanRecord>, TableError> {
+pub fn unban(
+    e: &Engine,
+    origin: Origin,
+    target: &Cidr,
+    now_us: u64,
+) -> Result<Option<BanRecord>, TableError> {
     let r = run(e, |e| e.unban(target, now_us))?;
     if let Some(rec) = &r {
         lifted(e, rec, Lifted::Manual, origin);

@@ -39,7 +39,11 @@ pub fn ban(rec: &BanRecord, source: &str) {
         return;
     }
     let ip = rec.target.to_string();
-    let seconds = if rec.ban.is_permanent() { 0 } else { secs(rec.ban.expires_us.saturating_sub(rec.ban.created_us)) };
+    let seconds = if rec.ban.is_permanent() {
+        0
+    } else {
+        secs(rec.ban.expires_us.saturating_sub(rec.ban.created_us))
+    };
     let ok = evi::raise(
         id,
         &[
@@ -51,7 +55,13 @@ pub fn ban(rec: &BanRecord, source: &str) {
         ],
     );
     if !ok {
-        rsec_log_throttled!(Err, "events", "cannot raise {} for {}", E_SEC_BAN, shown(&ip));
+        rsec_log_throttled!(
+            Err,
+            "events",
+            "cannot raise {} for {}",
+            E_SEC_BAN,
+            shown(&ip)
+        );
     }
 }
 
@@ -62,8 +72,20 @@ pub fn unban(rec: &BanRecord, why: Lifted) {
         return;
     }
     let ip = rec.target.to_string();
-    let ok = evi::raise(id, &[("ip", Value::Str(&ip)), ("reason", Value::Str(why.as_str()))]);
+    let ok = evi::raise(
+        id,
+        &[
+            ("ip", Value::Str(&ip)),
+            ("reason", Value::Str(why.as_str())),
+        ],
+    );
     if !ok {
-        rsec_log_throttled!(Err, "events", "cannot raise {} for {}", E_SEC_UNBAN, shown(&ip));
+        rsec_log_throttled!(
+            Err,
+            "events",
+            "cannot raise {} for {}",
+            E_SEC_UNBAN,
+            shown(&ip)
+        );
     }
 }

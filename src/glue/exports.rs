@@ -21,7 +21,10 @@ pub static exports: ModuleExports = ModuleExports {
     ver_info: VerInfo {
         version: version::VERSION.as_ptr().cast(),
         compile_flags: version::COMPILE_FLAGS.as_ptr().cast(),
-        scm: ScmVersion { type_: version::SCM_TYPE.as_ptr().cast(), rev: version::SCM_REV.as_ptr().cast() },
+        scm: ScmVersion {
+            type_: version::SCM_TYPE.as_ptr().cast(),
+            rev: version::SCM_REV.as_ptr().cast(),
+        },
     },
     dlflags: 0,
     load_f: None,

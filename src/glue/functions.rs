@@ -3,11 +3,15 @@
 //! generated from it), and each body a plain function of its decoded
 //! arguments returning the script return code.
 
-use crate::engine::{AuthVerdict, BanOutcome, Cidr, Engine, IpKey, PikeVerdict, Reason, RlKey, TableError, MAX_SECONDS};
+use crate::engine::{
+    AuthVerdict, BanOutcome, Cidr, Engine, IpKey, PikeVerdict, Reason, RlKey, TableError,
+    MAX_SECONDS,
+};
 use crate::ffi::log::shown;
 use crate::ffi::script::{Call, Int, Opt, Str};
 use crate::ffi::sys::{
-    BRANCH_ROUTE, ERROR_ROUTE, EVENT_ROUTE, FAILURE_ROUTE, LOCAL_ROUTE, ONREPLY_ROUTE, REQUEST_ROUTE, STARTUP_ROUTE, TIMER_ROUTE,
+    BRANCH_ROUTE, ERROR_ROUTE, EVENT_ROUTE, FAILURE_ROUTE, LOCAL_ROUTE, ONREPLY_ROUTE,
+    REQUEST_ROUTE, STARTUP_ROUTE, TIMER_ROUTE,
 };
 use crate::{rsec_log, rsec_log_throttled, script_functions};
 
@@ -23,7 +27,8 @@ pub const RC_ERROR: i32 = -3;
 /// Routes where a function reads only its arguments.
 const ANY_ROUTE: i32 = MSG_ROUTES | STARTUP_ROUTE | TIMER_ROUTE | EVENT_ROUTE;
 /// Routes that carry a received message whose source can stand in for `ip`.
-const MSG_ROUTES: i32 = REQUEST_ROUTE | FAILURE_ROUTE | ONREPLY_ROUTE | BRANCH_ROUTE | ERROR_ROUTE | LOCAL_ROUTE;
+const MSG_ROUTES: i32 =
+    REQUEST_ROUTE | FAILURE_ROUTE | ONREPLY_ROUTE | BRANCH_ROUTE | ERROR_ROUTE | LOCAL_ROUTE;
 
 script_functions! {
     on_panic = RC_ERROR;
@@ -50,7 +55,11 @@ macro_rules! or_return {
 
 fn ready(call: &Call) -> Result<&'static Engine, i32> {
     engine().ok_or_else(|| {
-        rsec_log!(Err, call.name(), "rsec is not initialised (mod_init did not run)");
+        rsec_log!(
+            Err,
+            call.name(),
+            "rsec is not initialised (mod_init did not run)"
+        );
         RC_ERROR
     })
 }
@@ -59,11 +68,20 @@ fn ready(call: &Call) -> Result<&'static Engine, i32> {
 fn source(call: &Call, ip: Option<&[u8]>) -> Result<IpKey, i32> {
     match ip {
         Some(b) => IpKey::parse(&String::from_utf8_lossy(b)).map_err(|_| {
-            rsec_log!(Err, call.name(), "bad ip argument '{}': not an IPv4 or IPv6 address", shown(b));
+            rsec_log!(
+                Err,
+                call.name(),
+                "bad ip argument '{}': not an IPv4 or IPv6 address",
+                shown(b)
+            );
             RC_ERROR
         }),
         None => call.source().map(IpKey::from_ip).ok_or_else(|| {
-            rsec_log!(Err, call.name(), "no ip given and the message has no source address");
+            rsec_log!(
+                Err,
+                call.name(),
+                "no ip given and the message has no source address"
+            );
             RC_ERROR
         }),
     }
@@ -71,7 +89,13 @@ fn source(call: &Call, ip: Option<&[u8]>) -> Result<IpKey, i32> {
 
 fn prefix(call: &Call, ip: &[u8]) -> Result<Cidr, i32> {
     Cidr::parse(&String::from_utf8_lossy(ip)).map_err(|err| {
-        rsec_log!(Err, call.name(), "bad ip argument '{}': {}", shown(ip), err.why());
+        rsec_log!(
+            Err,
+            call.name(),
+            "bad ip argument '{}': {}",
+            shown(ip),
+            err.why()
+        );
         RC_ERROR
     })
 }
@@ -88,7 +112,10 @@ fn table<T>(call: &Call, r: Result<T, TableError>) -> Result<T, i32> {
 fn pike_check(call: &Call, ip: Option<&[u8]>) -> i32 {
     let e = or_return!(ready(call));
     let ip = or_return!(source(call, ip));
-    match or_return!(table(call, decisions::pike_check(e, Origin::Script(call.name()), &ip, now_us()))) {
+    match or_return!(table(
+        call,
+        decisions::pike_check(e, Origin::Script(call.name()), &ip, now_us())
+    )) {
         PikeVerdict::Allowed | PikeVerdict::Whitelisted => RC_OK,
         PikeVerdict::Banned(_) => RC_NO,
         PikeVerdict::JustBanned(rec) => {
@@ -126,14 +153,27 @@ fn rl_check(call: &Call, key: &[u8], limit: i32, period: Option<i32>) -> i32 {
         }
     };
     if limit <= 0 {
-        rsec_log!(Err, call.name(), "bad limit {} for key '{}': must be > 0", limit, shown(key));
+        rsec_log!(
+            Err,
+            call.name(),
+            "bad limit {} for key '{}': must be > 0",
+            limit,
+            shown(key)
+        );
         return RC_ERROR;
     }
     let period = match period {
         None => 1,
         Some(p) if p > 0 && p as u32 <= MAX_SECONDS => p as u32,
         Some(p) => {
-            rsec_log!(Err, call.name(), "bad period {} for key '{}': must be 1 to {} seconds", p, shown(key), MAX_SECONDS);
+            rsec_log!(
+                Err,
+                call.name(),
+                "bad period {} for key '{}': must be 1 to {} seconds",
+                p,
+                shown(key),
+                MAX_SECONDS
+            );
             return RC_ERROR;
         }
     };
@@ -151,7 +191,14 @@ fn ban_ip(call: &Call, ip: &[u8], seconds: Option<i32>, reason: Option<&[u8]>) -
         None => e.config().ban_time_s,
         Some(s) if s >= 0 && s as u32 <= MAX_SECONDS => s as u32,
         Some(s) => {
-            rsec_log!(Err, call.name(), "bad seconds {} for {}: must be 0 (until unbanned) to {}", s, target, MAX_SECONDS);
+            rsec_log!(
+                Err,
+                call.name(),
+                "bad seconds {} for {}: must be 0 (until unbanned) to {}",
+                s,
+                target,
+                MAX_SECONDS
+            );
             return RC_ERROR;
         }
     };
@@ -160,23 +207,58 @@ fn ban_ip(call: &Call, ip: &[u8], seconds: Option<i32>, reason: Option<&[u8]>) -
         Some(r) => match Reason::parse(&String::from_utf8_lossy(r)) {
             Some(r) => r,
             None => {
-                rsec_log!(Err, call.name(), "bad reason '{}' for {}: use manual, pike, auth or rl", shown(r), target);
+                rsec_log!(
+                    Err,
+                    call.name(),
+                    "bad reason '{}' for {}: use manual, pike, auth or rl",
+                    shown(r),
+                    target
+                );
                 return RC_ERROR;
             }
         },
     };
-    let outcome = or_return!(table(call, decisions::ban(e, Origin::Script(call.name()), target, seconds, reason, now_us())));
+    let outcome = or_return!(table(
+        call,
+        decisions::ban(
+            e,
+            Origin::Script(call.name()),
+            target,
+            seconds,
+            reason,
+            now_us()
+        )
+    ));
     match outcome {
         BanOutcome::Created(rec) | BanOutcome::Updated(rec) => {
-            rsec_log!(Notice, call.name(), "banned {} for {} ({})", rec.target, Duration(seconds), reason.as_str());
+            rsec_log!(
+                Notice,
+                call.name(),
+                "banned {} for {} ({})",
+                rec.target,
+                Duration(seconds),
+                reason.as_str()
+            );
             RC_OK
         }
         BanOutcome::AlreadyBanned(rec) => {
-            rsec_log!(Info, call.name(), "{} is already banned ({}); left as it is", target, rec.ban.reason.as_str());
+            rsec_log!(
+                Info,
+                call.name(),
+                "{} is already banned ({}); left as it is",
+                target,
+                rec.ban.reason.as_str()
+            );
             RC_OK
         }
         BanOutcome::Whitelisted(w) => {
-            rsec_log!(Warn, call.name(), "refusing to ban {}: it is or contains whitelisted {}", target, w);
+            rsec_log!(
+                Warn,
+                call.name(),
+                "refusing to ban {}: it is or contains whitelisted {}",
+                target,
+                w
+            );
             RC_NO
         }
         BanOutcome::TooBroad => {
@@ -185,7 +267,12 @@ fn ban_ip(call: &Call, ip: &[u8], seconds: Option<i32>, reason: Option<&[u8]>) -
             RC_NO
         }
         BanOutcome::TableFull => {
-            rsec_log_throttled!(Err, call.name(), "cannot ban {}: ban table full (raise max_bans)", target);
+            rsec_log_throttled!(
+                Err,
+                call.name(),
+                "cannot ban {}: ban table full (raise max_bans)",
+                target
+            );
             RC_ERROR
         }
     }
@@ -194,9 +281,18 @@ fn ban_ip(call: &Call, ip: &[u8], seconds: Option<i32>, reason: Option<&[u8]>) -
 fn unban_ip(call: &Call, ip: &[u8]) -> i32 {
     let e = or_return!(ready(call));
     let target = or_return!(prefix(call, ip));
-    match or_return!(table(call, decisions::unban(e, Origin::Script(call.name()), &target, now_us()))) {
+    match or_return!(table(
+        call,
+        decisions::unban(e, Origin::Script(call.name()), &target, now_us())
+    )) {
         Some(rec) => {
-            rsec_log!(Notice, call.name(), "unbanned {} (was banned for {})", rec.target, rec.ban.reason.as_str());
+            rsec_log!(
+                Notice,
+                call.name(),
+                "unbanned {} (was banned for {})",
+                rec.target,
+                rec.ban.reason.as_str()
+            );
             RC_OK
         }
         None => RC_NO,
@@ -215,7 +311,10 @@ fn is_banned(call: &Call, ip: Option<&[u8]>) -> i32 {
 fn auth_fail(call: &Call, ip: Option<&[u8]>, user: Option<&[u8]>) -> i32 {
     let e = or_return!(ready(call));
     let ip = or_return!(source(call, ip));
-    match or_return!(table(call, decisions::auth_fail(e, Origin::Script(call.name()), &ip, now_us()))) {
+    match or_return!(table(
+        call,
+        decisions::auth_fail(e, Origin::Script(call.name()), &ip, now_us())
+    )) {
         AuthVerdict::Counted(_) | AuthVerdict::Whitelisted => RC_OK,
         AuthVerdict::AlreadyBanned(_) => RC_NO,
         AuthVerdict::JustBanned(rec) => {
@@ -233,7 +332,12 @@ fn auth_fail(call: &Call, ip: Option<&[u8]>, user: Option<&[u8]>) -> i32 {
             RC_JUST_BANNED
         }
         AuthVerdict::OverLimitUnbanned => {
-            rsec_log_throttled!(Err, call.name(), "{} reached the auth failure threshold but the ban table is full (max_bans)", ip);
+            rsec_log_throttled!(
+                Err,
+                call.name(),
+                "{} reached the auth failure threshold but the ban table is full (max_bans)",
+                ip
+            );
             RC_JUST_BANNED
         }
     }

@@ -33,8 +33,15 @@ pub fn mod_init() -> c_int {
         .layout()
         .iter()
         .map(|(name, n, stripes)| {
-            let note = if *stripes < c.lock_stripes as usize { " (fewer than lock_stripes: at least 16 entries per stripe)" } else { "" };
-            format!("{n} {name} in {stripes} stripe{}{note}", if *stripes == 1 { "" } else { "s" })
+            let note = if *stripes < c.lock_stripes as usize {
+                " (fewer than lock_stripes: at least 16 entries per stripe)"
+            } else {
+                ""
+            };
+            format!(
+                "{n} {name} in {stripes} stripe{}{note}",
+                if *stripes == 1 { "" } else { "s" }
+            )
         })
         .collect();
     rsec_log!(
@@ -44,7 +51,9 @@ pub fn mod_init() -> c_int {
         tables.join(", "),
         c.whitelist.len(),
         engine.shm_bytes() / 1024,
-        String::from_utf8_lossy(&crate::ffi::version::VERSION[..crate::ffi::version::VERSION.len() - 1]),
+        String::from_utf8_lossy(
+            &crate::ffi::version::VERSION[..crate::ffi::version::VERSION.len() - 1]
+        ),
         crate::ffi::version::PROFILE_SOURCE
     );
     if ENGINE.set(engine).is_err() {
@@ -52,15 +61,30 @@ pub fn mod_init() -> c_int {
         return -1;
     }
     if let (Some(settings), Some(e)) = (db, super::engine()) {
-        let (url, node, every) = (settings.url.redacted(), settings.node_id.clone(), e.config().db_sync_interval_s);
+        let (url, node, every) = (
+            settings.url.redacted(),
+            settings.node_id.clone(),
+            e.config().db_sync_interval_s,
+        );
         if let Err(err) = super::persist::init(e, settings) {
             rsec_log!(Err, "mod_init", "{}", err);
             return -1;
         }
-        rsec_log!(Info, "mod_init", "persisting bans to {} as node '{}', syncing every {}s", url, node, every);
+        rsec_log!(
+            Info,
+            "mod_init",
+            "persisting bans to {} as node '{}', syncing every {}s",
+            url,
+            node,
+            every
+        );
     }
     if !super::events::publish() {
-        rsec_log!(Err, "mod_init", "cannot publish the E_SEC_BAN/E_SEC_UNBAN events");
+        rsec_log!(
+            Err,
+            "mod_init",
+            "cannot publish the E_SEC_BAN/E_SEC_UNBAN events"
+        );
         return -1;
     }
     if !crate::ffi::register_timer(b"rsec-sweep\0", sweep_timer, 1) {
@@ -78,15 +102,26 @@ pub fn mod_destroy() {
 
 /// Reclaims lapsed entries every second from OpenSIPS's timer process.
 extern "C" fn sweep_timer(_ticks: c_uint, _param: *mut c_void) {
-    guard("sweep timer", || (), || {
-        let Some(e) = engine() else { return };
-        match super::decisions::sweep(e, now_us()) {
-            Ok(expired) => {
-                for b in expired {
-                    rsec_log!(Info, "sweep", "ban on {} ({}) expired after {} hits", b.target, b.ban.reason.as_str(), b.ban.hits);
+    guard(
+        "sweep timer",
+        || (),
+        || {
+            let Some(e) = engine() else { return };
+            match super::decisions::sweep(e, now_us()) {
+                Ok(expired) => {
+                    for b in expired {
+                        rsec_log!(
+                            Info,
+                            "sweep",
+                            "ban on {} ({}) expired after {} hits",
+                            b.target,
+                            b.ban.reason.as_str(),
+                            b.ban.hits
+                        );
+                    }
                 }
+                Err(err) => rsec_log_throttled!(Err, "sweep", "sweep failed: {}", err),
             }
-            Err(err) => rsec_log_throttled!(Err, "sweep", "sweep failed: {}", err),
-        }
-    })
+        },
+    )
 }

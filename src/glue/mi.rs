@@ -5,7 +5,9 @@
 //! (mi_fifo, mi_http…) and take one stripe lock at a time, so workers keep
 //! going.
 
-use crate::engine::{BanOutcome, BanRecord, Cidr, Engine, IpKey, Reason, RlKey, TableError, MAX_SECONDS, US_PER_S};
+use crate::engine::{
+    BanOutcome, BanRecord, Cidr, Engine, IpKey, Reason, RlKey, TableError, MAX_SECONDS, US_PER_S,
+};
 use crate::ffi::mi::{self, MiError, MiResult, Obj, Params};
 use crate::{mi_commands, rsec_log};
 
@@ -44,7 +46,14 @@ fn ban_obj(o: &Obj, r: &BanRecord, now: u64) {
         .str("reason", r.ban.reason.as_str())
         .num("created", (r.ban.created_us / US_PER_S) as f64)
         .num("expires", (r.ban.expires_us / US_PER_S) as f64)
-        .num("seconds_left", if r.ban.is_permanent() { -1.0 } else { r.ban.expires_us.saturating_sub(now).div_ceil(US_PER_S) as f64 })
+        .num(
+            "seconds_left",
+            if r.ban.is_permanent() {
+                -1.0
+            } else {
+                r.ban.expires_us.saturating_sub(now).div_ceil(US_PER_S) as f64
+            },
+        )
         .num("hits", r.ban.hits as f64);
 }
 
@@ -55,7 +64,9 @@ fn ban_list(p: Params) -> MiResult {
     let mut bans = table(e.list_bans(now))?;
     if let Some(f) = filter {
         // An address shows the bans covering it; a prefix, the bans inside it.
-        bans.retain(|b| b.target.contains(&f.addr) || f.contains(&b.target.addr) && f.prefix <= b.target.prefix);
+        bans.retain(|b| {
+            b.target.contains(&f.addr) || f.contains(&b.target.addr) && f.prefix <= b.target.prefix
+        });
     }
     bans.sort_by_key(|b| (b.ban.created_us, b.target));
     Ok(mi::object(|o| {
@@ -70,21 +81,48 @@ fn ban_list(p: Params) -> MiResult {
 fn ban(p: Params) -> MiResult {
     let e = ready()?;
     let target = cidr("ip", &p.required_str(c"ip")?)?;
-    let seconds = p.int(c"seconds", 0..=MAX_SECONDS as i64)?.map_or(e.config().ban_time_s, |s| s as u32);
+    let seconds = p
+        .int(c"seconds", 0..=MAX_SECONDS as i64)?
+        .map_or(e.config().ban_time_s, |s| s as u32);
     let reason = match p.str(c"reason")? {
         None => Reason::Manual,
-        Some(r) => Reason::parse(&r).ok_or_else(|| MiError::bad("reason", &r, "use manual, pike, auth or rl"))?,
+        Some(r) => Reason::parse(&r)
+            .ok_or_else(|| MiError::bad("reason", &r, "use manual, pike, auth or rl"))?,
     };
-    match table(decisions::ban(e, Origin::Mi, target, seconds, reason, now_us()))? {
+    match table(decisions::ban(
+        e,
+        Origin::Mi,
+        target,
+        seconds,
+        reason,
+        now_us(),
+    ))? {
         BanOutcome::Created(rec) | BanOutcome::Updated(rec) => {
-            rsec_log!(Notice, "mi", "banned {} for {}s ({}) from MI", rec.target, seconds, reason.as_str());
+            rsec_log!(
+                Notice,
+                "mi",
+                "banned {} for {}s ({}) from MI",
+                rec.target,
+                seconds,
+                reason.as_str()
+            );
             Ok(mi::ok("OK"))
         }
-        BanOutcome::AlreadyBanned(rec) => Ok(mi::ok(&format!("already banned ({})", rec.ban.reason.as_str()))),
-        BanOutcome::Whitelisted(w) => Err(MiError::new(403, format!("{target} is or contains whitelisted {w} and cannot be banned"))),
-        BanOutcome::TooBroad => {
-            Err(MiError::new(403, format!("refusing to ban {target}: {}", e.config().check_breadth(&target).err().unwrap_or_default())))
-        }
+        BanOutcome::AlreadyBanned(rec) => Ok(mi::ok(&format!(
+            "already banned ({})",
+            rec.ban.reason.as_str()
+        ))),
+        BanOutcome::Whitelisted(w) => Err(MiError::new(
+            403,
+            format!("{target} is or contains whitelisted {w} and cannot be banned"),
+        )),
+        BanOutcome::TooBroad => Err(MiError::new(
+            403,
+            format!(
+                "refusing to ban {target}: {}",
+                e.config().check_breadth(&target).err().unwrap_or_default()
+            ),
+        )),
         BanOutcome::TableFull => Err(MiError::new(500, "ban table full (raise max_bans)")),
     }
 }
@@ -118,7 +156,9 @@ fn ip_info(p: Params) -> MiResult {
     let info = table(e.source_info(&addr, now))?;
     let c = e.config();
     Ok(mi::object(|o| {
-        o.str("ip", &addr.to_string()).bool("whitelisted", info.whitelisted).bool("banned", info.ban.is_some());
+        o.str("ip", &addr.to_string())
+            .bool("whitelisted", info.whitelisted)
+            .bool("banned", info.ban.is_some());
         o.object("pike")
             .num("requests", info.pike_requests as f64)
             .num("density", c.pike_density as f64)
@@ -167,7 +207,10 @@ fn top(p: Params) -> MiResult {
         o.num("window", window);
         let arr = o.array("sources");
         for (ip, c) in &top {
-            arr.object().str("ip", &ip.to_string()).num("requests", *c as f64).num("rate", *c as f64 / window);
+            arr.object()
+                .str("ip", &ip.to_string())
+                .num("requests", *c as f64)
+                .num("rate", *c as f64 / window);
         }
     }))
 }
@@ -191,7 +234,10 @@ fn whitelist_add(p: Params) -> MiResult {
             Ok(mi::ok("OK"))
         }
         Ok(false) => Ok(mi::ok("already whitelisted")),
-        Err(crate::engine::WhitelistChange::TooBroad(why)) => Err(MiError::new(403, format!("refusing to whitelist {c}: {why}"))),
+        Err(crate::engine::WhitelistChange::TooBroad(why)) => Err(MiError::new(
+            403,
+            format!("refusing to whitelist {c}: {why}"),
+        )),
         Err(err) => Err(MiError::new(500, err.to_string())),
     }
 }
@@ -210,17 +256,22 @@ fn whitelist_del(p: Params) -> MiResult {
 }
 
 fn db_sync(_: Params) -> MiResult {
-    let cursor = super::persist::request_sync(std::time::Duration::from_secs(10)).map_err(|why| MiError::new(503, why))?;
+    let cursor = super::persist::request_sync(std::time::Duration::from_secs(10))
+        .map_err(|why| MiError::new(503, why))?;
     Ok(mi::object(|o| {
         o.bool("synced", true).num("cursor", cursor as f64);
         if let Some(s) = super::persist::shared() {
-            o.num("last_sync", s.last_sync_s.load(std::sync::atomic::Ordering::Relaxed) as f64);
+            o.num(
+                "last_sync",
+                s.last_sync_s.load(std::sync::atomic::Ordering::Relaxed) as f64,
+            );
         }
     }))
 }
 
 fn whitelist_reload(_: Params) -> MiResult {
-    let n = super::persist::request_whitelist_reload(std::time::Duration::from_secs(10)).map_err(|why| MiError::new(503, why))?;
+    let n = super::persist::request_whitelist_reload(std::time::Duration::from_secs(10))
+        .map_err(|why| MiError::new(503, why))?;
     Ok(mi::object(|o| {
         o.num("entries", n as f64);
     }))

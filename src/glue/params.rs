@@ -95,7 +95,10 @@ pub fn config() -> Result<(Config, Option<Settings>), ParamError> {
             let url = DbUrl::parse(&u).map_err(|e| ParamError::Db("db_url", e))?;
             let node_id = NODE_ID.value().unwrap_or_else(hostname);
             if !valid_node_id(&node_id) {
-                return Err(ParamError::Db("node_id", format!("'{node_id}' must be 1-64 characters of A-Z a-z 0-9 . _ -")));
+                return Err(ParamError::Db(
+                    "node_id",
+                    format!("'{node_id}' must be 1-64 characters of A-Z a-z 0-9 . _ -"),
+                ));
             }
             if cfg.db_queue_size == 0 {
                 return Err(ParamError::Config(ConfigError {
@@ -104,7 +107,11 @@ pub fn config() -> Result<(Config, Option<Settings>), ParamError> {
                     why: "must be greater than 0 with db_url".to_owned(),
                 }));
             }
-            Some(Settings { url, node_id, static_whitelist: cfg.whitelist.clone() })
+            Some(Settings {
+                url,
+                node_id,
+                static_whitelist: cfg.whitelist.clone(),
+            })
         }
     };
     cfg.validate().map_err(ParamError::Config)?;
@@ -114,7 +121,12 @@ pub fn config() -> Result<(Config, Option<Settings>), ParamError> {
 /// The default node_id: this host's name, made safe for node_id.
 fn hostname() -> String {
     let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let name: String = raw.trim().chars().filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c)).take(64).collect();
+    let name: String = raw
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c))
+        .take(64)
+        .collect();
     if name.is_empty() {
         "rsec".to_owned()
     } else {

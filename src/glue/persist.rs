@@ -74,7 +74,11 @@ pub fn shared() -> Option<&'static Shared> {
 }
 
 /// The persistence process; mod_init enables it when db_url is given.
-pub static PROCS: ProcTable = ProcTable::new(c"rsec persistence", persist_main, PROC_FLAG_INITCHILD | PROC_FLAG_NEEDS_SCRIPT);
+pub static PROCS: ProcTable = ProcTable::new(
+    c"rsec persistence",
+    persist_main,
+    PROC_FLAG_INITCHILD | PROC_FLAG_NEEDS_SCRIPT,
+);
 
 /// Why persistence cannot start (OpenSIPS then refuses to start).
 pub type InitError = String;
@@ -83,7 +87,8 @@ pub type InitError = String;
 /// fatal (the persistence process retries); bad settings, wrong credentials
 /// and a schema mismatch are.
 pub fn init(e: &Engine, settings: Settings) -> Result<(), InitError> {
-    let mut region = Region::new(4096).map_err(|err| format!("cannot map persistence state: {err}"))?;
+    let mut region =
+        Region::new(4096).map_err(|err| format!("cannot map persistence state: {err}"))?;
     let shared = region.alloc::<Shared>().map_err(|err| err.to_string())?;
     // Region has no Drop: the mapping outlives this handle, like the engine's.
     let now = now_us();
@@ -91,9 +96,17 @@ pub fn init(e: &Engine, settings: Settings) -> Result<(), InitError> {
     let timeout_s = e.config().db_timeout_s;
     match Conn::connect(&settings.url, timeout_s) {
         Ok(c) => {
-            store::check_schema(&c).map_err(|m| format!("db_url {}: {m}", settings.url.redacted()))?;
-            loaded = load_state(&c, e, &settings, shared, now).map_err(|err| format!("db_url {}: {err}", settings.url.redacted()))?;
-            rsec_log!(Info, "mod_init", "loaded {} bans in force from {}", loaded.len(), settings.url.redacted());
+            store::check_schema(&c)
+                .map_err(|m| format!("db_url {}: {m}", settings.url.redacted()))?;
+            loaded = load_state(&c, e, &settings, shared, now)
+                .map_err(|err| format!("db_url {}: {err}", settings.url.redacted()))?;
+            rsec_log!(
+                Info,
+                "mod_init",
+                "loaded {} bans in force from {}",
+                loaded.len(),
+                settings.url.redacted()
+            );
         }
         Err(err) if err.is_config_error() => {
             return Err(format!("db_url {}: {err}", settings.url.redacted()));
@@ -110,17 +123,32 @@ pub fn init(e: &Engine, settings: Settings) -> Result<(), InitError> {
     }
     PROCS.enable();
     PERSIST
-        .set(Persist { settings, shared, loaded_at_start: loaded })
+        .set(Persist {
+            settings,
+            shared,
+            loaded_at_start: loaded,
+        })
         .map_err(|_| "persistence initialised twice".to_owned())
 }
 
 /// Loads bans in force, the stored whitelist and the change cursor.
-fn load_state(c: &Conn, e: &Engine, s: &Settings, shared: &Shared, now: u64) -> Result<Vec<BanRecord>, DbError> {
+fn load_state(
+    c: &Conn,
+    e: &Engine,
+    s: &Settings,
+    shared: &Shared,
+    now: u64,
+) -> Result<Vec<BanRecord>, DbError> {
     reload_whitelist(c, e, s)?;
     let cursor = store::last_change_id(c)?;
     let (bans, bad) = store::load_bans(c, now / US)?;
     if bad > 0 {
-        rsec_log!(Warn, "persistence", "{} rows of rsec_bans could not be read and were skipped", bad);
+        rsec_log!(
+            Warn,
+            "persistence",
+            "{} rows of rsec_bans could not be read and were skipped",
+            bad
+        );
     }
     let mut installed = Vec::new();
     for b in bans {
@@ -131,7 +159,13 @@ fn load_state(c: &Conn, e: &Engine, s: &Settings, shared: &Shared, now: u64) -> 
             Ok(Some(BanOutcome::Created(rec) | BanOutcome::Updated(rec))) => installed.push(rec),
             Ok(Some(outcome)) => refused_import(&b.target, &outcome),
             Ok(None) => {}
-            Err(err) => rsec_log!(Err, "persistence", "cannot install ban {}: {}", b.target, err),
+            Err(err) => rsec_log!(
+                Err,
+                "persistence",
+                "cannot install ban {}: {}",
+                b.target,
+                err
+            ),
         }
     }
     shared.cursor.store(cursor, Ordering::Relaxed);
@@ -143,9 +177,25 @@ fn load_state(c: &Conn, e: &Engine, s: &Settings, shared: &Shared, now: u64) -> 
 /// Logs a stored ban this node will not enforce.
 fn refused_import(target: &Cidr, outcome: &BanOutcome) {
     match outcome {
-        BanOutcome::TableFull => rsec_log!(Err, "persistence", "ban table full loading {} (raise max_bans)", target),
-        BanOutcome::Whitelisted(w) => rsec_log!(Warn, "persistence", "stored ban {} not enforced: it is or contains whitelisted {}", target, w),
-        BanOutcome::TooBroad => rsec_log!(Warn, "persistence", "stored ban {} not enforced: shorter than min_prefix_v4/v6", target),
+        BanOutcome::TableFull => rsec_log!(
+            Err,
+            "persistence",
+            "ban table full loading {} (raise max_bans)",
+            target
+        ),
+        BanOutcome::Whitelisted(w) => rsec_log!(
+            Warn,
+            "persistence",
+            "stored ban {} not enforced: it is or contains whitelisted {}",
+            target,
+            w
+        ),
+        BanOutcome::TooBroad => rsec_log!(
+            Warn,
+            "persistence",
+            "stored ban {} not enforced: shorter than min_prefix_v4/v6",
+            target
+        ),
         _ => {}
     }
 }
@@ -164,7 +214,13 @@ fn reload_whitelist(c: &Conn, e: &Engine, s: &Settings) -> Result<usize, DbError
     match e.whitelist_replace(all) {
         Ok(refused) => {
             for (c, why) in &refused {
-                rsec_log!(Err, "persistence", "rsec_whitelist row {} skipped: {}", c, why);
+                rsec_log!(
+                    Err,
+                    "persistence",
+                    "rsec_whitelist row {} skipped: {}",
+                    c,
+                    why
+                );
             }
         }
         Err(err) => rsec_log!(Err, "persistence", "whitelist not reloaded: {}", err),
@@ -217,7 +273,9 @@ extern "C" fn persist_main(_rank: c_int) {
 }
 
 fn run() {
-    let (Some(p), Some(e)) = (PERSIST.get(), engine()) else { return };
+    let (Some(p), Some(e)) = (PERSIST.get(), engine()) else {
+        return;
+    };
     decisions::announce_loaded(&p.loaded_at_start);
     let s = &p.settings;
     let sync_every = Duration::from_secs(e.config().db_sync_interval_s as u64);
@@ -240,7 +298,14 @@ fn run() {
                 }
                 Err(err) => {
                     p.shared.errors.fetch_add(1, Ordering::Relaxed);
-                    rsec_log!(Err, "persistence", "{} unreachable: {}; retrying in {}s", s.url.redacted(), err, backoff.as_secs());
+                    rsec_log!(
+                        Err,
+                        "persistence",
+                        "{} unreachable: {}; retrying in {}s",
+                        s.url.redacted(),
+                        err,
+                        backoff.as_secs()
+                    );
                     next_connect = Instant::now() + backoff;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
@@ -278,7 +343,8 @@ fn service(c: &Conn, p: &Persist, e: &Engine, sched: &mut Schedule) -> Result<()
     if Instant::now() >= sched.next_sync || sh.sync_done.load(Ordering::Acquire) < want {
         import(c, p, e, &mut sched.seen)?;
         sh.sync_done.fetch_max(want, Ordering::AcqRel);
-        sched.next_sync = Instant::now() + Duration::from_secs(e.config().db_sync_interval_s as u64);
+        sched.next_sync =
+            Instant::now() + Duration::from_secs(e.config().db_sync_interval_s as u64);
     }
 
     let want = sh.reload_requested.load(Ordering::Acquire);
@@ -301,8 +367,14 @@ fn connect(p: &Persist, e: &Engine) -> Result<Conn, String> {
     store::check_schema(&c)?;
     if p.shared.loaded.load(Ordering::Relaxed) == 0 {
         // The database was down at start-up: load now, and announce.
-        let installed = load_state(&c, e, &p.settings, p.shared, now_us()).map_err(|e| e.to_string())?;
-        rsec_log!(Notice, "persistence", "loaded {} bans in force (database was unreachable at start-up)", installed.len());
+        let installed =
+            load_state(&c, e, &p.settings, p.shared, now_us()).map_err(|e| e.to_string())?;
+        rsec_log!(
+            Notice,
+            "persistence",
+            "loaded {} bans in force (database was unreachable at start-up)",
+            installed.len()
+        );
         decisions::announce_loaded(&installed);
     }
     Ok(c)
@@ -319,7 +391,9 @@ fn drain(c: &Conn, p: &Persist, e: &Engine) -> Result<(), DbError> {
         }
         store::write_batch(c, &p.settings.node_id, &batch)?;
         q.pop(batch.len());
-        p.shared.writes.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        p.shared
+            .writes
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
     }
 }
 
@@ -370,10 +444,23 @@ fn import(c: &Conn, p: &Persist, e: &Engine, seen: &mut Seen) -> Result<(), DbEr
                     rsec_log!(Err, "persistence", "cannot lift ban {}: {}", b.target, err);
                 }
             } else {
-                match decisions::restore(e, b.target, b.reason, b.created_s * US, b.expires_s * US, now) {
+                match decisions::restore(
+                    e,
+                    b.target,
+                    b.reason,
+                    b.created_s * US,
+                    b.expires_s * US,
+                    now,
+                ) {
                     Ok(Some(outcome)) => refused_import(&b.target, &outcome),
                     Ok(None) => {}
-                    Err(err) => rsec_log!(Err, "persistence", "cannot install ban {}: {}", b.target, err),
+                    Err(err) => rsec_log!(
+                        Err,
+                        "persistence",
+                        "cannot install ban {}: {}",
+                        b.target,
+                        err
+                    ),
                 }
             }
         }

@@ -30,7 +30,12 @@ macro_rules! shm_safe {
 }
 
 shm_safe!(bool, u8, u16, u32, u64, i32, i64, usize);
-shm_safe!(std::sync::atomic::AtomicU64, std::sync::atomic::AtomicU32, std::sync::atomic::AtomicI32, std::sync::atomic::AtomicBool);
+shm_safe!(
+    std::sync::atomic::AtomicU64,
+    std::sync::atomic::AtomicU32,
+    std::sync::atomic::AtomicI32,
+    std::sync::atomic::AtomicBool
+);
 shm_safe!(ShmMutex);
 impl<T: ShmSafe> ShmSafe for std::cell::UnsafeCell<T> {}
 impl<T: ShmSafe, const N: usize> ShmSafe for [T; N] {}
@@ -46,9 +51,16 @@ pub fn random_seeds() -> [u64; 4] {
         if n <= 0 {
             // getrandom cannot fail on Linux >= 3.17 short of EINTR; fall
             // back to time and pid rather than to a fixed key.
-            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
             let mix = t.as_nanos() as u64 ^ ((std::process::id() as u64) << 32);
-            return [mix, mix.rotate_left(17), mix.rotate_left(31), mix.rotate_left(47)];
+            return [
+                mix,
+                mix.rotate_left(17),
+                mix.rotate_left(31),
+                mix.rotate_left(47),
+            ];
         }
         got += n as usize;
     }

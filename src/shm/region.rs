@@ -40,7 +40,11 @@ impl Region {
         if p == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        Ok(Region { base: NonNull::new(p.cast()).expect("mmap returned null"), len, used: 0 })
+        Ok(Region {
+            base: NonNull::new(p.cast()).expect("mmap returned null"),
+            len,
+            used: 0,
+        })
     }
 
     /// Bytes mapped.

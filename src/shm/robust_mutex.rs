@@ -11,7 +11,6 @@ use std::io;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-
 /// How a lock was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockOutcome {
@@ -42,7 +41,10 @@ impl Default for ShmMutex {
     fn default() -> Self {
         // SAFETY: pthread_mutex_t is a plain C struct; all-zero is glibc's
         // static initialiser and in any case is overwritten by `init`.
-        ShmMutex { raw: UnsafeCell::new(unsafe { std::mem::zeroed() }), recovered: AtomicU64::new(0) }
+        ShmMutex {
+            raw: UnsafeCell::new(unsafe { std::mem::zeroed() }),
+            recovered: AtomicU64::new(0),
+        }
     }
 }
 
@@ -57,8 +59,14 @@ impl ShmMutex {
             let mut attr: libc::pthread_mutexattr_t = std::mem::zeroed();
             check(libc::pthread_mutexattr_init(&mut attr))?;
             let r = (|| {
-                check(libc::pthread_mutexattr_setpshared(&mut attr, libc::PTHREAD_PROCESS_SHARED))?;
-                check(libc::pthread_mutexattr_setrobust(&mut attr, libc::PTHREAD_MUTEX_ROBUST))?;
+                check(libc::pthread_mutexattr_setpshared(
+                    &mut attr,
+                    libc::PTHREAD_PROCESS_SHARED,
+                ))?;
+                check(libc::pthread_mutexattr_setrobust(
+                    &mut attr,
+                    libc::PTHREAD_MUTEX_ROBUST,
+                ))?;
                 check(libc::pthread_mutex_init(self.raw.get(), &attr))
             })();
             libc::pthread_mutexattr_destroy(&mut attr);
@@ -121,7 +129,10 @@ impl<T: 'static> LockedSlice<T> {
     /// Locks and returns a guard giving `&mut [T]`.
     pub fn lock(&self) -> io::Result<ShmMutexGuard<'_, T>> {
         let outcome = self.mutex.lock()?;
-        Ok(ShmMutexGuard { owner: self, outcome })
+        Ok(ShmMutexGuard {
+            owner: self,
+            outcome,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -148,7 +159,9 @@ impl<T> Deref for ShmMutexGuard<'_, T> {
     fn deref(&self) -> &[T] {
         // SAFETY: the mutex is held for the guard's lifetime; UnsafeCell<T>
         // has the same layout as T.
-        unsafe { std::slice::from_raw_parts(self.owner.data.as_ptr().cast::<T>(), self.owner.data.len()) }
+        unsafe {
+            std::slice::from_raw_parts(self.owner.data.as_ptr().cast::<T>(), self.owner.data.len())
+        }
     }
 }
 
@@ -156,7 +169,10 @@ impl<T> DerefMut for ShmMutexGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut [T] {
         // SAFETY: as above, and the guard is the only holder of the lock.
         unsafe {
-            std::slice::from_raw_parts_mut(self.owner.data.as_ptr() as *mut T, self.owner.data.len())
+            std::slice::from_raw_parts_mut(
+                self.owner.data.as_ptr() as *mut T,
+                self.owner.data.len(),
+            )
         }
     }
 }

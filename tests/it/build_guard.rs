@@ -17,7 +17,15 @@ fn build_script() -> PathBuf {
         .unwrap()
         .filter_map(|e| e.ok())
         .map(|e| e.path().join("build-script-build"))
-        .filter(|p| p.is_file() && p.parent().unwrap().file_name().unwrap().to_string_lossy().starts_with("rsec-"))
+        .filter(|p| {
+            p.is_file()
+                && p.parent()
+                    .unwrap()
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("rsec-")
+        })
         .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
         .expect("cargo built rsec's build script before the tests")
 }
@@ -61,19 +69,30 @@ fn the_build_refuses_an_opensips_it_has_no_layout_for() {
         let (out, _) = run_build_script(&dir.path, version);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{version}: {stderr}");
-        let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: rsec:")).collect();
+        let lines: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("error: rsec:"))
+            .collect();
         assert_eq!(lines.len(), 1, "{version}: one clear line:\n{stderr}");
         assert!(
-            lines[0].contains(&format!("cannot build for OpenSIPS {release} ('opensips {version} (x86_64/linux)'"))
-                && lines[0].contains("written for 3.6.x only"),
+            lines[0].contains(&format!(
+                "cannot build for OpenSIPS {release} ('opensips {version} (x86_64/linux)'"
+            )) && lines[0].contains("written for 3.6.x only"),
             "{}",
             lines[0]
         );
     }
     for version in ["3.6.3", "3.6.8"] {
         let (out, out_dir) = run_build_script(&dir.path, version);
-        assert!(out.status.success(), "{version}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{version}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let generated = std::fs::read_to_string(out_dir.join("opensips_version.rs")).unwrap();
-        assert!(generated.contains(&format!("opensips {version} (x86_64/linux)")), "{generated}");
+        assert!(
+            generated.contains(&format!("opensips {version} (x86_64/linux)")),
+            "{generated}"
+        );
     }
 }

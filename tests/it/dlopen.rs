@@ -20,7 +20,11 @@ fn target_dir_so() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().unwrap().parent().unwrap();
     let so = profile_dir.join("librsec.so");
-    assert!(so.is_file(), "{} not built (cargo builds the cdylib with the tests)", so.display());
+    assert!(
+        so.is_file(),
+        "{} not built (cargo builds the cdylib with the tests)",
+        so.display()
+    );
     so
 }
 
@@ -41,7 +45,11 @@ unsafe fn dlopen(path: &Path, flags: c_int) -> *mut c_void {
     let c = CString::new(path.to_str().unwrap()).unwrap();
     let h = libc::dlopen(c.as_ptr(), flags);
     if h.is_null() {
-        panic!("dlopen {} failed: {}", path.display(), CStr::from_ptr(libc::dlerror()).to_string_lossy());
+        panic!(
+            "dlopen {} failed: {}",
+            path.display(),
+            CStr::from_ptr(libc::dlerror()).to_string_lossy()
+        );
     }
     h
 }
@@ -63,25 +71,39 @@ fn expected_profile() -> (String, String, String, String) {
         .or_else(|| which("opensips"))
         .or_else(|| Some(PathBuf::from("/opt/opensips/sbin/opensips")).filter(|p| p.is_file()));
     let text = match &bin {
-        Some(b) => String::from_utf8_lossy(&Command::new(b).arg("-V").output().unwrap().stdout).into_owned(),
-        None => std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("include/opensips-default.profile"))
-            .unwrap()
-            .replace("version=", "version: ")
-            .replace("flags=", "flags: ")
-            .replace("scm_type=", "")
-            .replace("\nscm_rev=", " revision: "),
+        Some(b) => String::from_utf8_lossy(&Command::new(b).arg("-V").output().unwrap().stdout)
+            .into_owned(),
+        None => std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("include/opensips-default.profile"),
+        )
+        .unwrap()
+        .replace("version=", "version: ")
+        .replace("flags=", "flags: ")
+        .replace("scm_type=", "")
+        .replace("\nscm_rev=", " revision: "),
     };
-    let line = |p: &str| text.lines().find_map(|l| l.strip_prefix(p)).unwrap_or_default().trim().to_owned();
+    let line = |p: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(p))
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    };
     let (t, r) = text
         .lines()
-        .find_map(|l| l.split_once(" revision: ").filter(|(t, _)| !t.contains(' ')))
+        .find_map(|l| {
+            l.split_once(" revision: ")
+                .filter(|(t, _)| !t.contains(' '))
+        })
         .map(|(t, r)| (t.to_owned(), r.trim().to_owned()))
         .unwrap_or_default();
     (line("version: "), line("flags: "), t, r)
 }
 
 fn which(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(name)).find(|p| p.is_file())
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }
 
 #[repr(C)]
@@ -116,7 +138,12 @@ fn exports_table_and_abi_call() {
         let mut p = exp.cmds;
         while !(*p).name.is_null() {
             let c = &*p;
-            let flags: Vec<c_int> = c.params.iter().take_while(|x| x.flags != 0).map(|x| x.flags).collect();
+            let flags: Vec<c_int> = c
+                .params
+                .iter()
+                .take_while(|x| x.flags != 0)
+                .map(|x| x.flags)
+                .collect();
             assert!(c.function.is_some());
             cmds.push((cstr(c.name), flags, c.flags));
             p = p.add(1);
@@ -132,9 +159,17 @@ fn exports_table_and_abi_call() {
             ("sec_is_banned", vec![s | o]),
             ("sec_auth_fail", vec![s | o, s | o]),
         ];
-        assert_eq!(cmds.iter().map(|(n, f, _)| (n.as_str(), f.clone())).collect::<Vec<_>>(), expect);
+        assert_eq!(
+            cmds.iter()
+                .map(|(n, f, _)| (n.as_str(), f.clone()))
+                .collect::<Vec<_>>(),
+            expect
+        );
         for (name, _, routes) in &cmds {
-            assert!(routes & REQUEST_ROUTE != 0, "{name} must be allowed in request_route");
+            assert!(
+                routes & REQUEST_ROUTE != 0,
+                "{name} must be allowed in request_route"
+            );
         }
 
         // Module parameters with their types.
@@ -163,10 +198,16 @@ fn exports_table_and_abi_call() {
             "min_prefix_v4",
             "min_prefix_v6",
         ] {
-            assert!(params.contains(&(n.to_owned(), INT_PARAM)), "int modparam {n} missing: {params:?}");
+            assert!(
+                params.contains(&(n.to_owned(), INT_PARAM)),
+                "int modparam {n} missing: {params:?}"
+            );
         }
         for n in ["whitelist", "db_url", "node_id"] {
-            assert!(params.contains(&(n.to_owned(), STR_PARAM)), "string modparam {n} missing");
+            assert!(
+                params.contains(&(n.to_owned(), STR_PARAM)),
+                "string modparam {n} missing"
+            );
         }
         assert_eq!(params.len(), 19, "{params:?}");
 
@@ -180,15 +221,39 @@ fn exports_table_and_abi_call() {
         let mut stats = Vec::new();
         let mut st = exp.stats;
         while !(*st).name.is_null() {
-            assert!((*st).flags & STAT_IS_FUNC != 0, "{} must be a function statistic", cstr((*st).name));
+            assert!(
+                (*st).flags & STAT_IS_FUNC != 0,
+                "{} must be a function statistic",
+                cstr((*st).name)
+            );
             assert!(!(*st).stat_pointer.is_null());
             stats.push(cstr((*st).name));
             st = st.add(1);
         }
-        for n in ["requests_checked", "pike_blocked", "rl_rejected", "auth_failures", "bans_created", "bans_pike", "bans_auth",
-                  "bans_manual", "bans_active", "bans_expired", "dropped_while_banned", "table_evictions", "table_full",
-                  "db_writes", "db_errors", "db_queue_depth", "db_queue_drops", "db_last_sync"] {
-            assert!(stats.iter().any(|s| s == n), "statistic {n} missing: {stats:?}");
+        for n in [
+            "requests_checked",
+            "pike_blocked",
+            "rl_rejected",
+            "auth_failures",
+            "bans_created",
+            "bans_pike",
+            "bans_auth",
+            "bans_manual",
+            "bans_active",
+            "bans_expired",
+            "dropped_while_banned",
+            "table_evictions",
+            "table_full",
+            "db_writes",
+            "db_errors",
+            "db_queue_depth",
+            "db_queue_drops",
+            "db_last_sync",
+        ] {
+            assert!(
+                stats.iter().any(|s| s == n),
+                "statistic {n} missing: {stats:?}"
+            );
         }
 
         // MI commands with their recipes (parameter name lists).
@@ -199,7 +264,13 @@ fn exports_table_and_abi_call() {
                 .recipes
                 .iter()
                 .take_while(|r| r.cmd.is_some())
-                .map(|r| r.params.iter().take_while(|p| !p.is_null()).map(|p| cstr(*p)).collect())
+                .map(|r| {
+                    r.params
+                        .iter()
+                        .take_while(|p| !p.is_null())
+                        .map(|p| cstr(*p))
+                        .collect()
+                })
                 .collect();
             mi.push((cstr((*m).name), recipes));
             m = m.add(1);
@@ -207,8 +278,20 @@ fn exports_table_and_abi_call() {
         let names: Vec<&str> = mi.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             names,
-            ["sec_ban_list", "sec_ban", "sec_unban", "sec_ban_flush", "sec_ip_info", "sec_rl_list", "sec_top",
-             "sec_whitelist_list", "sec_whitelist_add", "sec_whitelist_del", "sec_db_sync", "sec_whitelist_reload"]
+            [
+                "sec_ban_list",
+                "sec_ban",
+                "sec_unban",
+                "sec_ban_flush",
+                "sec_ip_info",
+                "sec_rl_list",
+                "sec_top",
+                "sec_whitelist_list",
+                "sec_whitelist_add",
+                "sec_whitelist_del",
+                "sec_db_sync",
+                "sec_whitelist_reload"
+            ]
         );
         let ban = &mi.iter().find(|(n, _)| n == "sec_ban").unwrap().1;
         // One recipe per subset of the optional parameters, in bit order.
@@ -224,41 +307,85 @@ fn exports_table_and_abi_call() {
 
         // Set a modparam the way OpenSIPS does (write through the pointer),
         // run mod_init, then call sec_pike_check through the C ABI.
-        let density = params.iter().position(|(n, _)| n == "pike_density").unwrap();
+        let density = params
+            .iter()
+            .position(|(n, _)| n == "pike_density")
+            .unwrap();
         *((*exp.params.add(density)).param_pointer as *mut c_int) = 3;
         assert_eq!((exp.init_f.unwrap())(), 0, "mod_init");
-        assert_eq!(*sym::<c_int>(core_h, c"fake_timer_count"), 1, "sweep timer registered");
-        assert_eq!((*exp.procs.cast::<ProcExport>()).no, 0, "no persistence process without db_url");
-        assert_eq!(*sym::<c_int>(core_h, c"fake_events_published"), 2, "E_SEC_BAN and E_SEC_UNBAN published");
+        assert_eq!(
+            *sym::<c_int>(core_h, c"fake_timer_count"),
+            1,
+            "sweep timer registered"
+        );
+        assert_eq!(
+            (*exp.procs.cast::<ProcExport>()).no,
+            0,
+            "no persistence process without db_url"
+        );
+        assert_eq!(
+            *sym::<c_int>(core_h, c"fake_events_published"),
+            2,
+            "E_SEC_BAN and E_SEC_UNBAN published"
+        );
 
         let mut msg: Box<FakeMsg> = Box::new(std::mem::zeroed());
         msg.head.rcv.src_ip.af = AF_INET;
         msg.head.rcv.src_ip.len = 4;
         msg.head.rcv.src_ip.u[..4].copy_from_slice(&[192, 0, 2, 77]);
         let m = (&mut *msg as *mut FakeMsg).cast::<SipMsg>();
-        let pike = cmds.iter().position(|(n, _, _)| n == "sec_pike_check").unwrap();
+        let pike = cmds
+            .iter()
+            .position(|(n, _, _)| n == "sec_pike_check")
+            .unwrap();
         let f = (*exp.cmds.add(pike)).function.unwrap();
         let n = std::ptr::null_mut();
         let rcs: Vec<c_int> = (0..5).map(|_| f(m, n, n, n, n, n, n, n, n)).collect();
-        assert_eq!(rcs, vec![1, 1, 1, -2, -1], "3 allowed, 4th bans, 5th is refused");
-        assert_eq!(*sym::<c_int>(core_h, c"fake_events_raised"), 1, "one E_SEC_BAN for the one ban");
-        let log = CStr::from_ptr(sym::<c_char>(core_h, c"fake_last_log")).to_string_lossy().into_owned();
-        assert!(log.contains("NOTICE:rsec:sec_pike_check: banned 192.0.2.77"), "{log}");
+        assert_eq!(
+            rcs,
+            vec![1, 1, 1, -2, -1],
+            "3 allowed, 4th bans, 5th is refused"
+        );
+        assert_eq!(
+            *sym::<c_int>(core_h, c"fake_events_raised"),
+            1,
+            "one E_SEC_BAN for the one ban"
+        );
+        let log = CStr::from_ptr(sym::<c_char>(core_h, c"fake_last_log"))
+            .to_string_lossy()
+            .into_owned();
+        assert!(
+            log.contains("NOTICE:rsec:sec_pike_check: banned 192.0.2.77"),
+            "{log}"
+        );
 
         // A bad argument through the ABI: -3 and a log line naming function and value.
         let ban = cmds.iter().position(|(n, _, _)| n == "sec_ban_ip").unwrap();
         let fb = (*exp.cmds.add(ban)).function.unwrap();
         let mut bad = *b"10.0.0.300";
-        let mut s = Str { s: bad.as_mut_ptr().cast(), len: bad.len() as c_int };
+        let mut s = Str {
+            s: bad.as_mut_ptr().cast(),
+            len: bad.len() as c_int,
+        };
         let rc = fb(m, (&mut s as *mut Str).cast(), n, n, n, n, n, n, n);
         assert_eq!(rc, -3);
-        let log = CStr::from_ptr(sym::<c_char>(core_h, c"fake_last_log")).to_string_lossy().into_owned();
-        assert!(log.contains("ERROR:rsec:sec_ban_ip:") && log.contains("10.0.0.300"), "{log}");
+        let log = CStr::from_ptr(sym::<c_char>(core_h, c"fake_last_log"))
+            .to_string_lossy()
+            .into_owned();
+        assert!(
+            log.contains("ERROR:rsec:sec_ban_ip:") && log.contains("10.0.0.300"),
+            "{log}"
+        );
         // A format directive in caller data is printed, never interpreted.
         let mut fmt_attack = *b"%s%s%n%s";
-        let mut s = Str { s: fmt_attack.as_mut_ptr().cast(), len: fmt_attack.len() as c_int };
+        let mut s = Str {
+            s: fmt_attack.as_mut_ptr().cast(),
+            len: fmt_attack.len() as c_int,
+        };
         assert_eq!(fb(m, (&mut s as *mut Str).cast(), n, n, n, n, n, n, n), -3);
-        let log = CStr::from_ptr(sym::<c_char>(core_h, c"fake_last_log")).to_string_lossy().into_owned();
+        let log = CStr::from_ptr(sym::<c_char>(core_h, c"fake_last_log"))
+            .to_string_lossy()
+            .into_owned();
         assert!(log.contains("'%s%s%n%s'"), "{log}");
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -273,12 +400,19 @@ fn imported_symbols_resolve_against_real_opensips() {
         .or_else(|| which("opensips"))
         .or_else(|| Some(PathBuf::from("/opt/opensips/sbin/opensips")).filter(|p| p.is_file()))
     else {
-        skip("imported_symbols_resolve_against_real_opensips", "no OpenSIPS found (set OPENSIPS_BIN); imported-symbol check not run");
+        skip(
+            "imported_symbols_resolve_against_real_opensips",
+            "no OpenSIPS found (set OPENSIPS_BIN); imported-symbol check not run",
+        );
         return;
     };
     // Versioned imports (foo@GLIBC_2.x, bar@GCC_3.0) come from the C
     // runtime; unversioned strong imports can only come from OpenSIPS.
-    let out = Command::new("nm").args(["-D", "--undefined-only"]).arg(target_dir_so()).output().expect("nm (binutils) needed");
+    let out = Command::new("nm")
+        .args(["-D", "--undefined-only"])
+        .arg(target_dir_so())
+        .output()
+        .expect("nm (binutils) needed");
     let mut from_core: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| {
@@ -313,11 +447,24 @@ fn imported_symbols_resolve_against_real_opensips() {
         "evi_free_params",
     ];
     ours.sort();
-    assert_eq!(from_core, ours, "rsec.so imports exactly the core symbols declared in src/ffi/sys.rs");
-    let out = Command::new("nm").args(["-D", "--defined-only"]).arg(&bin).output().unwrap();
-    let exported: Vec<String> =
-        String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split_whitespace().last().map(str::to_owned)).collect();
+    assert_eq!(
+        from_core, ours,
+        "rsec.so imports exactly the core symbols declared in src/ffi/sys.rs"
+    );
+    let out = Command::new("nm")
+        .args(["-D", "--defined-only"])
+        .arg(&bin)
+        .output()
+        .unwrap();
+    let exported: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().last().map(str::to_owned))
+        .collect();
     for s in &from_core {
-        assert!(exported.contains(s), "{} does not export {s}: loadmodule would fail with RTLD_NOW", bin.display());
+        assert!(
+            exported.contains(s),
+            "{} does not export {s}: loadmodule would fail with RTLD_NOW",
+            bin.display()
+        );
     }
 }

@@ -57,8 +57,15 @@ impl Rng {
 }
 
 fn source_table(capacity: usize, stripes: usize) -> (Region, Table<IpKey, SourceState>) {
-    let mut region = Region::new(Table::<IpKey, SourceState>::shm_bytes(capacity, stripes)).unwrap();
-    let t = Table::new(&mut region, capacity, stripes, RandomState::with_seeds(1, 2, 3, 4)).unwrap();
+    let mut region =
+        Region::new(Table::<IpKey, SourceState>::shm_bytes(capacity, stripes)).unwrap();
+    let t = Table::new(
+        &mut region,
+        capacity,
+        stripes,
+        RandomState::with_seeds(1, 2, 3, 4),
+    )
+    .unwrap();
     (region, t)
 }
 
@@ -77,11 +84,27 @@ fn touch(t: &Table<IpKey, SourceState>, ip: &IpKey, now: u64) -> Found {
 #[test]
 fn table_capacity_is_exactly_what_was_asked() {
     // Capacity is never rounded up: a modparam of 100 holds 100, not 128.
-    for (capacity, stripes, expect_stripes) in [(64, 4, 4), (64, 1, 1), (100, 8, 6), (1000, 8, 8), (1001, 8, 8), (16, 64, 1), (17, 64, 1)] {
+    for (capacity, stripes, expect_stripes) in [
+        (64, 4, 4),
+        (64, 1, 1),
+        (100, 8, 6),
+        (1000, 8, 8),
+        (1001, 8, 8),
+        (16, 64, 1),
+        (17, 64, 1),
+    ] {
         let (region, t) = source_table(capacity, stripes);
-        assert_eq!(t.capacity(), capacity, "capacity {capacity} over {stripes} stripes");
+        assert_eq!(
+            t.capacity(),
+            capacity,
+            "capacity {capacity} over {stripes} stripes"
+        );
         // Fewer stripes rather than stripes smaller than a probe window.
-        assert_eq!(t.stripe_count(), expect_stripes, "capacity {capacity} over {stripes} stripes");
+        assert_eq!(
+            t.stripe_count(),
+            expect_stripes,
+            "capacity {capacity} over {stripes} stripes"
+        );
         assert!(region.used() <= region.len());
     }
 }
@@ -107,10 +130,15 @@ fn table_flood_stays_bounded() {
     assert_eq!(get(&c.full), 0);
     assert_eq!(get(&c.reclaimed), 0);
     assert_eq!(region.used(), used, "nothing allocated after start-up");
-    let found = (0..10_000u32).filter(|i| t.get(&v4(0x0a00_0000 + i), now, |_| ()).unwrap().is_some()).count();
+    let found = (0..10_000u32)
+        .filter(|i| t.get(&v4(0x0a00_0000 + i), now, |_| ()).unwrap().is_some())
+        .count();
     assert_eq!(found, 64);
     // The newest source always survives.
-    assert!(t.get(&v4(0x0a00_0000 + 9_999), now, |_| ()).unwrap().is_some());
+    assert!(t
+        .get(&v4(0x0a00_0000 + 9_999), now, |_| ())
+        .unwrap()
+        .is_some());
 }
 
 #[test]
@@ -134,7 +162,9 @@ fn table_evicts_least_recently_seen_first() {
         touch(&t, &v4(1000 + i), T0 + 1000 + i as u64);
     }
     let now = T0 + 5000;
-    let kept: Vec<u32> = (0..3000u32).filter(|&i| t.get(&v4(i), now, |_| ()).unwrap().is_some()).collect();
+    let kept: Vec<u32> = (0..3000u32)
+        .filter(|&i| t.get(&v4(i), now, |_| ()).unwrap().is_some())
+        .collect();
     assert_eq!(kept, (1984..2000).collect::<Vec<_>>());
 }
 
@@ -155,7 +185,11 @@ fn table_reuses_lapsed_entries_before_evicting() {
     assert_eq!(get(&t.counters().reclaimed), 16);
     // A lapsed entry for the same key comes back fresh.
     assert_eq!(touch(&t, &v4(100), later + 60 * SEC), Found::Created);
-    let n = t.get(&v4(100), later + 60 * SEC, |s| s.requests.total(later + 60 * SEC, 2 * SEC)).unwrap();
+    let n = t
+        .get(&v4(100), later + 60 * SEC, |s| {
+            s.requests.total(later + 60 * SEC, 2 * SEC)
+        })
+        .unwrap();
     assert_eq!(n, Some(1));
 }
 
@@ -183,7 +217,8 @@ impl Entry for Pin {
 #[test]
 fn table_never_evicts_pinned_entries() {
     let mut region = Region::new(Table::<u64, Pin>::shm_bytes(16, 1)).unwrap();
-    let t: Table<u64, Pin> = Table::new(&mut region, 16, 1, RandomState::with_seeds(5, 6, 7, 8)).unwrap();
+    let t: Table<u64, Pin> =
+        Table::new(&mut region, 16, 1, RandomState::with_seeds(5, 6, 7, 8)).unwrap();
     let put = |k: u64, pinned: bool, stamp: u64| {
         t.upsert(&k, T0, |v, _| {
             *v = Pin { pinned, stamp };
@@ -198,7 +233,14 @@ fn table_never_evicts_pinned_entries() {
         put(k, false, k).unwrap();
     }
     for k in (1..16u64).step_by(2) {
-        assert_eq!(t.get(&k, T0, |v| *v).unwrap(), Some(Pin { pinned: true, stamp: 1 + k }), "pinned {k}");
+        assert_eq!(
+            t.get(&k, T0, |v| *v).unwrap(),
+            Some(Pin {
+                pinned: true,
+                stamp: 1 + k
+            }),
+            "pinned {k}"
+        );
     }
     assert_eq!(get(&t.counters().evictions), 100);
     // Pin the 8 evictable survivors too: now nothing can be replaced.
@@ -210,7 +252,13 @@ fn table_never_evicts_pinned_entries() {
     assert_eq!(get(&t.counters().full), 2);
     assert_eq!(get(&t.counters().evictions), 100);
     // Removing one makes room for exactly one.
-    assert_eq!(t.remove(&1, T0).unwrap(), Some(Pin { pinned: true, stamp: 2 }));
+    assert_eq!(
+        t.remove(&1, T0).unwrap(),
+        Some(Pin {
+            pinned: true,
+            stamp: 2
+        })
+    );
     put(1000, true, 1000).unwrap();
     assert!(matches!(put(1001, true, 1001), Err(TableError::Full)));
     assert_eq!(t.len(T0).unwrap(), 16);
@@ -223,12 +271,17 @@ fn engine_source_flood_stays_bounded_and_counts_evictions() {
     let e = Engine::new(config(64, 16, 4)).unwrap();
     let bytes = e.shm_bytes();
     for i in 0..10_000u32 {
-        assert_eq!(e.pike_check(&v4(0x0a00_0000 + i), T0 + i as u64).unwrap(), PikeVerdict::Allowed);
+        assert_eq!(
+            e.pike_check(&v4(0x0a00_0000 + i), T0 + i as u64).unwrap(),
+            PikeVerdict::Allowed
+        );
     }
     let now = T0 + 10_000;
     assert_eq!(e.shm_bytes(), bytes);
     assert_eq!(get(&e.source_counters().evictions), 10_000 - 64);
-    let tracked = (0..10_000u32).filter(|i| e.pike_count(&v4(0x0a00_0000 + i), now).unwrap() > 0).count();
+    let tracked = (0..10_000u32)
+        .filter(|i| e.pike_count(&v4(0x0a00_0000 + i), now).unwrap() > 0)
+        .count();
     assert_eq!(tracked, 64);
     assert_eq!(get(&e.stats().pike_checked), 10_000);
     assert_eq!(e.stats().bans_created_total(), 0);
@@ -265,13 +318,21 @@ fn active_bans_are_never_evicted() {
         i += 1;
         assert!(i < 1000, "ban table never reported full");
     }
-    assert_eq!(created.len(), 16, "max_bans=16 with one stripe holds exactly 16");
+    assert_eq!(
+        created.len(),
+        16,
+        "max_bans=16 with one stripe holds exactly 16"
+    );
     assert_eq!(get(&e.ban_counters().full), 1);
     assert_eq!(get(&e.ban_counters().evictions), 0);
 
     // More attempts of every kind are refused; nothing is displaced.
     for j in 0..9u32 {
-        assert_eq!(e.ban(Cidr::host(v4(0x0b00_0000 + j)), 0, Reason::Manual, T0).unwrap(), BanOutcome::TableFull);
+        assert_eq!(
+            e.ban(Cidr::host(v4(0x0b00_0000 + j)), 0, Reason::Manual, T0)
+                .unwrap(),
+            BanOutcome::TableFull
+        );
     }
     assert_eq!(get(&e.ban_counters().full), 10);
     // A flooding source is refused all the same (never fails open).
@@ -280,20 +341,32 @@ fn active_bans_are_never_evicted() {
         assert_eq!(e.pike_check(&flooder, T0).unwrap(), PikeVerdict::Allowed);
     }
     for _ in 0..5 {
-        assert_eq!(e.pike_check(&flooder, T0).unwrap(), PikeVerdict::OverLimitUnbanned);
+        assert_eq!(
+            e.pike_check(&flooder, T0).unwrap(),
+            PikeVerdict::OverLimitUnbanned
+        );
     }
     let guesser = v4(0x0909_0909);
     assert_eq!(e.auth_fail(&guesser, T0).unwrap(), AuthVerdict::Counted(1));
     assert_eq!(e.auth_fail(&guesser, T0).unwrap(), AuthVerdict::Counted(2));
-    assert_eq!(e.auth_fail(&guesser, T0).unwrap(), AuthVerdict::OverLimitUnbanned);
+    assert_eq!(
+        e.auth_fail(&guesser, T0).unwrap(),
+        AuthVerdict::OverLimitUnbanned
+    );
     assert_eq!(get(&e.ban_counters().full), 10 + 5 + 1);
     assert_eq!(get(&e.stats().pike_blocked), 5);
 
     // Every ban created before is still there and still enforced.
     for t in &created {
-        let rec = e.lookup_ban(&t.addr, T0 + 99 * SEC).unwrap().expect("still banned");
+        let rec = e
+            .lookup_ban(&t.addr, T0 + 99 * SEC)
+            .unwrap()
+            .expect("still banned");
         assert_eq!(rec.target, *t);
-        assert_eq!(e.pike_check(&t.addr, T0 + SEC).unwrap(), PikeVerdict::Banned(Reason::Manual));
+        assert_eq!(
+            e.pike_check(&t.addr, T0 + SEC).unwrap(),
+            PikeVerdict::Banned(Reason::Manual)
+        );
     }
     assert_eq!(e.list_bans(T0).unwrap().len(), 16);
     assert_eq!(e.bans_active(), 16);
@@ -304,14 +377,20 @@ fn active_bans_are_never_evicted() {
     assert!(e.unban(&created[0], T0).unwrap().is_some());
     let o = e.ban(Cidr::host(flooder), 60, Reason::Pike, T0).unwrap();
     assert!(matches!(o, BanOutcome::Created(_)), "{o:?}");
-    assert_eq!(e.ban(Cidr::host(guesser), 60, Reason::Auth, T0).unwrap(), BanOutcome::TableFull);
+    assert_eq!(
+        e.ban(Cidr::host(guesser), 60, Reason::Auth, T0).unwrap(),
+        BanOutcome::TableFull
+    );
 
     // Once the timed bans lapse, new bans fit again (created[3] is now
     // permanent, and the flooder's ban lasts until T0 + 60 s).
     let later = T0 + 100 * SEC;
     let mut fresh = 0;
     for j in 0..100u32 {
-        match e.ban(Cidr::host(v4(0x0c00_0000 + j)), 100, Reason::Manual, later).unwrap() {
+        match e
+            .ban(Cidr::host(v4(0x0c00_0000 + j)), 100, Reason::Manual, later)
+            .unwrap()
+        {
             BanOutcome::Created(_) => fresh += 1,
             BanOutcome::TableFull => break,
             other => panic!("{other:?}"),
@@ -341,7 +420,10 @@ fn ban_table_with_several_stripes_fills_completely_and_keeps_every_ban() {
     assert_eq!(refused, 1000 - 64);
     assert_eq!(get(&e.ban_counters().full), refused);
     for t in &created {
-        assert!(e.lookup_ban(&t.addr, T0 + 1000 * SEC).unwrap().is_some(), "{t}");
+        assert!(
+            e.lookup_ban(&t.addr, T0 + 1000 * SEC).unwrap().is_some(),
+            "{t}"
+        );
     }
     assert_eq!(e.bans_active(), 64);
 }
@@ -374,17 +456,29 @@ fn spoofed_flood_cannot_grow_memory_or_hide_a_real_flooder() {
         distinct.insert(src);
         t += 10;
         // Each spoofed source is seen at most a couple of times.
-        assert_eq!(e.pike_check(&src, t).unwrap(), PikeVerdict::Allowed, "spoofed #{i}");
+        assert_eq!(
+            e.pike_check(&src, t).unwrap(),
+            PikeVerdict::Allowed,
+            "spoofed #{i}"
+        );
         if i % 10 == 0 {
             attacker_verdicts.push(e.pike_check(&attacker, t).unwrap());
         }
     }
     assert_eq!(e.shm_bytes(), bytes);
     // 30 allowed, one ban, refused afterwards.
-    assert!(attacker_verdicts[..30].iter().all(|v| *v == PikeVerdict::Allowed), "{:?}", &attacker_verdicts[..31]);
+    assert!(
+        attacker_verdicts[..30]
+            .iter()
+            .all(|v| *v == PikeVerdict::Allowed),
+        "{:?}",
+        &attacker_verdicts[..31]
+    );
     let o = attacker_verdicts[30];
     assert!(matches!(o, PikeVerdict::JustBanned(_)), "{o:?}");
-    assert!(attacker_verdicts[31..].iter().all(|v| *v == PikeVerdict::Banned(Reason::Pike)));
+    assert!(attacker_verdicts[31..]
+        .iter()
+        .all(|v| *v == PikeVerdict::Banned(Reason::Pike)));
     assert_eq!(e.stats().bans_created_total(), 1);
     assert_eq!(get(&e.ban_counters().full), 0);
     let rec = e.lookup_ban(&attacker, t).unwrap().unwrap();

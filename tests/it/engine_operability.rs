@@ -18,7 +18,11 @@ fn engine(cfg: Config) -> Engine {
 #[test]
 fn every_expiry_reported_once_sweep_or_reclaim() {
     // One stripe of 16 slots: a new ban is likely to land on a lapsed one.
-    let e = engine(Config { max_bans: 16, lock_stripes: 1, ..Config::default() });
+    let e = engine(Config {
+        max_bans: 16,
+        lock_stripes: 1,
+        ..Config::default()
+    });
     for i in 0..16 {
         let c = Cidr::host(ip(&format!("192.0.2.{i}")));
         let o = e.ban(c, 10, Reason::Manual, T0).unwrap();
@@ -28,17 +32,36 @@ fn every_expiry_reported_once_sweep_or_reclaim() {
     // before any sweep: each reclaims a lapsed slot and must report it.
     let later = T0 + 11 * S;
     for i in 0..8 {
-        e.ban(Cidr::host(ip(&format!("192.0.2.{i}"))), 10, Reason::Manual, later).unwrap();
-        e.ban(Cidr::host(ip(&format!("198.51.100.{i}"))), 10, Reason::Manual, later).unwrap();
+        e.ban(
+            Cidr::host(ip(&format!("192.0.2.{i}"))),
+            10,
+            Reason::Manual,
+            later,
+        )
+        .unwrap();
+        e.ban(
+            Cidr::host(ip(&format!("198.51.100.{i}"))),
+            10,
+            Reason::Manual,
+            later,
+        )
+        .unwrap();
     }
     let reclaimed = e.drain_lapsed();
     assert!(e.drain_lapsed().is_empty(), "draining empties the list");
     let swept = e.sweep(later).unwrap();
-    let mut reported: Vec<String> = reclaimed.iter().chain(swept.iter()).map(|r| r.target.to_string()).collect();
+    let mut reported: Vec<String> = reclaimed
+        .iter()
+        .chain(swept.iter())
+        .map(|r| r.target.to_string())
+        .collect();
     reported.sort();
     let mut expected: Vec<String> = (0..16).map(|i| format!("192.0.2.{i}")).collect();
     expected.sort();
-    assert_eq!(reported, expected, "each of the 16 lapsed bans reported exactly once");
+    assert_eq!(
+        reported, expected,
+        "each of the 16 lapsed bans reported exactly once"
+    );
     assert_eq!(e.list_bans(later).unwrap().len(), 16);
     assert_eq!(e.bans_active(), 16);
 }
@@ -48,27 +71,51 @@ fn unban_of_a_lapsed_ban_reports_expiry_not_removal() {
     let e = engine(Config::default());
     let c = Cidr::host(ip("203.0.113.9"));
     e.ban(c, 5, Reason::Manual, T0).unwrap();
-    assert_eq!(e.unban(&c, T0 + 6 * S).unwrap(), None, "nothing active to unban");
+    assert_eq!(
+        e.unban(&c, T0 + 6 * S).unwrap(),
+        None,
+        "nothing active to unban"
+    );
     let lapsed = e.drain_lapsed();
     assert_eq!(lapsed.len(), 1);
     assert_eq!(lapsed[0].target, c);
-    assert_eq!(e.stats().bans_removed.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(
+        e.stats()
+            .bans_removed
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
 }
 
 #[test]
 fn flush_removes_every_active_ban_and_counts_them() {
     let e = engine(Config::default());
     for i in 0..5 {
-        e.ban(Cidr::host(ip(&format!("10.1.0.{i}"))), 0, Reason::Manual, T0).unwrap();
+        e.ban(
+            Cidr::host(ip(&format!("10.1.0.{i}"))),
+            0,
+            Reason::Manual,
+            T0,
+        )
+        .unwrap();
     }
-    e.ban(Cidr::parse("2001:db8::/48").unwrap(), 60, Reason::Auth, T0).unwrap();
-    e.ban(Cidr::host(ip("10.2.0.1")), 1, Reason::Pike, T0).unwrap(); // lapses before the flush
+    e.ban(Cidr::parse("2001:db8::/48").unwrap(), 60, Reason::Auth, T0)
+        .unwrap();
+    e.ban(Cidr::host(ip("10.2.0.1")), 1, Reason::Pike, T0)
+        .unwrap(); // lapses before the flush
     let removed = e.flush_bans(T0 + 2 * S).unwrap();
     assert_eq!(removed.len(), 6);
-    assert_eq!(e.drain_lapsed().len(), 1, "the lapsed one is an expiry, not a flush");
+    assert_eq!(
+        e.drain_lapsed().len(),
+        1,
+        "the lapsed one is an expiry, not a flush"
+    );
     assert!(e.list_bans(T0 + 2 * S).unwrap().is_empty());
     assert_eq!(e.bans_active(), 0);
-    assert_eq!(e.pike_check(&ip("10.1.0.3"), T0 + 3 * S).unwrap(), PikeVerdict::Allowed);
+    assert_eq!(
+        e.pike_check(&ip("10.1.0.3"), T0 + 3 * S).unwrap(),
+        PikeVerdict::Allowed
+    );
 }
 
 #[test]
@@ -89,13 +136,29 @@ fn source_info_reports_counters_ban_and_whitelist() {
     assert_eq!(info.last_seen_us, Some(T0 + 11));
     assert!(info.ban.is_none() && !info.whitelisted);
 
-    e.ban(Cidr::parse("198.51.100.0/24").unwrap(), 60, Reason::Manual, T0 + 30).unwrap();
+    e.ban(
+        Cidr::parse("198.51.100.0/24").unwrap(),
+        60,
+        Reason::Manual,
+        T0 + 30,
+    )
+    .unwrap();
     let info = e.source_info(&a, T0 + 40).unwrap();
-    assert_eq!(info.ban.map(|b| b.target.to_string()), Some("198.51.100.0/24".to_owned()));
+    assert_eq!(
+        info.ban.map(|b| b.target.to_string()),
+        Some("198.51.100.0/24".to_owned())
+    );
 
     let unknown = e.source_info(&ip("192.168.3.4"), T0).unwrap();
     assert!(unknown.whitelisted);
-    assert_eq!((unknown.pike_requests, unknown.auth_failures, unknown.last_seen_us), (0, 0, None));
+    assert_eq!(
+        (
+            unknown.pike_requests,
+            unknown.auth_failures,
+            unknown.last_seen_us
+        ),
+        (0, 0, None)
+    );
 }
 
 #[test]
@@ -110,24 +173,58 @@ fn rl_list_shows_use_per_key() {
     let mut all = e.rl_list(None, T0).unwrap();
     all.sort_by(|x, y| x.key.cmp(&y.key));
     assert_eq!(all.len(), 2);
-    assert_eq!((all[0].key.as_slice(), all[0].limit, all[0].period_s, all[0].available), (&b"inv:alice"[..], 2, 1, 1));
-    assert_eq!((all[1].key.as_slice(), all[1].limit, all[1].period_s, all[1].available), (&b"reg:10.0.0.1"[..], 10, 60, 7));
+    assert_eq!(
+        (
+            all[0].key.as_slice(),
+            all[0].limit,
+            all[0].period_s,
+            all[0].available
+        ),
+        (&b"inv:alice"[..], 2, 1, 1)
+    );
+    assert_eq!(
+        (
+            all[1].key.as_slice(),
+            all[1].limit,
+            all[1].period_s,
+            all[1].available
+        ),
+        (&b"reg:10.0.0.1"[..], 10, 60, 7)
+    );
     let one = e.rl_list(Some(&a), T0).unwrap();
     assert_eq!(one.len(), 1);
-    assert!(e.rl_list(Some(&RlKey::new(b"nope").unwrap()), T0).unwrap().is_empty());
+    assert!(e
+        .rl_list(Some(&RlKey::new(b"nope").unwrap()), T0)
+        .unwrap()
+        .is_empty());
 }
 
 #[test]
 fn top_sources_ranks_by_current_rate() {
-    let e = engine(Config { pike_density: 1000, ..Config::default() });
-    for (n, who) in [(5, "10.0.0.5"), (50, "10.0.0.50"), (20, "2001:db8::20"), (1, "10.0.0.1")] {
+    let e = engine(Config {
+        pike_density: 1000,
+        ..Config::default()
+    });
+    for (n, who) in [
+        (5, "10.0.0.5"),
+        (50, "10.0.0.50"),
+        (20, "2001:db8::20"),
+        (1, "10.0.0.1"),
+    ] {
         for k in 0..n {
             e.pike_check(&ip(who), T0 + k).unwrap();
         }
     }
     let top = e.top_sources(3, T0 + 100).unwrap();
     let got: Vec<(String, u32)> = top.iter().map(|(i, c)| (i.to_string(), *c)).collect();
-    assert_eq!(got, vec![("10.0.0.50".into(), 50), ("2001:db8::20".into(), 20), ("10.0.0.5".into(), 5)]);
+    assert_eq!(
+        got,
+        vec![
+            ("10.0.0.50".into(), 50),
+            ("2001:db8::20".into(), 20),
+            ("10.0.0.5".into(), 5)
+        ]
+    );
     // Outside the window nobody is talking.
     assert!(e.top_sources(3, T0 + 10 * S).unwrap().is_empty());
 }
@@ -140,18 +237,46 @@ fn restore_ban_is_idempotent_at_stored_precision() {
     let o = e.ban(c, 120, Reason::Pike, now).unwrap();
     assert!(matches!(o, BanOutcome::Created(_)), "{o:?}");
     let stored_expires = (now + 120 * S) / S * S;
-    let again = e.restore_ban(c, Reason::Pike, now / S * S, stored_expires, now + 10).unwrap();
+    let again = e
+        .restore_ban(c, Reason::Pike, now / S * S, stored_expires, now + 10)
+        .unwrap();
     let o = again;
-    assert!(matches!(o, Some(BanOutcome::AlreadyBanned(r)) if r.ban.reason == Reason::Pike), "reading our own ban back changes nothing: {o:?}");
-    let longer = e.restore_ban(c, Reason::Manual, now / S * S, stored_expires + 600 * S, now + 10).unwrap();
+    assert!(
+        matches!(o, Some(BanOutcome::AlreadyBanned(r)) if r.ban.reason == Reason::Pike),
+        "reading our own ban back changes nothing: {o:?}"
+    );
+    let longer = e
+        .restore_ban(
+            c,
+            Reason::Manual,
+            now / S * S,
+            stored_expires + 600 * S,
+            now + 10,
+        )
+        .unwrap();
     let o = longer;
     assert!(matches!(o, Some(BanOutcome::Updated(_))), "{o:?}");
-    assert_eq!(e.restore_ban(Cidr::host(ip("192.0.2.100")), Reason::Auth, T0, T0 + S, T0 + 2 * S).unwrap(), None, "lapsed: ignored");
+    assert_eq!(
+        e.restore_ban(
+            Cidr::host(ip("192.0.2.100")),
+            Reason::Auth,
+            T0,
+            T0 + S,
+            T0 + 2 * S
+        )
+        .unwrap(),
+        None,
+        "lapsed: ignored"
+    );
 }
 
 #[test]
 fn unban_forgets_the_source_counts() {
-    let e = engine(Config { pike_density: 5, auth_fail_threshold: 3, ..Config::default() });
+    let e = engine(Config {
+        pike_density: 5,
+        auth_fail_threshold: 3,
+        ..Config::default()
+    });
     let a = ip("198.51.100.77");
     for k in 0..5 {
         assert_eq!(e.pike_check(&a, T0 + k).unwrap(), PikeVerdict::Allowed);
@@ -164,6 +289,10 @@ fn unban_forgets_the_source_counts() {
     assert_eq!((info.pike_requests, info.auth_failures), (0, 0));
     // Within the same window, the unbanned source starts afresh.
     for k in 0..5 {
-        assert_eq!(e.pike_check(&a, T0 + 10 + k).unwrap(), PikeVerdict::Allowed, "request {k} after unban");
+        assert_eq!(
+            e.pike_check(&a, T0 + 10 + k).unwrap(),
+            PikeVerdict::Allowed,
+            "request {k} after unban"
+        );
     }
 }

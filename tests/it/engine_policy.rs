@@ -3,8 +3,8 @@
 
 use rsec::engine::stats::Stats;
 use rsec::engine::{
-    AuthVerdict, Ban, BanOutcome, BanRecord, Cidr, Config, Engine, EngineError, IpKey, KeyError, PikeVerdict,
-    Reason, RlKey,
+    AuthVerdict, Ban, BanOutcome, BanRecord, Cidr, Config, Engine, EngineError, IpKey, KeyError,
+    PikeVerdict, Reason, RlKey,
 };
 
 /// A wall-clock-like start time, a multiple of every window used here.
@@ -60,14 +60,22 @@ fn pike_allows_exactly_density_then_bans() {
     let e = engine(small());
     let src = ip("198.51.100.7");
     for i in 0..10u64 {
-        assert_eq!(e.pike_check(&src, T0 + i * 1000).unwrap(), PikeVerdict::Allowed, "request {}", i + 1);
+        assert_eq!(
+            e.pike_check(&src, T0 + i * 1000).unwrap(),
+            PikeVerdict::Allowed,
+            "request {}",
+            i + 1
+        );
         assert_eq!(e.pike_count(&src, T0 + i * 1000).unwrap(), i as u32 + 1);
     }
     let banned_at = T0 + 10_000;
     let o = e.pike_check(&src, banned_at).unwrap();
     assert!(matches!(o, PikeVerdict::JustBanned(_)), "{o:?}");
     for i in 1..=5u64 {
-        assert_eq!(e.pike_check(&src, banned_at + i).unwrap(), PikeVerdict::Banned(Reason::Pike));
+        assert_eq!(
+            e.pike_check(&src, banned_at + i).unwrap(),
+            PikeVerdict::Banned(Reason::Pike)
+        );
     }
     let rec = e.lookup_ban(&src, banned_at + 5).unwrap().expect("banned");
     assert_eq!(rec.target, Cidr::host(src));
@@ -77,13 +85,26 @@ fn pike_allows_exactly_density_then_bans() {
     assert_eq!(rec.ban.hits, 5, "one hit per request refused while banned");
 
     // Another source is not affected.
-    assert_eq!(e.pike_check(&ip("198.51.100.8"), banned_at).unwrap(), PikeVerdict::Allowed);
+    assert_eq!(
+        e.pike_check(&ip("198.51.100.8"), banned_at).unwrap(),
+        PikeVerdict::Allowed
+    );
 
     // The ban lasts exactly pike_ban_time.
-    assert_eq!(e.pike_check(&src, banned_at + 60 * SEC - 1).unwrap(), PikeVerdict::Banned(Reason::Pike));
+    assert_eq!(
+        e.pike_check(&src, banned_at + 60 * SEC - 1).unwrap(),
+        PikeVerdict::Banned(Reason::Pike)
+    );
     assert_eq!(e.lookup_ban(&src, banned_at + 60 * SEC).unwrap(), None);
-    assert_eq!(e.pike_check(&src, banned_at + 60 * SEC).unwrap(), PikeVerdict::Allowed);
-    assert_eq!(e.pike_count(&src, banned_at + 60 * SEC).unwrap(), 1, "old requests have aged out");
+    assert_eq!(
+        e.pike_check(&src, banned_at + 60 * SEC).unwrap(),
+        PikeVerdict::Allowed
+    );
+    assert_eq!(
+        e.pike_count(&src, banned_at + 60 * SEC).unwrap(),
+        1,
+        "old requests have aged out"
+    );
 
     let s = e.stats();
     assert_eq!(get(&s.pike_checked), 10 + 1 + 5 + 1 + 1 + 1);
@@ -102,7 +123,11 @@ fn pike_requests_outside_the_sampling_window_do_not_count() {
     for round in 0..5u64 {
         let t = T0 + round * 2 * SEC;
         for i in 0..10u64 {
-            assert_eq!(e.pike_check(&src, t + i).unwrap(), PikeVerdict::Allowed, "round {round} req {i}");
+            assert_eq!(
+                e.pike_check(&src, t + i).unwrap(),
+                PikeVerdict::Allowed,
+                "round {round} req {i}"
+            );
         }
     }
     // The 11th inside one window is not.
@@ -118,7 +143,10 @@ fn pike_burst_straddling_a_window_edge_is_caught() {
     // edge and 5 just after.
     let edge = T0 + SEC;
     for i in 0..6u64 {
-        assert_eq!(e.pike_check(&src, edge - 6 + i).unwrap(), PikeVerdict::Allowed);
+        assert_eq!(
+            e.pike_check(&src, edge - 6 + i).unwrap(),
+            PikeVerdict::Allowed
+        );
     }
     for i in 0..4u64 {
         assert_eq!(e.pike_check(&src, edge + i).unwrap(), PikeVerdict::Allowed);
@@ -131,12 +159,21 @@ fn pike_burst_straddling_a_window_edge_is_caught() {
 fn pike_v4_mapped_is_the_same_source() {
     let e = engine(small());
     for i in 0..5u64 {
-        assert_eq!(e.pike_check(&ip("10.0.0.1"), T0 + i).unwrap(), PikeVerdict::Allowed);
-        assert_eq!(e.pike_check(&ip("::ffff:10.0.0.1"), T0 + i).unwrap(), PikeVerdict::Allowed);
+        assert_eq!(
+            e.pike_check(&ip("10.0.0.1"), T0 + i).unwrap(),
+            PikeVerdict::Allowed
+        );
+        assert_eq!(
+            e.pike_check(&ip("::ffff:10.0.0.1"), T0 + i).unwrap(),
+            PikeVerdict::Allowed
+        );
     }
     let o = e.pike_check(&ip("::ffff:10.0.0.1"), T0 + 9).unwrap();
     assert!(matches!(o, PikeVerdict::JustBanned(_)), "{o:?}");
-    assert_eq!(e.pike_check(&ip("10.0.0.1"), T0 + 9).unwrap(), PikeVerdict::Banned(Reason::Pike));
+    assert_eq!(
+        e.pike_check(&ip("10.0.0.1"), T0 + 9).unwrap(),
+        PikeVerdict::Banned(Reason::Pike)
+    );
 }
 
 // ================================================================ whitelist
@@ -190,9 +227,18 @@ fn whitelist_wins_over_a_covering_ban() {
     let o = e.ban(cidr("10.0.0.0/8"), 0, Reason::Manual, T0).unwrap();
     assert!(matches!(o, BanOutcome::Created(_)), "{o:?}");
     assert_eq!(e.whitelist_add(cidr("10.1.0.0/16")), Ok(true));
-    assert_eq!(e.pike_check(&ip("10.1.2.3"), T0).unwrap(), PikeVerdict::Whitelisted);
-    assert_eq!(e.auth_fail(&ip("10.1.2.3"), T0).unwrap(), AuthVerdict::Whitelisted);
-    assert_eq!(e.pike_check(&ip("10.2.0.1"), T0).unwrap(), PikeVerdict::Banned(Reason::Manual));
+    assert_eq!(
+        e.pike_check(&ip("10.1.2.3"), T0).unwrap(),
+        PikeVerdict::Whitelisted
+    );
+    assert_eq!(
+        e.auth_fail(&ip("10.1.2.3"), T0).unwrap(),
+        AuthVerdict::Whitelisted
+    );
+    assert_eq!(
+        e.pike_check(&ip("10.2.0.1"), T0).unwrap(),
+        PikeVerdict::Banned(Reason::Manual)
+    );
 }
 
 #[test]
@@ -213,11 +259,20 @@ fn a_ban_covering_a_whitelisted_address_is_refused() {
             let o = e.ban(cidr(target), 60, reason, T0).unwrap();
             assert_eq!(o, BanOutcome::Whitelisted(cidr(blocker)), "{target}");
         }
-        let o = e.restore_ban(cidr(target), Reason::Pike, T0, T0 + 60 * SEC, T0).unwrap();
-        assert_eq!(o, Some(BanOutcome::Whitelisted(cidr(blocker))), "{target} from the database");
+        let o = e
+            .restore_ban(cidr(target), Reason::Pike, T0, T0 + 60 * SEC, T0)
+            .unwrap();
+        assert_eq!(
+            o,
+            Some(BanOutcome::Whitelisted(cidr(blocker))),
+            "{target} from the database"
+        );
     }
     // Beside the whitelist, prefixes are banned as before.
-    assert!(matches!(e.ban(cidr("127.0.1.0/24"), 60, Reason::Manual, T0).unwrap(), BanOutcome::Created(_)));
+    assert!(matches!(
+        e.ban(cidr("127.0.1.0/24"), 60, Reason::Manual, T0).unwrap(),
+        BanOutcome::Created(_)
+    ));
     assert_eq!(e.lookup_ban(&ip("127.0.0.250"), T0).unwrap(), None);
     assert_eq!(e.bans_active(), 1);
 }
@@ -225,14 +280,42 @@ fn a_ban_covering_a_whitelisted_address_is_refused() {
 #[test]
 fn prefixes_shorter_than_the_minimum_are_refused() {
     let e = engine(small());
-    for target in ["0.0.0.0/0", "0.0.0.0/7", "::/0", "2000::/3", "2001:db8::/31"] {
-        assert_eq!(e.ban(cidr(target), 60, Reason::Manual, T0).unwrap(), BanOutcome::TooBroad, "{target}");
-        assert_eq!(e.restore_ban(cidr(target), Reason::Manual, T0, 0, T0).unwrap(), Some(BanOutcome::TooBroad), "{target}");
-        assert!(matches!(e.whitelist_add(cidr(target)), Err(rsec::engine::WhitelistChange::TooBroad(_))), "{target}");
+    for target in [
+        "0.0.0.0/0",
+        "0.0.0.0/7",
+        "::/0",
+        "2000::/3",
+        "2001:db8::/31",
+    ] {
+        assert_eq!(
+            e.ban(cidr(target), 60, Reason::Manual, T0).unwrap(),
+            BanOutcome::TooBroad,
+            "{target}"
+        );
+        assert_eq!(
+            e.restore_ban(cidr(target), Reason::Manual, T0, 0, T0)
+                .unwrap(),
+            Some(BanOutcome::TooBroad),
+            "{target}"
+        );
+        assert!(
+            matches!(
+                e.whitelist_add(cidr(target)),
+                Err(rsec::engine::WhitelistChange::TooBroad(_))
+            ),
+            "{target}"
+        );
     }
     // The minimums themselves are allowed.
-    assert!(matches!(e.ban(cidr("10.0.0.0/8"), 60, Reason::Manual, T0).unwrap(), BanOutcome::Created(_)));
-    assert!(matches!(e.ban(cidr("2001:db8::/32"), 60, Reason::Manual, T0).unwrap(), BanOutcome::Created(_)));
+    assert!(matches!(
+        e.ban(cidr("10.0.0.0/8"), 60, Reason::Manual, T0).unwrap(),
+        BanOutcome::Created(_)
+    ));
+    assert!(matches!(
+        e.ban(cidr("2001:db8::/32"), 60, Reason::Manual, T0)
+            .unwrap(),
+        BanOutcome::Created(_)
+    ));
     assert_eq!(e.whitelist_add(cidr("172.16.0.0/12")), Ok(true));
     assert_eq!(e.list_bans(T0).unwrap().len(), 2);
     assert_eq!(e.whitelist().list(), vec![cidr("172.16.0.0/12")]);
@@ -243,7 +326,11 @@ fn prefixes_shorter_than_the_minimum_are_refused() {
     match Engine::new(cfg) {
         Err(EngineError::Config(err)) => {
             assert_eq!(err.param, "whitelist");
-            assert!(err.to_string().contains("'0.0.0.0/0'") && err.to_string().contains("min_prefix_v4"), "{err}");
+            assert!(
+                err.to_string().contains("'0.0.0.0/0'")
+                    && err.to_string().contains("min_prefix_v4"),
+                "{err}"
+            );
         }
         Err(other) => panic!("{other}"),
         Ok(_) => panic!("a whitelist of 0.0.0.0/0 was accepted"),
@@ -260,7 +347,10 @@ fn whitelist_can_change_at_run_time() {
     assert_eq!(e.whitelist().add(cidr("192.0.2.0/24")), Ok(true));
     assert_eq!(e.whitelist().add(cidr("192.0.2.0/24")), Ok(false));
     assert_eq!(e.whitelist().list(), vec![cidr("192.0.2.0/24")]);
-    assert_eq!(e.pike_check(&src, T0 + 10).unwrap(), PikeVerdict::Whitelisted);
+    assert_eq!(
+        e.pike_check(&src, T0 + 10).unwrap(),
+        PikeVerdict::Whitelisted
+    );
     let o = e.ban(Cidr::host(src), 0, Reason::Manual, T0).unwrap();
     assert!(matches!(o, BanOutcome::Whitelisted(_)), "{o:?}");
     assert_eq!(e.whitelist().remove(&cidr("192.0.2.0/24")), Ok(true));
@@ -278,25 +368,37 @@ fn auth_fail_counts_then_bans_at_threshold() {
     let e = engine(small());
     let src = ip("192.0.2.99");
     for n in 1..5u32 {
-        assert_eq!(e.auth_fail(&src, T0 + n as u64 * SEC).unwrap(), AuthVerdict::Counted(n));
+        assert_eq!(
+            e.auth_fail(&src, T0 + n as u64 * SEC).unwrap(),
+            AuthVerdict::Counted(n)
+        );
         assert_eq!(e.auth_count(&src, T0 + n as u64 * SEC).unwrap(), n);
     }
     let banned_at = T0 + 5 * SEC;
     let o = e.auth_fail(&src, banned_at).unwrap();
     assert!(matches!(o, AuthVerdict::JustBanned(_)), "{o:?}");
     for i in 1..=3u64 {
-        assert_eq!(e.auth_fail(&src, banned_at + i).unwrap(), AuthVerdict::AlreadyBanned(Reason::Auth));
+        assert_eq!(
+            e.auth_fail(&src, banned_at + i).unwrap(),
+            AuthVerdict::AlreadyBanned(Reason::Auth)
+        );
     }
     let rec = e.lookup_ban(&src, banned_at).unwrap().unwrap();
     assert_eq!(rec.ban.reason, Reason::Auth);
     assert_eq!(rec.ban.expires_us, banned_at + 900 * SEC);
     assert_eq!(rec.ban.hits, 0, "auth failures are not request hits");
     // The ban also blocks requests.
-    assert_eq!(e.pike_check(&src, banned_at + 1).unwrap(), PikeVerdict::Banned(Reason::Auth));
+    assert_eq!(
+        e.pike_check(&src, banned_at + 1).unwrap(),
+        PikeVerdict::Banned(Reason::Auth)
+    );
 
     // Once the ban is over, counting starts afresh.
     let after = banned_at + 900 * SEC;
-    assert_eq!(e.lookup_ban(&src, after - 1).unwrap().map(|r| r.ban.reason), Some(Reason::Auth));
+    assert_eq!(
+        e.lookup_ban(&src, after - 1).unwrap().map(|r| r.ban.reason),
+        Some(Reason::Auth)
+    );
     assert_eq!(e.lookup_ban(&src, after).unwrap(), None);
     assert_eq!(e.auth_fail(&src, after).unwrap(), AuthVerdict::Counted(1));
 
@@ -318,7 +420,10 @@ fn auth_fail_ban_clears_the_count_even_within_the_window() {
     assert!(matches!(o, AuthVerdict::JustBanned(_)), "{o:?}");
     assert_eq!(e.auth_count(&src, T0).unwrap(), 0);
     // 10 s later the ban is over but the 60 s window is not.
-    assert_eq!(e.auth_fail(&src, T0 + 10 * SEC).unwrap(), AuthVerdict::Counted(1));
+    assert_eq!(
+        e.auth_fail(&src, T0 + 10 * SEC).unwrap(),
+        AuthVerdict::Counted(1)
+    );
 }
 
 #[test]
@@ -330,17 +435,32 @@ fn auth_failures_outside_the_window_do_not_count() {
     }
     // 60 s later those four are gone.
     assert_eq!(e.auth_count(&src, T0 + 60 * SEC - 1).unwrap(), 4);
-    assert_eq!(e.auth_fail(&src, T0 + 60 * SEC).unwrap(), AuthVerdict::Counted(1));
+    assert_eq!(
+        e.auth_fail(&src, T0 + 60 * SEC).unwrap(),
+        AuthVerdict::Counted(1)
+    );
 
     // Two early, two mid-window: the early ones drop first.
     let src2 = ip("2001:db8::78");
     let t = T0 + 1000 * SEC;
     assert_eq!(e.auth_fail(&src2, t).unwrap(), AuthVerdict::Counted(1));
     assert_eq!(e.auth_fail(&src2, t).unwrap(), AuthVerdict::Counted(2));
-    assert_eq!(e.auth_fail(&src2, t + 30 * SEC).unwrap(), AuthVerdict::Counted(3));
-    assert_eq!(e.auth_fail(&src2, t + 30 * SEC).unwrap(), AuthVerdict::Counted(4));
-    assert_eq!(e.auth_fail(&src2, t + 60 * SEC).unwrap(), AuthVerdict::Counted(3));
-    assert_eq!(e.auth_fail(&src2, t + 60 * SEC).unwrap(), AuthVerdict::Counted(4));
+    assert_eq!(
+        e.auth_fail(&src2, t + 30 * SEC).unwrap(),
+        AuthVerdict::Counted(3)
+    );
+    assert_eq!(
+        e.auth_fail(&src2, t + 30 * SEC).unwrap(),
+        AuthVerdict::Counted(4)
+    );
+    assert_eq!(
+        e.auth_fail(&src2, t + 60 * SEC).unwrap(),
+        AuthVerdict::Counted(3)
+    );
+    assert_eq!(
+        e.auth_fail(&src2, t + 60 * SEC).unwrap(),
+        AuthVerdict::Counted(4)
+    );
     let o = e.auth_fail(&src2, t + 60 * SEC).unwrap();
     assert!(matches!(o, AuthVerdict::JustBanned(_)), "{o:?}");
 }
@@ -351,7 +471,10 @@ fn auth_fail_on_a_manually_banned_source() {
     let src = ip("192.0.2.5");
     let o = e.ban(Cidr::host(src), 0, Reason::Manual, T0).unwrap();
     assert!(matches!(o, BanOutcome::Created(_)), "{o:?}");
-    assert_eq!(e.auth_fail(&src, T0).unwrap(), AuthVerdict::AlreadyBanned(Reason::Manual));
+    assert_eq!(
+        e.auth_fail(&src, T0).unwrap(),
+        AuthVerdict::AlreadyBanned(Reason::Manual)
+    );
     assert_eq!(e.auth_count(&src, T0).unwrap(), 0);
 }
 
@@ -364,11 +487,17 @@ fn manual_ban_with_zero_seconds_is_permanent() {
     let o = e.ban(Cidr::host(src), 0, Reason::Manual, T0).unwrap();
     assert!(matches!(o, BanOutcome::Created(_)), "{o:?}");
     let far = T0 + 20 * 365 * 86_400 * SEC;
-    let rec = e.lookup_ban(&src, far).unwrap().expect("still banned 20 years later");
+    let rec = e
+        .lookup_ban(&src, far)
+        .unwrap()
+        .expect("still banned 20 years later");
     assert!(rec.ban.is_permanent());
     assert_eq!(rec.ban.expires_us, 0);
     assert_eq!(rec.ban.reason, Reason::Manual);
-    assert_eq!(e.pike_check(&src, far).unwrap(), PikeVerdict::Banned(Reason::Manual));
+    assert_eq!(
+        e.pike_check(&src, far).unwrap(),
+        PikeVerdict::Banned(Reason::Manual)
+    );
     assert_eq!(e.sweep(far).unwrap(), vec![]);
     assert_eq!(e.list_bans(far).unwrap().len(), 1);
     assert_eq!(e.bans_active(), 1);
@@ -391,18 +520,37 @@ fn timed_manual_ban_and_updates() {
     let t = Cidr::host(ip("198.51.100.1"));
     let o = e.ban(t, 30, Reason::Manual, T0).unwrap();
     assert!(matches!(o, BanOutcome::Created(_)), "{o:?}");
-    assert_eq!(e.lookup_ban(&t.addr, T0).unwrap().unwrap().ban.expires_us, T0 + 30 * SEC);
+    assert_eq!(
+        e.lookup_ban(&t.addr, T0).unwrap().unwrap().ban.expires_us,
+        T0 + 30 * SEC
+    );
     // A manual ban replaces the expiry, shorter or longer or permanent.
     let o = e.ban(t, 5, Reason::Manual, T0 + SEC).unwrap();
     assert!(matches!(o, BanOutcome::Updated(_)), "{o:?}");
-    assert_eq!(e.lookup_ban(&t.addr, T0).unwrap().unwrap().ban.expires_us, T0 + 6 * SEC);
+    assert_eq!(
+        e.lookup_ban(&t.addr, T0).unwrap().unwrap().ban.expires_us,
+        T0 + 6 * SEC
+    );
     let o = e.ban(t, 0, Reason::Manual, T0 + SEC).unwrap();
     assert!(matches!(o, BanOutcome::Updated(_)), "{o:?}");
-    assert!(e.lookup_ban(&t.addr, T0 + 1000 * SEC).unwrap().unwrap().ban.is_permanent());
+    assert!(e
+        .lookup_ban(&t.addr, T0 + 1000 * SEC)
+        .unwrap()
+        .unwrap()
+        .ban
+        .is_permanent());
     // Automatic rules leave an existing ban alone.
     let o = e.ban(t, 5, Reason::Pike, T0 + 2 * SEC).unwrap();
-    assert!(matches!(o, BanOutcome::AlreadyBanned(r) if r.ban.reason == Reason::Manual), "{o:?}");
-    assert!(e.lookup_ban(&t.addr, T0 + 1000 * SEC).unwrap().unwrap().ban.is_permanent());
+    assert!(
+        matches!(o, BanOutcome::AlreadyBanned(r) if r.ban.reason == Reason::Manual),
+        "{o:?}"
+    );
+    assert!(e
+        .lookup_ban(&t.addr, T0 + 1000 * SEC)
+        .unwrap()
+        .unwrap()
+        .ban
+        .is_permanent());
     // Created once only.
     assert_eq!(e.stats().bans_created_total(), 1);
     assert_eq!(e.bans_active(), 1);
@@ -412,12 +560,18 @@ fn timed_manual_ban_and_updates() {
     for i in 0..=10u64 {
         e.pike_check(&p, T0 + i).unwrap();
     }
-    assert_eq!(e.lookup_ban(&p, T0 + 10).unwrap().unwrap().ban.reason, Reason::Pike);
+    assert_eq!(
+        e.lookup_ban(&p, T0 + 10).unwrap().unwrap().ban.reason,
+        Reason::Pike
+    );
     let o = e.ban(Cidr::host(p), 0, Reason::Manual, T0 + 20).unwrap();
     assert!(matches!(o, BanOutcome::Updated(_)), "{o:?}");
     let b = e.lookup_ban(&p, T0 + 3600 * SEC).unwrap().unwrap().ban;
     assert_eq!((b.reason, b.expires_us), (Reason::Manual, 0));
-    assert_eq!(e.pike_check(&p, T0 + 21).unwrap(), PikeVerdict::Banned(Reason::Manual));
+    assert_eq!(
+        e.pike_check(&p, T0 + 21).unwrap(),
+        PikeVerdict::Banned(Reason::Manual)
+    );
 }
 
 #[test]
@@ -426,8 +580,14 @@ fn timed_ban_expires_exactly() {
     let t = Cidr::host(ip("2001:db8::dead"));
     let o = e.ban(t, 7, Reason::RateLimit, T0).unwrap();
     assert!(matches!(o, BanOutcome::Created(_)), "{o:?}");
-    assert_eq!(e.pike_check(&t.addr, T0 + 7 * SEC - 1).unwrap(), PikeVerdict::Banned(Reason::RateLimit));
-    assert_eq!(e.pike_check(&t.addr, T0 + 7 * SEC).unwrap(), PikeVerdict::Allowed);
+    assert_eq!(
+        e.pike_check(&t.addr, T0 + 7 * SEC - 1).unwrap(),
+        PikeVerdict::Banned(Reason::RateLimit)
+    );
+    assert_eq!(
+        e.pike_check(&t.addr, T0 + 7 * SEC).unwrap(),
+        PikeVerdict::Allowed
+    );
     // Expired but not yet swept: unban finds nothing active.
     assert_eq!(e.unban(&t, T0 + 7 * SEC).unwrap(), None);
     assert_eq!(get(&e.stats().bans_removed), 0);
@@ -440,34 +600,78 @@ fn prefix_bans_block_every_address_inside() {
     let o = e.ban(cidr("10.0.0.0/8"), 0, Reason::Manual, T0).unwrap();
     assert!(matches!(o, BanOutcome::Created(_)), "{o:?}");
     for inside in ["10.1.2.3", "10.0.0.0", "10.255.255.255", "::ffff:10.9.9.9"] {
-        assert_eq!(e.pike_check(&ip(inside), T0).unwrap(), PikeVerdict::Banned(Reason::Manual), "{inside}");
+        assert_eq!(
+            e.pike_check(&ip(inside), T0).unwrap(),
+            PikeVerdict::Banned(Reason::Manual),
+            "{inside}"
+        );
         let rec = e.lookup_ban(&ip(inside), T0).unwrap().unwrap();
         assert_eq!(rec.target, cidr("10.0.0.0/8"));
     }
-    for outside in ["11.0.0.0", "9.255.255.255", "192.168.1.1", "::a01:203", "2001:db8::1"] {
-        assert_eq!(e.pike_check(&ip(outside), T0).unwrap(), PikeVerdict::Allowed, "{outside}");
+    for outside in [
+        "11.0.0.0",
+        "9.255.255.255",
+        "192.168.1.1",
+        "::a01:203",
+        "2001:db8::1",
+    ] {
+        assert_eq!(
+            e.pike_check(&ip(outside), T0).unwrap(),
+            PikeVerdict::Allowed,
+            "{outside}"
+        );
     }
-    assert_eq!(e.auth_fail(&ip("10.3.3.3"), T0).unwrap(), AuthVerdict::AlreadyBanned(Reason::Manual));
+    assert_eq!(
+        e.auth_fail(&ip("10.3.3.3"), T0).unwrap(),
+        AuthVerdict::AlreadyBanned(Reason::Manual)
+    );
     // Each address blocked counts a hit on the prefix ban.
-    assert_eq!(e.lookup_ban(&ip("10.0.0.1"), T0).unwrap().unwrap().ban.hits, 4);
+    assert_eq!(
+        e.lookup_ban(&ip("10.0.0.1"), T0).unwrap().unwrap().ban.hits,
+        4
+    );
 
     // IPv6 /64.
-    let o = e.ban(cidr("2001:db8:1:2::/64"), 60, Reason::Manual, T0).unwrap();
+    let o = e
+        .ban(cidr("2001:db8:1:2::/64"), 60, Reason::Manual, T0)
+        .unwrap();
     assert!(matches!(o, BanOutcome::Created(_)), "{o:?}");
-    for inside in ["2001:db8:1:2::", "2001:db8:1:2:abcd::1", "2001:db8:1:2:ffff:ffff:ffff:ffff"] {
-        assert_eq!(e.pike_check(&ip(inside), T0).unwrap(), PikeVerdict::Banned(Reason::Manual), "{inside}");
+    for inside in [
+        "2001:db8:1:2::",
+        "2001:db8:1:2:abcd::1",
+        "2001:db8:1:2:ffff:ffff:ffff:ffff",
+    ] {
+        assert_eq!(
+            e.pike_check(&ip(inside), T0).unwrap(),
+            PikeVerdict::Banned(Reason::Manual),
+            "{inside}"
+        );
     }
-    for outside in ["2001:db8:1:3::", "2001:db8:1:1:ffff:ffff:ffff:ffff", "2001:db8::1"] {
-        assert_eq!(e.pike_check(&ip(outside), T0).unwrap(), PikeVerdict::Allowed, "{outside}");
+    for outside in [
+        "2001:db8:1:3::",
+        "2001:db8:1:1:ffff:ffff:ffff:ffff",
+        "2001:db8::1",
+    ] {
+        assert_eq!(
+            e.pike_check(&ip(outside), T0).unwrap(),
+            PikeVerdict::Allowed,
+            "{outside}"
+        );
     }
     // It expires like any other ban.
-    assert_eq!(e.pike_check(&ip("2001:db8:1:2::5"), T0 + 60 * SEC).unwrap(), PikeVerdict::Allowed);
+    assert_eq!(
+        e.pike_check(&ip("2001:db8:1:2::5"), T0 + 60 * SEC).unwrap(),
+        PikeVerdict::Allowed
+    );
 
     // Lifting the prefix ban lifts the block (the exact prefix is needed).
     assert_eq!(e.unban(&cidr("10.1.0.0/16"), T0).unwrap(), None);
     assert_eq!(e.unban(&Cidr::host(ip("10.1.2.3")), T0).unwrap(), None);
     assert!(e.unban(&cidr("10.0.0.0/8"), T0).unwrap().is_some());
-    assert_eq!(e.pike_check(&ip("10.1.2.3"), T0).unwrap(), PikeVerdict::Allowed);
+    assert_eq!(
+        e.pike_check(&ip("10.1.2.3"), T0).unwrap(),
+        PikeVerdict::Allowed
+    );
 }
 
 #[test]
@@ -481,14 +685,34 @@ fn most_specific_ban_is_reported() {
     let o = e.ban(Cidr::host(h), 0, Reason::Auth, T0).unwrap();
     assert!(matches!(o, BanOutcome::Created(_)), "{o:?}");
     assert_eq!(e.lookup_ban(&h, T0).unwrap().unwrap().target, Cidr::host(h));
-    assert_eq!(e.pike_check(&h, T0).unwrap(), PikeVerdict::Banned(Reason::Auth));
-    assert_eq!(e.lookup_ban(&ip("172.16.5.6"), T0).unwrap().unwrap().target, cidr("172.16.5.0/24"));
-    assert_eq!(e.lookup_ban(&ip("172.17.0.1"), T0).unwrap().unwrap().target, cidr("172.16.0.0/12"));
+    assert_eq!(
+        e.pike_check(&h, T0).unwrap(),
+        PikeVerdict::Banned(Reason::Auth)
+    );
+    assert_eq!(
+        e.lookup_ban(&ip("172.16.5.6"), T0).unwrap().unwrap().target,
+        cidr("172.16.5.0/24")
+    );
+    assert_eq!(
+        e.lookup_ban(&ip("172.17.0.1"), T0).unwrap().unwrap().target,
+        cidr("172.16.0.0/12")
+    );
     e.unban(&Cidr::host(h), T0).unwrap().unwrap();
-    assert_eq!(e.lookup_ban(&h, T0).unwrap().unwrap().target, cidr("172.16.5.0/24"));
+    assert_eq!(
+        e.lookup_ban(&h, T0).unwrap().unwrap().target,
+        cidr("172.16.5.0/24")
+    );
     e.unban(&cidr("172.16.5.0/24"), T0).unwrap().unwrap();
-    assert_eq!(e.lookup_ban(&h, T0).unwrap().unwrap().target, cidr("172.16.0.0/12"));
-    let mut listed: Vec<Cidr> = e.list_bans(T0).unwrap().into_iter().map(|r| r.target).collect();
+    assert_eq!(
+        e.lookup_ban(&h, T0).unwrap().unwrap().target,
+        cidr("172.16.0.0/12")
+    );
+    let mut listed: Vec<Cidr> = e
+        .list_bans(T0)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.target)
+        .collect();
     listed.sort();
     assert_eq!(listed, vec![cidr("172.16.0.0/12")]);
 }
@@ -496,18 +720,29 @@ fn most_specific_ban_is_reported() {
 #[test]
 fn v4_everything_ban_spares_ipv6() {
     // Only with the minimum prefix lowered on purpose.
-    let e = engine(Config { min_prefix_v4: 0, ..small() });
+    let e = engine(Config {
+        min_prefix_v4: 0,
+        ..small()
+    });
     let o = e.ban(cidr("0.0.0.0/0"), 0, Reason::Manual, T0).unwrap();
     assert!(matches!(o, BanOutcome::Created(_)), "{o:?}");
-    assert_eq!(e.pike_check(&ip("8.8.8.8"), T0).unwrap(), PikeVerdict::Banned(Reason::Manual));
-    assert_eq!(e.pike_check(&ip("2001:db8::1"), T0).unwrap(), PikeVerdict::Allowed);
+    assert_eq!(
+        e.pike_check(&ip("8.8.8.8"), T0).unwrap(),
+        PikeVerdict::Banned(Reason::Manual)
+    );
+    assert_eq!(
+        e.pike_check(&ip("2001:db8::1"), T0).unwrap(),
+        PikeVerdict::Allowed
+    );
 }
 
 #[test]
 fn list_bans_shows_active_bans_only() {
     let e = engine(small());
-    e.ban(Cidr::host(ip("1.1.1.1")), 10, Reason::Manual, T0).unwrap();
-    e.ban(Cidr::host(ip("2.2.2.2")), 20, Reason::Auth, T0).unwrap();
+    e.ban(Cidr::host(ip("1.1.1.1")), 10, Reason::Manual, T0)
+        .unwrap();
+    e.ban(Cidr::host(ip("2.2.2.2")), 20, Reason::Auth, T0)
+        .unwrap();
     e.ban(cidr("3.0.0.0/8"), 0, Reason::Manual, T0).unwrap();
     let mut got = e.list_bans(T0).unwrap();
     got.sort_by_key(|r| r.target);
@@ -516,15 +751,30 @@ fn list_bans_shows_active_bans_only() {
         vec![
             BanRecord {
                 target: Cidr::host(ip("1.1.1.1")),
-                ban: Ban { reason: Reason::Manual, created_us: T0, expires_us: T0 + 10 * SEC, hits: 0 }
+                ban: Ban {
+                    reason: Reason::Manual,
+                    created_us: T0,
+                    expires_us: T0 + 10 * SEC,
+                    hits: 0
+                }
             },
             BanRecord {
                 target: Cidr::host(ip("2.2.2.2")),
-                ban: Ban { reason: Reason::Auth, created_us: T0, expires_us: T0 + 20 * SEC, hits: 0 }
+                ban: Ban {
+                    reason: Reason::Auth,
+                    created_us: T0,
+                    expires_us: T0 + 20 * SEC,
+                    hits: 0
+                }
             },
             BanRecord {
                 target: cidr("3.0.0.0/8"),
-                ban: Ban { reason: Reason::Manual, created_us: T0, expires_us: 0, hits: 0 }
+                ban: Ban {
+                    reason: Reason::Manual,
+                    created_us: T0,
+                    expires_us: 0,
+                    hits: 0
+                }
             },
         ]
     );
@@ -590,7 +840,10 @@ fn rl_refills_smoothly_and_rejections_do_not_consume() {
         assert!(!e.rl_check(&k, 5, 10, T0 + i * 1999).unwrap());
     }
     assert!(!e.rl_check(&k, 5, 10, T0 + 2 * SEC - 1).unwrap());
-    assert!(e.rl_check(&k, 5, 10, T0 + 2 * SEC).unwrap(), "refill not delayed by the refusals");
+    assert!(
+        e.rl_check(&k, 5, 10, T0 + 2 * SEC).unwrap(),
+        "refill not delayed by the refusals"
+    );
     assert!(!e.rl_check(&k, 5, 10, T0 + 2 * SEC).unwrap());
     assert_eq!(e.rl_available(&k, T0 + 6 * SEC).unwrap(), Some(2));
     assert!(e.rl_check(&k, 5, 10, T0 + 6 * SEC).unwrap());
@@ -609,10 +862,14 @@ fn rl_refills_smoothly_and_rejections_do_not_consume() {
 fn rl_limit_not_dividing_the_period() {
     let e = engine(small());
     let k = key("odd");
-    let allowed = (0..5000).filter(|_| e.rl_check(&k, 3000, 1, T0).unwrap()).count();
+    let allowed = (0..5000)
+        .filter(|_| e.rl_check(&k, 3000, 1, T0).unwrap())
+        .count();
     assert_eq!(allowed, 3000);
     let k = key("odd2");
-    let allowed = (0..100).filter(|_| e.rl_check(&k, 7, 3, T0).unwrap()).count();
+    let allowed = (0..100)
+        .filter(|_| e.rl_check(&k, 7, 3, T0).unwrap())
+        .count();
     assert_eq!(allowed, 7);
 }
 
@@ -652,7 +909,10 @@ fn sweep_returns_expired_bans_exactly_once() {
 
     let mut expired = e.sweep(T0 + 10 * SEC).unwrap();
     expired.sort_by_key(|r| r.target);
-    assert_eq!(expired.iter().map(|r| r.target).collect::<Vec<_>>(), vec![a, d]);
+    assert_eq!(
+        expired.iter().map(|r| r.target).collect::<Vec<_>>(),
+        vec![a, d]
+    );
     assert_eq!(expired[0].ban.expires_us, T0 + 10 * SEC);
     assert_eq!(e.bans_active(), 2);
     assert_eq!(e.sweep(T0 + 10 * SEC).unwrap(), vec![]);
@@ -708,10 +968,18 @@ fn bans_active_tracks_created_unbanned_expired_and_rebanned() {
     let expired = e.sweep(T0 + 10 * SEC).unwrap();
     assert_eq!(expired.len(), 9); // odd ones 3..19
     assert_eq!(e.bans_active(), 1);
-    assert_eq!(e.list_bans(T0 + 10 * SEC).unwrap(), vec![BanRecord {
-        target: t4,
-        ban: Ban { reason: Reason::Manual, created_us: T0 + 5 * SEC, expires_us: T0 + 105 * SEC, hits: 0 }
-    }]);
+    assert_eq!(
+        e.list_bans(T0 + 10 * SEC).unwrap(),
+        vec![BanRecord {
+            target: t4,
+            ban: Ban {
+                reason: Reason::Manual,
+                created_us: T0 + 5 * SEC,
+                expires_us: T0 + 105 * SEC,
+                hits: 0
+            }
+        }]
+    );
 }
 
 #[test]
@@ -794,7 +1062,8 @@ fn stats_move_by_exact_amounts() {
     // auth_fail on a whitelisted source counts the failure, not `whitelisted`.
     assert_eq!(snapshot(s), [19, 8, 3, 1, 7, 2, 0, 7, 1, 0]);
 
-    e.ban(Cidr::host(ip("192.0.2.1")), 0, Reason::Manual, T0).unwrap();
+    e.ban(Cidr::host(ip("192.0.2.1")), 0, Reason::Manual, T0)
+        .unwrap();
     e.unban(&Cidr::host(ip("192.0.2.1")), T0).unwrap();
     e.unban(&Cidr::host(ip("192.0.2.1")), T0).unwrap();
     assert_eq!(snapshot(s), [19, 8, 3, 1, 7, 3, 1, 7, 1, 0]);
@@ -827,18 +1096,38 @@ fn config_errors_name_the_parameter() {
     type Case = (&'static str, i64, Box<dyn FnOnce(&mut Config)>);
     let cases: Vec<Case> = vec![
         ("pike_density", 0, Box::new(|c| c.pike_density = 0)),
-        ("pike_sampling_time", 0, Box::new(|c| c.pike_sampling_time_s = 0)),
+        (
+            "pike_sampling_time",
+            0,
+            Box::new(|c| c.pike_sampling_time_s = 0),
+        ),
         ("pike_ban_time", 0, Box::new(|c| c.pike_ban_time_s = 0)),
-        ("auth_fail_threshold", 0, Box::new(|c| c.auth_fail_threshold = 0)),
-        ("auth_fail_window", 0, Box::new(|c| c.auth_fail_window_s = 0)),
+        (
+            "auth_fail_threshold",
+            0,
+            Box::new(|c| c.auth_fail_threshold = 0),
+        ),
+        (
+            "auth_fail_window",
+            0,
+            Box::new(|c| c.auth_fail_window_s = 0),
+        ),
         ("auth_ban_time", 0, Box::new(|c| c.auth_ban_time_s = 0)),
         ("max_bans", 1, Box::new(|c| c.max_bans = 1)),
         ("max_bans", 15, Box::new(|c| c.max_bans = 15)),
         ("max_bans", 0, Box::new(|c| c.max_bans = 0)),
         ("max_tracked_ips", 0, Box::new(|c| c.max_tracked_ips = 0)),
-        ("max_tracked_ips", (1 << 24) + 1, Box::new(|c| c.max_tracked_ips = (1 << 24) + 1)),
+        (
+            "max_tracked_ips",
+            (1 << 24) + 1,
+            Box::new(|c| c.max_tracked_ips = (1 << 24) + 1),
+        ),
         ("max_rl_keys", 8, Box::new(|c| c.max_rl_keys = 8)),
-        ("max_rl_keys", u32::MAX as i64, Box::new(|c| c.max_rl_keys = u32::MAX)),
+        (
+            "max_rl_keys",
+            u32::MAX as i64,
+            Box::new(|c| c.max_rl_keys = u32::MAX),
+        ),
         ("lock_stripes", 0, Box::new(|c| c.lock_stripes = 0)),
         ("lock_stripes", 4097, Box::new(|c| c.lock_stripes = 4097)),
     ];
@@ -884,17 +1173,24 @@ fn minimal_tables_with_many_stripes_can_be_created() {
     c.max_rl_keys = 16;
     c.lock_stripes = 64;
     let e = engine(c.clone());
-    let o = e.ban(Cidr::host(ip("192.0.2.1")), 0, Reason::Manual, T0).unwrap();
+    let o = e
+        .ban(Cidr::host(ip("192.0.2.1")), 0, Reason::Manual, T0)
+        .unwrap();
     assert!(matches!(o, BanOutcome::Created(_)), "{o:?}");
     c.lock_stripes = 4096;
     let e = engine(c);
-    assert_eq!(e.pike_check(&ip("192.0.2.1"), T0).unwrap(), PikeVerdict::Allowed);
+    assert_eq!(
+        e.pike_check(&ip("192.0.2.1"), T0).unwrap(),
+        PikeVerdict::Allowed
+    );
 }
 
 #[test]
 fn too_many_whitelist_entries_is_a_config_error() {
     let mut c = small();
-    c.whitelist = (0..513u32).map(|i| Cidr::host(IpKey::from_bytes(&(0x0a00_0000 + i).to_be_bytes()).unwrap())).collect();
+    c.whitelist = (0..513u32)
+        .map(|i| Cidr::host(IpKey::from_bytes(&(0x0a00_0000 + i).to_be_bytes()).unwrap()))
+        .collect();
     match Engine::new(c.clone()) {
         Err(EngineError::Config(e)) => {
             assert_eq!(e.param, "whitelist");
@@ -927,23 +1223,58 @@ fn every_ban_operation_returns_the_record_it_made() {
     let host = Cidr::host(ip("10.0.0.0"));
     let net = cidr("10.0.0.0/24");
     let o = e.ban(host, 30, Reason::Manual, T0).unwrap();
-    assert_eq!(o, BanOutcome::Created(BanRecord { target: host, ban: Ban { reason: Reason::Manual, created_us: T0, expires_us: T0 + 30 * SEC, hits: 0 } }));
+    assert_eq!(
+        o,
+        BanOutcome::Created(BanRecord {
+            target: host,
+            ban: Ban {
+                reason: Reason::Manual,
+                created_us: T0,
+                expires_us: T0 + 30 * SEC,
+                hits: 0
+            }
+        })
+    );
     let o = e.ban(net, 60, Reason::RateLimit, T0 + SEC).unwrap();
-    let made = BanRecord { target: net, ban: Ban { reason: Reason::RateLimit, created_us: T0 + SEC, expires_us: T0 + 61 * SEC, hits: 0 } };
+    let made = BanRecord {
+        target: net,
+        ban: Ban {
+            reason: Reason::RateLimit,
+            created_us: T0 + SEC,
+            expires_us: T0 + 61 * SEC,
+            hits: 0,
+        },
+    };
     assert_eq!(o, BanOutcome::Created(made));
-    assert_eq!(e.lookup_ban(&ip("10.0.0.0"), T0 + SEC).unwrap().unwrap().target, host, "the lookup finds the host ban");
+    assert_eq!(
+        e.lookup_ban(&ip("10.0.0.0"), T0 + SEC)
+            .unwrap()
+            .unwrap()
+            .target,
+        host,
+        "the lookup finds the host ban"
+    );
 
     // Replacing a manual ban returns the new expiry; an automatic rule
     // meeting a ban returns the one left in force.
     let o = e.ban(net, 0, Reason::Manual, T0 + 2 * SEC).unwrap();
-    assert!(matches!(o, BanOutcome::Updated(r) if r.target == net && r.ban.is_permanent() && r.ban.reason == Reason::Manual), "{o:?}");
+    assert!(
+        matches!(o, BanOutcome::Updated(r) if r.target == net && r.ban.is_permanent() && r.ban.reason == Reason::Manual),
+        "{o:?}"
+    );
     let o = e.ban(net, 5, Reason::Pike, T0 + 3 * SEC).unwrap();
-    assert!(matches!(o, BanOutcome::AlreadyBanned(r) if r.target == net && r.ban.is_permanent()), "{o:?}");
+    assert!(
+        matches!(o, BanOutcome::AlreadyBanned(r) if r.target == net && r.ban.is_permanent()),
+        "{o:?}"
+    );
 
     // Unban returns what it removed, with its target.
     let lifted = e.unban(&net, T0 + 4 * SEC).unwrap().unwrap();
     assert_eq!((lifted.target, lifted.ban.reason), (net, Reason::Manual));
-    assert_eq!(e.unban(&host, T0 + 4 * SEC).unwrap().map(|r| r.target), Some(host));
+    assert_eq!(
+        e.unban(&host, T0 + 4 * SEC).unwrap().map(|r| r.target),
+        Some(host)
+    );
 
     // The checks return the ban they made.
     let src = ip("192.0.2.9");
@@ -954,6 +1285,15 @@ fn every_ban_operation_returns_the_record_it_made() {
         }
     }
     let r = made.expect("the 11th request bans");
-    assert_eq!((r.target, r.ban.reason, r.ban.expires_us - r.ban.created_us), (Cidr::host(src), Reason::Pike, 60 * SEC));
-    assert_eq!(e.lookup_ban(&src, T0 + 11 * SEC).unwrap(), Some(BanRecord { target: r.target, ban: Ban { hits: 0, ..r.ban } }));
+    assert_eq!(
+        (r.target, r.ban.reason, r.ban.expires_us - r.ban.created_us),
+        (Cidr::host(src), Reason::Pike, 60 * SEC)
+    );
+    assert_eq!(
+        e.lookup_ban(&src, T0 + 11 * SEC).unwrap(),
+        Some(BanRecord {
+            target: r.target,
+            ban: Ban { hits: 0, ..r.ban }
+        })
+    );
 }

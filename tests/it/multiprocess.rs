@@ -12,7 +12,9 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rsec::engine::stats::Stats;
-use rsec::engine::{AuthVerdict, BanOutcome, Cidr, Config, Engine, IpKey, PikeVerdict, Reason, RlKey};
+use rsec::engine::{
+    AuthVerdict, BanOutcome, Cidr, Config, Engine, IpKey, PikeVerdict, Reason, RlKey,
+};
 use rsec::shm::Region;
 
 const T0: u64 = 1_800_000_000_000_000;
@@ -74,7 +76,10 @@ struct Kids {
 
 impl Kids {
     fn new() -> Kids {
-        Kids { pids: Vec::new(), exits: Vec::new() }
+        Kids {
+            pids: Vec::new(),
+            exits: Vec::new(),
+        }
     }
 
     /// Forks a child that runs `f` and exits with its return value (101 if
@@ -129,7 +134,10 @@ impl Kids {
             if got.iter().all(Option::is_some) {
                 return got.into_iter().map(Option::unwrap).collect();
             }
-            assert!(Instant::now() < deadline, "children still running after {limit:?} (wedged?): {got:?}");
+            assert!(
+                Instant::now() < deadline,
+                "children still running after {limit:?} (wedged?): {got:?}"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -154,7 +162,10 @@ impl Drop for Kids {
 }
 
 fn assert_all_ok(exits: &[Exit]) {
-    assert!(exits.iter().all(|e| *e == Exit::Code(0)), "child exits: {exits:?}");
+    assert!(
+        exits.iter().all(|e| *e == Exit::Code(0)),
+        "child exits: {exits:?}"
+    );
 }
 
 /// Spins until `flag` is non-zero (a start line, so children really overlap).
@@ -246,9 +257,17 @@ fn totals_are_exact_across_processes() {
     assert_eq!(get(&s.pike_blocked), 0);
     assert_eq!(get(&s.auth_failures), total);
     assert_eq!(get(&s.rl_checked), 2 * total);
-    assert_eq!(ctr[1].load(Ordering::Relaxed), SHARED_LIMIT as u64, "shared key: exactly the limit in all");
+    assert_eq!(
+        ctr[1].load(Ordering::Relaxed),
+        SHARED_LIMIT as u64,
+        "shared key: exactly the limit in all"
+    );
     for c in 0..CHILDREN {
-        assert_eq!(ctr[2 + c].load(Ordering::Relaxed), OWN_LIMIT as u64, "own key of child {c}");
+        assert_eq!(
+            ctr[2 + c].load(Ordering::Relaxed),
+            OWN_LIMIT as u64,
+            "own key of child {c}"
+        );
     }
     assert_eq!(
         get(&s.rl_rejected),
@@ -257,8 +276,16 @@ fn totals_are_exact_across_processes() {
     assert_eq!(e.rl_available(&shared_key, T0).unwrap(), Some(0));
     // Not one request lost or double-counted in the shared windows.
     for i in 0..IPS {
-        assert_eq!(e.pike_count(&v4(0x0a00_0000 + i), T0).unwrap() as u64, total / IPS as u64, "ip {i}");
-        assert_eq!(e.auth_count(&v4(0x0a00_0000 + i), T0).unwrap() as u64, total / IPS as u64, "ip {i}");
+        assert_eq!(
+            e.pike_count(&v4(0x0a00_0000 + i), T0).unwrap() as u64,
+            total / IPS as u64,
+            "ip {i}"
+        );
+        assert_eq!(
+            e.auth_count(&v4(0x0a00_0000 + i), T0).unwrap() as u64,
+            total / IPS as u64,
+            "ip {i}"
+        );
     }
     assert_eq!(s.bans_created_total(), 0);
     assert_eq!(get(&e.source_counters().lock_recoveries), 0);
@@ -306,7 +333,11 @@ fn pike_bans_exactly_once_across_processes() {
     let total = (CHILDREN * PER_CHILD) as u64;
     for r in 0..ROUNDS {
         let c = |k: usize| ctr[1 + r * 4 + k].load(Ordering::Relaxed);
-        assert_eq!((c(0), c(1), c(2), c(3)), (30, 1, total - 31, 0), "round {r}: allowed/just banned/banned/other");
+        assert_eq!(
+            (c(0), c(1), c(2), c(3)),
+            (30, 1, total - 31, 0),
+            "round {r}: allowed/just banned/banned/other"
+        );
         let now = T0 + r as u64;
         let rec = e.lookup_ban(&target(r), now).unwrap().expect("banned");
         assert_eq!(rec.ban.reason, Reason::Pike);
@@ -371,7 +402,11 @@ fn auth_bans_exactly_once_across_processes() {
         for n in 1..50 {
             assert!(c(4 + n) >= 1, "round {r}: Counted({n}) never seen");
         }
-        assert!((49..=49 + CHILDREN as u64 - 1).contains(&c(0)), "round {r}: counted {}", c(0));
+        assert!(
+            (49..=49 + CHILDREN as u64 - 1).contains(&c(0)),
+            "round {r}: counted {}",
+            c(0)
+        );
     }
     assert_eq!(e.stats().bans_created_for(Reason::Auth), ROUNDS as u64);
     assert_eq!(get(&e.stats().auth_failures), ROUNDS as u64 * total);
@@ -404,20 +439,34 @@ fn killed_lock_holder_does_not_wedge_the_others() {
                 unsafe { libc::pause() };
             }
         });
-        say(&format!("with_source_stripe_locked returned: {:?}", r.err()));
+        say(&format!(
+            "with_source_stripe_locked returned: {:?}",
+            r.err()
+        ));
         1
     });
     // SAFETY: the parent keeps only the read end.
     unsafe { libc::close(wr) };
-    let mut pfd = libc::pollfd { fd: rd, events: libc::POLLIN, revents: 0 };
+    let mut pfd = libc::pollfd {
+        fd: rd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
     // SAFETY: polls one fd we own, 30 s at most.
     let ready = unsafe { libc::poll(&mut pfd, 1, 30_000) };
     let mut byte = [0u8; 1];
     // SAFETY: reads at most one byte into our buffer.
-    let n = if ready == 1 { unsafe { libc::read(rd, byte.as_mut_ptr().cast(), 1) } } else { 0 };
+    let n = if ready == 1 {
+        unsafe { libc::read(rd, byte.as_mut_ptr().cast(), 1) }
+    } else {
+        0
+    };
     // SAFETY: done with the pipe.
     unsafe { libc::close(rd) };
-    assert!(n == 1 && byte[0] == b'L', "the victim never reported holding the lock");
+    assert!(
+        n == 1 && byte[0] == b'L',
+        "the victim never reported holding the lock"
+    );
 
     // A worker needing that stripe now waits for it...
     let waiter = kids.spawn(|| match e.pike_check(&x, T0) {
@@ -428,12 +477,19 @@ fn killed_lock_holder_does_not_wedge_the_others() {
         }
     });
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(kids.poll(waiter), None, "the waiter got through while the stripe was locked");
+    assert_eq!(
+        kids.poll(waiter),
+        None,
+        "the waiter got through while the stripe was locked"
+    );
     assert_eq!(get(&e.source_counters().lock_recoveries), 0);
 
     // ...and the holder is killed inside its critical section.
     kids.kill(victim);
-    assert_eq!(kids.wait(&[victim], Duration::from_secs(30)), vec![Exit::Signal(libc::SIGKILL)]);
+    assert_eq!(
+        kids.wait(&[victim], Duration::from_secs(30)),
+        vec![Exit::Signal(libc::SIGKILL)]
+    );
 
     // The waiter and fresh workers get through within a bounded time.
     let mut workers = vec![waiter];
@@ -444,7 +500,10 @@ fn killed_lock_holder_does_not_wedge_the_others() {
                     return 3;
                 }
                 // Other addresses, some of them on the same stripe.
-                if !matches!(e.pike_check(&v4(0x0a00_0000 + c * 100 + i as u32), T0 + i), Ok(PikeVerdict::Allowed)) {
+                if !matches!(
+                    e.pike_check(&v4(0x0a00_0000 + c * 100 + i as u32), T0 + i),
+                    Ok(PikeVerdict::Allowed)
+                ) {
                     return 4;
                 }
             }
@@ -457,7 +516,11 @@ fn killed_lock_holder_does_not_wedge_the_others() {
     assert_eq!(e.pike_check(&x, T0 + 100).unwrap(), PikeVerdict::Allowed);
     assert_eq!(e.pike_count(&x, T0 + 100).unwrap(), 1 + 4 * 10 + 1);
     assert_eq!(e.with_source_stripe_locked(&x, || 7).unwrap(), 7);
-    assert_eq!(get(&e.source_counters().lock_recoveries), 1, "exactly one locker recovers the dead owner's lock");
+    assert_eq!(
+        get(&e.source_counters().lock_recoveries),
+        1,
+        "exactly one locker recovers the dead owner's lock"
+    );
 }
 
 #[test]
@@ -500,11 +563,18 @@ fn workers_killed_at_random_points_do_not_wedge_the_survivors() {
     }
     let stop = Stop(&ctr[0]);
 
-    let progress = |from: usize| -> u64 { (from..WORKERS).map(|w| ctr[1 + w].load(Ordering::Relaxed)).sum() };
+    let progress = |from: usize| -> u64 {
+        (from..WORKERS)
+            .map(|w| ctr[1 + w].load(Ordering::Relaxed))
+            .sum()
+    };
     let await_progress = |from: usize, target: u64| {
         let until = Instant::now() + Duration::from_secs(60);
         while progress(from) < target {
-            assert!(Instant::now() < until, "survivors stopped making progress (wedged lock?)");
+            assert!(
+                Instant::now() < until,
+                "survivors stopped making progress (wedged lock?)"
+            );
             std::thread::sleep(Duration::from_millis(1));
         }
     };
@@ -512,7 +582,10 @@ fn workers_killed_at_random_points_do_not_wedge_the_survivors() {
         // The survivors (workers k..) keep going, then worker k dies.
         await_progress(k, progress(k) + 20_000);
         kids.kill(k);
-        assert_eq!(kids.wait(&[k], Duration::from_secs(30)), vec![Exit::Signal(libc::SIGKILL)]);
+        assert_eq!(
+            kids.wait(&[k], Duration::from_secs(30)),
+            vec![Exit::Signal(libc::SIGKILL)]
+        );
     }
     await_progress(KILLS, progress(KILLS) + 20_000);
     drop(stop);
@@ -521,7 +594,10 @@ fn workers_killed_at_random_points_do_not_wedge_the_survivors() {
 
     // Every stripe is still usable from the parent.
     for i in 0..64u32 {
-        assert_eq!(e.pike_check(&v4(0x0a00_0000 + i), T0).unwrap(), PikeVerdict::Allowed);
+        assert_eq!(
+            e.pike_check(&v4(0x0a00_0000 + i), T0).unwrap(),
+            PikeVerdict::Allowed
+        );
     }
     assert!(get(&e.source_counters().lock_recoveries) <= KILLS as u64);
 }
@@ -543,7 +619,10 @@ fn bans_and_whitelist_changes_are_seen_by_every_process() {
         _ => 2,
     });
     assert_all_ok(&kids.wait(&[first], Duration::from_secs(30)));
-    assert_eq!(e.pike_check(&banned, T0).unwrap(), PikeVerdict::Banned(Reason::Manual));
+    assert_eq!(
+        e.pike_check(&banned, T0).unwrap(),
+        PikeVerdict::Banned(Reason::Manual)
+    );
     assert_eq!(e.bans_active(), 1);
 
     // The parent whitelists after the fork; a running child sees it.
@@ -556,7 +635,10 @@ fn bans_and_whitelist_changes_are_seen_by_every_process() {
             }
             std::hint::spin_loop();
         }
-        match (e.pike_check(&friend, T0), e.ban(Cidr::host(friend), 0, Reason::Manual, T0)) {
+        match (
+            e.pike_check(&friend, T0),
+            e.ban(Cidr::host(friend), 0, Reason::Manual, T0),
+        ) {
             (Ok(PikeVerdict::Whitelisted), Ok(BanOutcome::Whitelisted(_))) => {}
             _ => return 3,
         }
@@ -571,7 +653,10 @@ fn bans_and_whitelist_changes_are_seen_by_every_process() {
         assert!(Instant::now() < until, "second child never started");
         std::thread::sleep(Duration::from_millis(1));
     }
-    assert!(e.whitelist().add(Cidr::parse("2001:db8::/32").unwrap()).unwrap());
+    assert!(e
+        .whitelist()
+        .add(Cidr::parse("2001:db8::/32").unwrap())
+        .unwrap());
     assert_all_ok(&kids.wait(&[second], Duration::from_secs(60)));
     assert_eq!(e.pike_check(&banned, T0).unwrap(), PikeVerdict::Allowed);
     assert_eq!(e.bans_active(), 0);
