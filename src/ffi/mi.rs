@@ -209,9 +209,11 @@ impl Params {
     }
 }
 
-/// The table entry of one MI command: one recipe for every subset of its
-/// optional parameters (OpenSIPS picks the recipe whose names match the
-/// call's exactly), all served by `f`.
+/// The table entry of one MI command: one recipe per number of optional
+/// parameters given, in their declared order (`ip`; `ip, seconds`; `ip,
+/// seconds, reason`), all served by `f`. Not every subset: OpenSIPS matches
+/// positional calls (`opensips-cli -x mi sec_ban 192.0.2.1 600`) by count,
+/// and two recipes of the same length make such a call ambiguous.
 pub const fn export(
     name: &'static std::ffi::CStr,
     help: &'static std::ffi::CStr,
@@ -223,13 +225,9 @@ pub const fn export(
         required.len() + optional.len() <= sys::MAX_MI_PARAMS,
         "too many MI parameters"
     );
-    assert!(
-        (1usize << optional.len()) <= sys::MAX_MI_RECIPES,
-        "too many optional MI parameters"
-    );
     let mut recipes = [NO_RECIPE; sys::MAX_MI_RECIPES];
-    let mut mask = 0;
-    while mask < (1usize << optional.len()) {
+    let mut given = 0;
+    while given <= optional.len() {
         let mut params = [std::ptr::null(); sys::MAX_MI_PARAMS];
         let mut n = 0;
         while n < required.len() {
@@ -237,18 +235,15 @@ pub const fn export(
             n += 1;
         }
         let mut i = 0;
-        while i < optional.len() {
-            if mask & (1 << i) != 0 {
-                params[n] = optional[i].as_ptr();
-                n += 1;
-            }
+        while i < given {
+            params[n + i] = optional[i].as_ptr();
             i += 1;
         }
-        recipes[mask] = sys::MiRecipe {
+        recipes[given] = sys::MiRecipe {
             cmd: Some(f),
             params,
         };
-        mask += 1;
+        given += 1;
     }
     sys::MiExport {
         name: name.as_ptr(),
@@ -288,8 +283,8 @@ pub fn run(name: &'static str, p: Params, h: fn(Params) -> MiResult) -> *mut MiI
 
 /// Declares the module's MI commands, once each, and generates the
 /// `MI_CMDS` export table: `fn NAME(required, ...; optional, ...) =>
-/// HANDLER, "help";`. Every combination of the optional parameters is
-/// accepted; the handler reads what was given from [`Params`].
+/// HANDLER, "help";`. Optional parameters may be left off from the end;
+/// the handler reads what was given from [`Params`].
 #[macro_export]
 macro_rules! mi_commands {
     ($( fn $name:ident($($req:ident),* $(; $($opt:ident),+)?) => $handler:path, $help:literal; )*) => {

@@ -1,7 +1,7 @@
 //! MI commands: the ban list, per-source inspection, rate-limit keys, top
 //! talkers, the runtime whitelist and the database. Each is declared once
-//! in [`mi_commands!`] (the export table, with every combination of its
-//! optional parameters, is generated from it). They run in the MI process
+//! in [`mi_commands!`] (the export table, with a recipe for each number of
+//! optional parameters given, is generated from it). They run in the MI process
 //! (mi_fifo, mi_http…) and take one stripe lock at a time, so workers keep
 //! going.
 

@@ -260,7 +260,11 @@ fn mi_parameters_of_the_wrong_type_or_range_are_refused() {
         ("sec_top", r#"{"n":0}"#, "n"),
         ("sec_top", r#"{"n":10001}"#, "n"),
         ("sec_ban", r#"{"ip":["192.0.2.8"]}"#, "ip"),
-        ("sec_ban", r#"{"ip":"192.0.2.8","reason":{}}"#, "reason"),
+        (
+            "sec_ban",
+            r#"{"ip":"192.0.2.8","seconds":5,"reason":{}}"#,
+            "reason",
+        ),
         ("sec_ban_list", r#"{"ip":false}"#, "ip"),
         ("sec_rl_list", r#"{"key":[]}"#, "key"),
         ("sec_whitelist_add", r#"{"cidr":null}"#, "cidr"),
@@ -289,9 +293,9 @@ fn mi_parameters_of_the_wrong_type_or_range_are_refused() {
         Value::from("OK")
     );
     assert_eq!(
-        mi.ok("sec_ban", r#"{"ip":"192.0.2.10","reason":"rl"}"#),
+        mi.ok("sec_ban", r#"{"ip":"192.0.2.10"}"#),
         Value::from("OK"),
-        "reason without seconds"
+        "the default length"
     );
     let list = mi.ok("sec_ban_list", "");
     let left: Vec<(String, u64)> = array(&list, "bans")
