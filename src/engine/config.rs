@@ -166,18 +166,42 @@ impl Config {
     /// Refuses a ban or whitelist prefix shorter than `min_prefix_v4` /
     /// `min_prefix_v6`: a `0.0.0.0/0` typed by mistake would ban (or
     /// whitelist) everyone, and a firewall fed by the events would follow.
-    pub fn check_breadth(&self, c: &Cidr) -> Result<(), String> {
-        let (min, family) = if c.addr.is_v4() && c.prefix >= 96 {
-            (self.min_prefix_v4, "IPv4")
+    pub fn check_breadth(&self, c: &Cidr) -> Result<(), TooBroad> {
+        let ipv4 = c.addr.is_v4() && c.prefix >= 96;
+        let min = if ipv4 {
+            self.min_prefix_v4
         } else {
-            (self.min_prefix_v6, "IPv6")
+            self.min_prefix_v6
         };
         if (c.family_prefix() as u32) < min {
-            return Err(format!(
-                "shorter than the /{min} allowed for {family} (modparam min_prefix_{})",
-                if family == "IPv4" { "v4" } else { "v6" }
-            ));
+            return Err(TooBroad {
+                min: min as u8,
+                ipv4,
+            });
         }
         Ok(())
+    }
+}
+
+/// A prefix shorter than the minimum its family allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TooBroad {
+    /// The shortest prefix length allowed (`min_prefix_v4` or `_v6`).
+    pub min: u8,
+    pub ipv4: bool,
+}
+
+impl std::fmt::Display for TooBroad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (family, param) = if self.ipv4 {
+            ("IPv4", "v4")
+        } else {
+            ("IPv6", "v6")
+        };
+        write!(
+            f,
+            "shorter than the /{} allowed for {family} (modparam min_prefix_{param})",
+            self.min
+        )
     }
 }

@@ -25,7 +25,7 @@ use std::io;
 use ahash::RandomState;
 
 pub use bans::{Ban, Reason};
-pub use config::{Config, ConfigError, IntParam, MAX_SECONDS};
+pub use config::{Config, ConfigError, IntParam, TooBroad, MAX_SECONDS};
 pub use ip::{Cidr, IpKey, ParseError};
 pub use ratelimit::{KeyError, RlKey};
 pub use stats::Stats;
@@ -85,7 +85,7 @@ pub enum BanOutcome {
     /// would also ban (and have firewalls drop) a trusted source.
     Whitelisted(Cidr),
     /// The prefix is shorter than `min_prefix_v4` / `min_prefix_v6`.
-    TooBroad,
+    TooBroad(TooBroad),
     /// No room in the ban table.
     TableFull,
 }
@@ -104,14 +104,14 @@ impl BanOutcome {
 #[derive(Debug, PartialEq, Eq)]
 pub enum WhitelistChange {
     /// Shorter than the configured minimum prefix; the text says which.
-    TooBroad(String),
+    TooBroad(TooBroad),
     Refused(whitelist::WhitelistError),
 }
 
 impl std::fmt::Display for WhitelistChange {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            WhitelistChange::TooBroad(why) => f.write_str(why),
+            WhitelistChange::TooBroad(why) => why.fmt(f),
             WhitelistChange::Refused(e) => e.fmt(f),
         }
     }
@@ -311,23 +311,28 @@ impl Engine {
     pub fn whitelist_replace(
         &self,
         list: Vec<Cidr>,
-    ) -> Result<Vec<(Cidr, String)>, WhitelistChange> {
-        let (keep, refused): (Vec<_>, Vec<_>) = list
+    ) -> Result<Vec<(Cidr, TooBroad)>, WhitelistChange> {
+        let mut refused = Vec::new();
+        let keep = list
             .into_iter()
-            .partition(|c| self.cfg.check_breadth(c).is_ok());
+            .filter(|c| match self.cfg.check_breadth(c) {
+                Ok(()) => true,
+                Err(why) => {
+                    refused.push((*c, why));
+                    false
+                }
+            })
+            .collect();
         self.whitelist
             .replace(keep)
             .map_err(WhitelistChange::Refused)?;
-        Ok(refused
-            .into_iter()
-            .map(|c| (c, self.cfg.check_breadth(&c).unwrap_err()))
-            .collect())
+        Ok(refused)
     }
 
     /// Why `target` may not be banned at all, whoever asks.
     fn refusal(&self, target: &Cidr) -> Option<BanOutcome> {
-        if self.cfg.check_breadth(target).is_err() {
-            return Some(BanOutcome::TooBroad);
+        if let Err(why) = self.cfg.check_breadth(target) {
+            return Some(BanOutcome::TooBroad(why));
         }
         self.whitelist
             .overlapping(target)
@@ -583,7 +588,7 @@ impl Engine {
                 }
                 // A host is never too broad; a whitelist entry added since the
                 // check above covers it.
-                BanOutcome::Whitelisted(_) | BanOutcome::TooBroad => PikeVerdict::Whitelisted,
+                BanOutcome::Whitelisted(_) | BanOutcome::TooBroad(_) => PikeVerdict::Whitelisted,
                 BanOutcome::TableFull => PikeVerdict::OverLimitUnbanned,
             },
         )
@@ -618,7 +623,7 @@ impl Engine {
                 }
                 BanOutcome::Updated(_) => AuthVerdict::AlreadyBanned(Reason::Manual),
                 BanOutcome::AlreadyBanned(rec) => AuthVerdict::AlreadyBanned(rec.ban.reason),
-                BanOutcome::Whitelisted(_) | BanOutcome::TooBroad => AuthVerdict::Whitelisted,
+                BanOutcome::Whitelisted(_) | BanOutcome::TooBroad(_) => AuthVerdict::Whitelisted,
                 BanOutcome::TableFull => AuthVerdict::OverLimitUnbanned,
             },
         )

@@ -261,8 +261,7 @@ fn ban_ip(call: &Call, ip: &[u8], seconds: Option<i32>, reason: Option<&[u8]>) -
             );
             RC_NO
         }
-        BanOutcome::TooBroad => {
-            let why = e.config().check_breadth(&target).err().unwrap_or_default();
+        BanOutcome::TooBroad(why) => {
             rsec_log!(Warn, call.name(), "refusing to ban {}: {}", target, why);
             RC_NO
         }

@@ -116,12 +116,9 @@ fn ban(p: Params) -> MiResult {
             403,
             format!("{target} is or contains whitelisted {w} and cannot be banned"),
         )),
-        BanOutcome::TooBroad => Err(MiError::new(
+        BanOutcome::TooBroad(why) => Err(MiError::new(
             403,
-            format!(
-                "refusing to ban {target}: {}",
-                e.config().check_breadth(&target).err().unwrap_or_default()
-            ),
+            format!("refusing to ban {target}: {why}"),
         )),
         BanOutcome::TableFull => Err(MiError::new(500, "ban table full (raise max_bans)")),
     }

@@ -1,10 +1,10 @@
 //! Ban persistence and multi-node sync, off the SIP path.
 //!
 //! Workers, the timer and MI only push decisions into the engine's bounded
-//! queue (decisions.rs does that). One dedicated OpenSIPS process ("rsec persistence") drains it to
-//! MySQL in batches, imports the changes other nodes wrote every
-//! `db_sync_interval`, and reconnects with backoff when the database goes
-//! away; the queue keeps everything meanwhile. mod_init loads the bans in
+//! queue (decisions.rs does that). One dedicated OpenSIPS process ("rsec
+//! persistence") drains it to MySQL in batches, imports the changes other
+//! nodes wrote every `db_sync_interval`, and reconnects with backoff when
+//! the database goes away; the queue keeps everything meanwhile. mod_init loads the bans in
 //! force before OpenSIPS forks, so they are enforced from the first request.
 
 use std::os::raw::c_int;
@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::db::{store, Conn, DbError, DbUrl};
-use crate::engine::{BanOutcome, BanRecord, Cidr, Engine, US_PER_S as US};
+use crate::engine::{BanOutcome, BanRecord, Cidr, Engine, TableError, US_PER_S as US};
 use crate::ffi::guard::guard;
 use crate::ffi::process::ProcTable;
 use crate::ffi::sys::{PROC_FLAG_INITCHILD, PROC_FLAG_NEEDS_SCRIPT};
@@ -155,18 +155,8 @@ fn load_state(
         // Straight into the engine, not through decisions: this runs in
         // mod_init, before events can be raised; the persistence process
         // announces them once OpenSIPS runs (decisions::announce_loaded).
-        match e.restore_ban(b.target, b.reason, b.created_s * US, b.expires_s * US, now) {
-            Ok(Some(BanOutcome::Created(rec) | BanOutcome::Updated(rec))) => installed.push(rec),
-            Ok(Some(outcome)) => refused_import(&b.target, &outcome),
-            Ok(None) => {}
-            Err(err) => rsec_log!(
-                Err,
-                "persistence",
-                "cannot install ban {}: {}",
-                b.target,
-                err
-            ),
-        }
+        let r = e.restore_ban(b.target, b.reason, b.created_s * US, b.expires_s * US, now);
+        installed.extend(enforced(&b.target, r));
     }
     shared.cursor.store(cursor, Ordering::Relaxed);
     shared.loaded.store(1, Ordering::Relaxed);
@@ -174,30 +164,36 @@ fn load_state(
     Ok(installed)
 }
 
-/// Logs a stored ban this node will not enforce.
-fn refused_import(target: &Cidr, outcome: &BanOutcome) {
-    match outcome {
-        BanOutcome::TableFull => rsec_log!(
+/// The ban a stored row put in force, if it changed anything; a row this
+/// node will not enforce (table full, over the whitelist, too broad) or
+/// could not install is logged.
+fn enforced(target: &Cidr, r: Result<Option<BanOutcome>, TableError>) -> Option<BanRecord> {
+    match r {
+        Ok(Some(BanOutcome::Created(rec) | BanOutcome::Updated(rec))) => return Some(rec),
+        Ok(Some(BanOutcome::TableFull)) => rsec_log!(
             Err,
             "persistence",
             "ban table full loading {} (raise max_bans)",
             target
         ),
-        BanOutcome::Whitelisted(w) => rsec_log!(
+        Ok(Some(BanOutcome::Whitelisted(w))) => rsec_log!(
             Warn,
             "persistence",
             "stored ban {} not enforced: it is or contains whitelisted {}",
             target,
             w
         ),
-        BanOutcome::TooBroad => rsec_log!(
+        Ok(Some(BanOutcome::TooBroad(why))) => rsec_log!(
             Warn,
             "persistence",
-            "stored ban {} not enforced: shorter than min_prefix_v4/v6",
-            target
+            "stored ban {} not enforced: {}",
+            target,
+            why
         ),
-        _ => {}
+        Ok(Some(BanOutcome::AlreadyBanned(_)) | None) => {}
+        Err(err) => rsec_log!(Err, "persistence", "cannot install ban {}: {}", target, err),
     }
+    None
 }
 
 fn reload_whitelist(c: &Conn, e: &Engine, s: &Settings) -> Result<usize, DbError> {
@@ -444,24 +440,16 @@ fn import(c: &Conn, p: &Persist, e: &Engine, seen: &mut Seen) -> Result<(), DbEr
                     rsec_log!(Err, "persistence", "cannot lift ban {}: {}", b.target, err);
                 }
             } else {
-                match decisions::restore(
+                let r = decisions::restore(
                     e,
                     b.target,
                     b.reason,
                     b.created_s * US,
                     b.expires_s * US,
                     now,
-                ) {
-                    Ok(Some(outcome)) => refused_import(&b.target, &outcome),
-                    Ok(None) => {}
-                    Err(err) => rsec_log!(
-                        Err,
-                        "persistence",
-                        "cannot install ban {}: {}",
-                        b.target,
-                        err
-                    ),
-                }
+                );
+                // decisions::restore raised the event for what it put in force.
+                enforced(&b.target, r);
             }
         }
         p.shared.cursor.store(cursor, Ordering::Relaxed);

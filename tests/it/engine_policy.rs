@@ -4,7 +4,7 @@
 use rsec::engine::stats::Stats;
 use rsec::engine::{
     AuthVerdict, Ban, BanOutcome, BanRecord, Cidr, Config, Engine, EngineError, IpKey, KeyError,
-    PikeVerdict, Reason, RlKey,
+    PikeVerdict, Reason, RlKey, TooBroad,
 };
 
 /// A wall-clock-like start time, a multiple of every window used here.
@@ -280,28 +280,41 @@ fn a_ban_covering_a_whitelisted_address_is_refused() {
 #[test]
 fn prefixes_shorter_than_the_minimum_are_refused() {
     let e = engine(small());
-    for target in [
-        "0.0.0.0/0",
-        "0.0.0.0/7",
-        "::/0",
-        "2000::/3",
-        "2001:db8::/31",
+    let v4 = TooBroad { min: 8, ipv4: true };
+    let v6 = TooBroad {
+        min: 32,
+        ipv4: false,
+    };
+    for (target, why) in [
+        ("0.0.0.0/0", v4),
+        ("0.0.0.0/7", v4),
+        ("::/0", v6),
+        ("2000::/3", v6),
+        ("2001:db8::/31", v6),
     ] {
         assert_eq!(
             e.ban(cidr(target), 60, Reason::Manual, T0).unwrap(),
-            BanOutcome::TooBroad,
+            BanOutcome::TooBroad(why),
             "{target}"
         );
         assert_eq!(
             e.restore_ban(cidr(target), Reason::Manual, T0, 0, T0)
                 .unwrap(),
-            Some(BanOutcome::TooBroad),
+            Some(BanOutcome::TooBroad(why)),
             "{target}"
+        );
+        assert_eq!(
+            why.to_string(),
+            if why.ipv4 {
+                "shorter than the /8 allowed for IPv4 (modparam min_prefix_v4)"
+            } else {
+                "shorter than the /32 allowed for IPv6 (modparam min_prefix_v6)"
+            }
         );
         assert!(
             matches!(
                 e.whitelist_add(cidr(target)),
-                Err(rsec::engine::WhitelistChange::TooBroad(_))
+                Err(rsec::engine::WhitelistChange::TooBroad(w)) if w == why
             ),
             "{target}"
         );
