@@ -103,7 +103,7 @@ impl BanOutcome {
 /// Why a whitelist change was refused.
 #[derive(Debug, PartialEq, Eq)]
 pub enum WhitelistChange {
-    /// Shorter than the configured minimum prefix; the text says which.
+    /// Shorter than the configured minimum prefix, which it names.
     TooBroad(TooBroad),
     Refused(whitelist::WhitelistError),
 }
