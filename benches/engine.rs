@@ -21,7 +21,7 @@ fn report(name: &str, ops: u64, secs: f64) {
 
 fn engine() -> Engine {
     Engine::new(Config {
-        pike_density: u32::MAX / 2,
+        pike_density: 65_534,
         ..Config::default()
     })
     .unwrap()
@@ -64,9 +64,7 @@ fn main() {
     println!(
         "    table capacity {} sources, evictions {}, mapped {} KiB (fixed)",
         e.config().max_tracked_ips,
-        e.source_counters()
-            .evictions
-            .load(std::sync::atomic::Ordering::Relaxed),
+        e.source_counters().evictions.get(),
         e.shm_bytes() / 1024
     );
 

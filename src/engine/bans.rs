@@ -61,7 +61,14 @@ impl Ban {
 }
 
 impl Entry for Ban {
-    fn retention(&self, now_us: u64) -> Retention {
+    type Ctx = ();
+    type Clock = u64;
+
+    fn clock(now_us: u64, _: &()) -> u64 {
+        now_us
+    }
+
+    fn retention(&self, &now_us: &u64) -> Retention {
         if self.is_active(now_us) {
             Retention::Pinned
         } else {
@@ -70,31 +77,48 @@ impl Entry for Ban {
     }
 }
 
-/// Which prefix lengths have ever held a ban, so a lookup probes only those
-/// (a host-only ban list costs one probe per request). Bits are only set,
-/// never cleared: a stale bit costs one extra probe, a missing one would
-/// let a banned prefix through.
+/// Which prefix lengths shorter than a host have ever held a ban, so a
+/// lookup probes only those, and none at all while there are only host
+/// bans (which live with the host's counts, see `source.rs`). Bits are
+/// only set, never cleared: a stale bit costs one extra probe, a missing
+/// one would let a banned prefix through.
 #[derive(Default)]
 pub struct PrefixIndex {
-    bits: [AtomicU64; 3],
+    bits: [AtomicU64; 2],
 }
 
 impl PrefixIndex {
+    /// Records that prefixes of this length (below 128) may be banned.
     pub fn mark(&self, prefix: u8) {
-        let p = prefix.min(128) as usize;
+        let p = prefix.min(127) as usize;
         self.bits[p / 64].fetch_or(1 << (p % 64), Ordering::Release);
     }
 
-    /// Candidate keys for `ip`, most specific first.
+    /// True when some prefix ban may exist.
+    pub fn any(&self) -> bool {
+        self.bits.iter().any(|b| b.load(Ordering::Acquire) != 0)
+    }
+
+    /// Candidate prefix-ban keys for `ip`, most specific first.
     pub fn candidates(&self, ip: &IpKey) -> impl Iterator<Item = Cidr> + '_ {
         let ip = *ip;
-        (0..=128u8)
-            .rev()
-            .filter(move |&p| {
-                p == Cidr::HOST
-                    || self.bits[p as usize / 64].load(Ordering::Acquire) & (1 << (p % 64)) != 0
-            })
-            .map(move |p| Cidr::new(ip, p))
+        let mut words = [
+            self.bits[1].load(Ordering::Acquire),
+            self.bits[0].load(Ordering::Acquire),
+        ];
+        let mut w = 0;
+        std::iter::from_fn(move || {
+            while w < 2 {
+                if words[w] != 0 {
+                    let bit = 63 - words[w].leading_zeros();
+                    words[w] &= !(1 << bit);
+                    let p = (1 - w as u32) * 64 + bit;
+                    return Some(Cidr::new(ip, p as u8));
+                }
+                w += 1;
+            }
+            None
+        })
     }
 }
 

@@ -84,17 +84,21 @@ pub const MAX_SECONDS: u32 = 10 * 365 * 86_400;
 settings! {
     /// Flood window length.
     pike_sampling_time_s: "pike_sampling_time" = 2, [1, 3600], "s";
-    /// Requests allowed per window; the next one bans.
-    pike_density: "pike_density" = 30, [1, u32::MAX], "requests";
+    /// Requests allowed per window; the next one bans. At most 65,534: a
+    /// window counts each sub-interval in 16 bits (see engine/window.rs).
+    pike_density: "pike_density" = 30, [1, 65_534], "requests";
     pike_ban_time_s: "pike_ban_time" = 300, [1, MAX_SECONDS], "s";
     /// Default length of a manual ban (0 = until unbanned).
     ban_time_s: "ban_time" = 3600, [0, MAX_SECONDS], "s";
-    auth_fail_threshold: "auth_fail_threshold" = 5, [1, u32::MAX], "failures";
+    /// Failures that ban; at most 255 (8-bit sub-interval counts).
+    auth_fail_threshold: "auth_fail_threshold" = 5, [1, 255], "failures";
     auth_fail_window_s: "auth_fail_window" = 60, [1, 86_400], "s";
     auth_ban_time_s: "auth_ban_time" = 900, [1, MAX_SECONDS], "s";
     max_tracked_ips: "max_tracked_ips" = 65536, [16, Config::MAX_ENTRIES], "entries";
     max_rl_keys: "max_rl_keys" = 16384, [16, Config::MAX_ENTRIES], "entries";
     max_bans: "max_bans" = 16384, [16, Config::MAX_ENTRIES], "entries";
+    /// No longer used (every 16-entry bucket has its own lock); still
+    /// accepted so existing configurations load.
     lock_stripes: "lock_stripes" = 64, [1, 4096], "locks";
     /// Capacity of the queue of ban decisions waiting to be persisted
     /// (0 = no persistence, no queue).

@@ -21,6 +21,7 @@ pub mod whitelist;
 pub mod window;
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use ahash::RandomState;
 
@@ -33,7 +34,7 @@ pub use table::TableError;
 
 use bans::PrefixIndex;
 use ratelimit::RlState;
-use source::SourceState;
+use source::{HostState, HostTiming};
 use table::{Found, Table, TableCounters};
 use whitelist::Whitelist;
 
@@ -171,6 +172,18 @@ pub struct RlRecord {
 /// Lapsed bans reclaimed in one process between two drains, at most.
 const LAPSED_CAP: usize = 4096;
 
+/// Bans in force, against `max_bans`: host bans live in the hosts table
+/// and prefix bans in their own, so the bound is kept by this count.
+#[derive(Default)]
+struct BanBudget {
+    in_force: AtomicU64,
+    /// When (whole seconds) the ban tables were last walked for lapsed
+    /// bans because the budget ran out.
+    last_walk_s: AtomicU64,
+}
+
+crate::shm_safe!(BanBudget);
+
 pub struct Engine {
     cfg: Config,
     /// Bans this process found lapsed and reclaimed outside the sweep;
@@ -178,8 +191,11 @@ pub struct Engine {
     /// expiry is reported exactly once.
     lapsed: parking_lot::Mutex<Vec<BanRecord>>,
     region_bytes: usize,
-    sources: Table<IpKey, SourceState>,
+    /// Every tracked host: its counts, or its ban.
+    hosts: Table<IpKey, HostState>,
+    /// Bans on prefixes shorter than a host.
     bans: Table<Cidr, Ban>,
+    budget: &'static BanBudget,
     rl: Table<RlKey, RlState>,
     prefixes: &'static PrefixIndex,
     whitelist: Whitelist,
@@ -191,29 +207,34 @@ impl Engine {
     /// Creates every shared table in one fresh mapping. Call before forking.
     pub fn new(cfg: Config) -> Result<Engine, EngineError> {
         cfg.validate().map_err(EngineError::Config)?;
-        let stripes = cfg.lock_stripes as usize;
-        let bytes = Table::<IpKey, SourceState>::shm_bytes(cfg.max_tracked_ips as usize, stripes)
-            + Table::<Cidr, Ban>::shm_bytes(cfg.max_bans as usize, stripes)
-            + Table::<RlKey, RlState>::shm_bytes(cfg.max_rl_keys as usize, stripes)
+        let bytes = Table::<IpKey, HostState>::shm_bytes(cfg.max_tracked_ips as usize)
+            + Table::<Cidr, Ban>::shm_bytes(cfg.max_bans as usize)
+            + Table::<RlKey, RlState>::shm_bytes(cfg.max_rl_keys as usize)
             + Whitelist::shm_bytes()
             + std::mem::size_of::<PrefixIndex>()
             + std::mem::size_of::<Stats>()
+            + std::mem::size_of::<BanBudget>()
             + queue::ChangeQueue::shm_bytes(cfg.db_queue_size as usize)
             + 64 * 1024;
         let mut region = Region::new(bytes).map_err(EngineError::Memory)?;
         let [a, b, c, d] = crate::shm::random_seeds();
         let hasher = RandomState::with_seeds(a, b, c, d);
         let mem = EngineError::Memory;
-        let sources = Table::new(
+        let timing = HostTiming {
+            pike_window_us: cfg.pike_sampling_time_s as u64 * US,
+            auth_window_us: cfg.auth_fail_window_s as u64 * US,
+        };
+        let hosts = Table::new(
             &mut region,
             cfg.max_tracked_ips as usize,
-            stripes,
             hasher.clone(),
+            timing,
         )
         .map_err(mem)?;
         let bans =
-            Table::new(&mut region, cfg.max_bans as usize, stripes, hasher.clone()).map_err(mem)?;
-        let rl = Table::new(&mut region, cfg.max_rl_keys as usize, stripes, hasher).map_err(mem)?;
+            Table::new(&mut region, cfg.max_bans as usize, hasher.clone(), ()).map_err(mem)?;
+        let rl = Table::new(&mut region, cfg.max_rl_keys as usize, hasher, ()).map_err(mem)?;
+        let budget = region.alloc::<BanBudget>().map_err(mem)?;
         let prefixes = region.alloc::<PrefixIndex>().map_err(mem)?;
         let whitelist = Whitelist::new(&mut region).map_err(mem)?;
         let stats = region.alloc::<Stats>().map_err(mem)?;
@@ -232,8 +253,9 @@ impl Engine {
             cfg,
             lapsed: parking_lot::Mutex::new(Vec::new()),
             region_bytes: region.len(),
-            sources,
+            hosts,
             bans,
+            budget,
             rl,
             prefixes,
             whitelist,
@@ -255,24 +277,30 @@ impl Engine {
         self.region_bytes
     }
 
-    /// What was really allocated: (table, entries, stripes) for the
-    /// sources, bans and rate-limit keys. Entries are exactly the modparams;
-    /// a small table gets fewer stripes than `lock_stripes`, since each
-    /// stripe holds at least one probe window of slots.
+    /// What was really allocated: (table, entries, buckets) for the
+    /// hosts (their counts and host bans), the prefix bans and the
+    /// rate-limit keys. Entries are exactly the modparams; each bucket of
+    /// 16 entries has its own lock.
     pub fn layout(&self) -> [(&'static str, usize, usize); 3] {
         [
+            ("sources", self.hosts.capacity(), self.hosts.bucket_count()),
             (
-                "sources",
-                self.sources.capacity(),
-                self.sources.stripe_count(),
+                "prefix bans",
+                self.bans.capacity(),
+                self.bans.bucket_count(),
             ),
-            ("bans", self.bans.capacity(), self.bans.stripe_count()),
-            ("rl keys", self.rl.capacity(), self.rl.stripe_count()),
+            ("rl keys", self.rl.capacity(), self.rl.bucket_count()),
         ]
     }
 
+    /// Shared-memory bytes per tracked source: its slot and its share of
+    /// its bucket's lock and tags.
+    pub fn bytes_per_source() -> usize {
+        Table::<IpKey, HostState>::bytes_per_entry()
+    }
+
     pub fn source_counters(&self) -> &'static TableCounters {
-        self.sources.counters()
+        self.hosts.counters()
     }
 
     pub fn ban_counters(&self) -> &'static TableCounters {
@@ -339,16 +367,126 @@ impl Engine {
             .map(BanOutcome::Whitelisted)
     }
 
-    fn source_keep_us(&self) -> u64 {
-        (self
-            .cfg
-            .pike_sampling_time_s
-            .max(self.cfg.auth_fail_window_s) as u64)
-            * US
+    fn pike_window_us(&self) -> u64 {
+        self.cfg.pike_sampling_time_s as u64 * US
+    }
+
+    fn auth_window_us(&self) -> u64 {
+        self.cfg.auth_fail_window_s as u64 * US
+    }
+
+    fn expiry(now_us: u64, seconds: u32) -> u64 {
+        if seconds == 0 {
+            0
+        } else {
+            now_us + seconds as u64 * US
+        }
+    }
+
+    /// Takes one ban from the `max_bans` budget; false when none is left.
+    fn reserve_ban(&self) -> bool {
+        let max = self.cfg.max_bans as u64;
+        self.budget
+            .in_force
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// With the budget used up, bans that ran out but were not reclaimed
+    /// yet (by the sweep, or by a worker reusing their slot) still hold
+    /// their place. Reclaims them now, at most once per second (a walk
+    /// visits every bucket), and says whether any place was freed. Never
+    /// called with a bucket lock held.
+    fn make_room(&self, now_us: u64) -> Result<bool, TableError> {
+        let now_s = now_us / US;
+        let last = self.budget.last_walk_s.load(Ordering::Acquire);
+        if last >= now_s
+            || self
+                .budget
+                .last_walk_s
+                .compare_exchange(last, now_s, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
+            return Ok(false);
+        }
+        let mut freed = false;
+        for i in 0..self.hosts.bucket_count() {
+            self.hosts.retain_bucket(i, now_us, |k, s, r| {
+                match Self::host_ban(k, s).filter(|_| r == table::Retention::Free) {
+                    Some(rec) => {
+                        self.note_lapsed(Some(rec));
+                        freed = true;
+                        false
+                    }
+                    None => true,
+                }
+            })?;
+        }
+        for i in 0..self.bans.bucket_count() {
+            self.bans.retain_bucket(i, now_us, |k, b, r| {
+                if r != table::Retention::Free {
+                    return true;
+                }
+                let rec = BanRecord {
+                    target: *k,
+                    ban: *b,
+                };
+                freed |= rec.ban.created_us != 0;
+                self.note_lapsed(Some(rec));
+                false
+            })?;
+        }
+        Ok(freed)
+    }
+
+    /// Gives back a ban's place in the budget once the ban is gone.
+    fn release_ban(&self) {
+        let _ = self
+            .budget
+            .in_force
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(n.saturating_sub(1))
+            });
+    }
+
+    /// The ban an entry reclaimed by the hosts table held, if any.
+    fn host_ban(ip: &IpKey, s: &HostState) -> Option<BanRecord> {
+        match s {
+            HostState::Banned(b) => Some(BanRecord {
+                target: Cidr::host(*ip),
+                ban: *b,
+            }),
+            HostState::Watched(_) => None,
+        }
     }
 
     /// The active ban covering `ip`, if any; counts a hit on it when `hit`.
+    /// A host's own ban first, then prefix bans, most specific first.
     fn find_ban(
+        &self,
+        ip: &IpKey,
+        now_us: u64,
+        hit: bool,
+    ) -> Result<Option<(Cidr, Ban)>, TableError> {
+        let own = self.hosts.get(ip, now_us, |s| match s {
+            HostState::Banned(b) => {
+                if hit {
+                    b.hits = b.hits.saturating_add(1);
+                }
+                Some(*b)
+            }
+            HostState::Watched(_) => None,
+        })?;
+        if let Some(b) = own.flatten() {
+            return Ok(Some((Cidr::host(*ip), b)));
+        }
+        self.find_prefix_ban(ip, now_us, hit)
+    }
+
+    /// The most specific active prefix ban covering `ip`.
+    fn find_prefix_ban(
         &self,
         ip: &IpKey,
         now_us: u64,
@@ -386,47 +524,95 @@ impl Engine {
         if let Some(refused) = self.refusal(&target) {
             return Ok(refused);
         }
-        let expires_us = if seconds == 0 {
-            0
-        } else {
-            now_us + seconds as u64 * US
+        let fresh = Ban {
+            reason,
+            created_us: now_us,
+            expires_us: Self::expiry(now_us, seconds),
+            hits: 0,
         };
         let rec = |b: &Ban| BanRecord { target, ban: *b };
-        // Mark before inserting so a concurrent lookup never misses the ban.
-        self.prefixes.mark(target.prefix);
-        let mut lapsed = None;
-        let r = self.bans.upsert_observing(
-            &target,
-            now_us,
-            |b, found| match found {
-                Found::Created => {
-                    *b = Ban {
-                        reason,
-                        created_us: now_us,
-                        expires_us,
-                        hits: 0,
-                    };
-                    BanOutcome::Created(rec(b))
-                }
-                Found::Existing if reason == Reason::Manual => {
-                    b.reason = reason;
-                    b.expires_us = expires_us;
-                    BanOutcome::Updated(rec(b))
-                }
-                Found::Existing => BanOutcome::AlreadyBanned(rec(b)),
-            },
-            |k, b| {
-                lapsed = Some(BanRecord {
-                    target: *k,
-                    ban: *b,
-                })
-            },
-        );
-        self.note_lapsed(lapsed);
+        // A new ban is made; an existing one is replaced only by a manual
+        // ban (a new expiry), and left alone by an automatic rule.
+        let apply = |b: &mut Ban| {
+            if reason == Reason::Manual {
+                b.reason = reason;
+                b.expires_us = fresh.expires_us;
+                BanOutcome::Updated(rec(b))
+            } else {
+                BanOutcome::AlreadyBanned(rec(b))
+            }
+        };
+        let r = self.put_ban(&target, now_us, fresh, apply);
+        let r = match r {
+            Ok(BanOutcome::TableFull) if self.make_room(now_us)? => {
+                self.put_ban(&target, now_us, fresh, apply)
+            }
+            r => r,
+        };
         self.ban_result(r, reason)
     }
 
-    /// Counts a created ban; a full table is an outcome, not an error.
+    /// Installs `fresh` on `target` if it has no ban (taking one from the
+    /// budget), or lets `existing` decide what to do with the ban in force.
+    fn put_ban(
+        &self,
+        target: &Cidr,
+        now_us: u64,
+        fresh: Ban,
+        existing: impl FnOnce(&mut Ban) -> BanOutcome,
+    ) -> Result<BanOutcome, TableError> {
+        let made = |b: &Ban| BanRecord {
+            target: *target,
+            ban: *b,
+        };
+        let mut lapsed = None;
+        let r = if target.is_host() {
+            self.hosts.upsert_observing(
+                &target.addr,
+                now_us,
+                |s, _| match s {
+                    HostState::Banned(b) => existing(b),
+                    HostState::Watched(_) => {
+                        if !self.reserve_ban() {
+                            return BanOutcome::TableFull;
+                        }
+                        *s = HostState::Banned(fresh);
+                        BanOutcome::Created(made(&fresh))
+                    }
+                },
+                |k, s| lapsed = Self::host_ban(k, s),
+            )
+        } else {
+            // Mark before inserting so a concurrent lookup never misses the ban.
+            self.prefixes.mark(target.prefix);
+            self.bans.upsert_observing(
+                target,
+                now_us,
+                |b, found| match found {
+                    Found::Existing => existing(b),
+                    Found::Created => {
+                        if !self.reserve_ban() {
+                            // Left as an empty (free) slot.
+                            return BanOutcome::TableFull;
+                        }
+                        *b = fresh;
+                        BanOutcome::Created(made(&fresh))
+                    }
+                },
+                |k, b| {
+                    lapsed = Some(BanRecord {
+                        target: *k,
+                        ban: *b,
+                    })
+                },
+            )
+        };
+        self.note_lapsed(lapsed);
+        r
+    }
+
+    /// Counts a created ban, or a refusal for want of room; a full table
+    /// is an outcome, not an error.
     fn ban_result(
         &self,
         r: Result<BanOutcome, TableError>,
@@ -434,8 +620,10 @@ impl Engine {
     ) -> Result<BanOutcome, TableError> {
         match r {
             Ok(o) => {
-                if matches!(o, BanOutcome::Created(_)) {
-                    Stats::inc(&self.stats.bans_created[reason as usize]);
+                match o {
+                    BanOutcome::Created(_) => Stats::inc(&self.stats.bans_created[reason as usize]),
+                    BanOutcome::TableFull => self.bans.counters().full.inc(),
+                    _ => {}
                 }
                 Ok(o)
             }
@@ -468,8 +656,6 @@ impl Engine {
         if let Some(refused) = self.refusal(&target) {
             return Ok(Some(refused));
         }
-        self.prefixes.mark(target.prefix);
-        let mut lapsed = None;
         let fresh = Ban {
             reason,
             created_us: created_us.max(1),
@@ -477,55 +663,67 @@ impl Engine {
             hits: 0,
         };
         let rec = |b: &Ban| BanRecord { target, ban: *b };
-        let r = self.bans.upsert_observing(
-            &target,
-            now_us,
-            |b, found| match found {
-                Found::Created => {
-                    *b = fresh;
-                    BanOutcome::Created(rec(b))
-                }
-                // Stored times have whole seconds: the same ban read back
-                // from the database differs below one second.
-                Found::Existing if b.reason == reason && b.expires_us / US == expires_us / US => {
-                    BanOutcome::AlreadyBanned(rec(b))
-                }
-                Found::Existing => {
-                    b.reason = reason;
-                    b.created_us = fresh.created_us;
-                    b.expires_us = expires_us;
-                    BanOutcome::Updated(rec(b))
-                }
-            },
-            |k, b| {
-                lapsed = Some(BanRecord {
-                    target: *k,
-                    ban: *b,
-                })
-            },
-        );
-        self.note_lapsed(lapsed);
+        let apply = |b: &mut Ban| {
+            // Stored times have whole seconds: the same ban read back from
+            // the database differs below one second.
+            if b.reason == reason && b.expires_us / US == expires_us / US {
+                BanOutcome::AlreadyBanned(rec(b))
+            } else {
+                b.reason = reason;
+                b.created_us = fresh.created_us;
+                b.expires_us = expires_us;
+                BanOutcome::Updated(rec(b))
+            }
+        };
+        let r = self.put_ban(&target, now_us, fresh, apply);
+        let r = match r {
+            Ok(BanOutcome::TableFull) if self.make_room(now_us)? => {
+                self.put_ban(&target, now_us, fresh, apply)
+            }
+            r => r,
+        };
         self.ban_result(r, reason).map(Some)
     }
 
     /// Lifts the ban on exactly `target`; returns it if one was active.
     /// Lifting a host's ban also forgets its request and auth-failure
-    /// counts: otherwise a source unbanned right after a flood would be
-    /// banned again by its very next request.
+    /// counts (a banned host has none: its slot held the ban), so a source
+    /// unbanned right after a flood is not banned again by its very next
+    /// request.
     pub fn unban(&self, target: &Cidr, now_us: u64) -> Result<Option<BanRecord>, TableError> {
-        let mut lapsed = None;
-        let r = self.bans.remove_observing(target, now_us, |k, b| {
-            lapsed = Some(BanRecord {
-                target: *k,
-                ban: *b,
-            })
-        })?;
-        self.note_lapsed(lapsed);
+        let r = if target.is_host() {
+            let mut lapsed = None;
+            let r = self
+                .hosts
+                .inspect(&target.addr, now_us, |s, r| match *s {
+                    HostState::Banned(b) => {
+                        *s = HostState::default();
+                        if r == table::Retention::Free {
+                            lapsed = Self::host_ban(&target.addr, &HostState::Banned(b));
+                            None
+                        } else {
+                            Some(b)
+                        }
+                    }
+                    HostState::Watched(_) => None,
+                })?
+                .flatten();
+            self.note_lapsed(lapsed);
+            r
+        } else {
+            let mut lapsed = None;
+            let r = self.bans.remove_observing(target, now_us, |k, b| {
+                lapsed = Some(BanRecord {
+                    target: *k,
+                    ban: *b,
+                })
+            })?;
+            self.note_lapsed(lapsed);
+            r
+        };
         if r.is_some() {
+            self.release_ban();
             Stats::inc(&self.stats.bans_removed);
-            if target.is_host() {
-                self.sources.remove(&target.addr, now_us)?;
-            }
         }
         Ok(r.map(|ban| BanRecord {
             target: *target,
@@ -533,21 +731,71 @@ impl Engine {
         }))
     }
 
-    /// Records one event from `ip` in the window `which` picks (`window_s`
-    /// long) and returns the count in that window.
-    fn count_event(
+    /// Counts one event from `ip` (with `count`, on its counts) and, past
+    /// the threshold (`over` says when), bans it with `reason` for
+    /// `seconds`, all under the one lock of the host's bucket: the ban
+    /// check, the count and the ban are one step, so no other process can
+    /// slip a request in between. A host already banned is left to
+    /// `banned`.
+    fn count_and_ban<R>(
         &self,
         ip: &IpKey,
         now_us: u64,
-        window_s: u32,
-        which: impl FnOnce(&mut SourceState) -> &mut window::SlidingWindow,
-    ) -> Result<u32, TableError> {
-        let keep = self.source_keep_us();
-        self.sources.upsert(ip, now_us, |s, _| {
-            s.last_seen_us = now_us;
-            s.keep_us = keep;
-            which(s).add(now_us, window_s as u64 * US, 1)
-        })
+        ban: (Reason, u32),
+        count: impl FnOnce(&mut source::Watch) -> Result<R, ()>,
+        banned: impl FnOnce(&mut Ban) -> R,
+    ) -> Result<Counted<R>, TableError> {
+        let (reason, seconds) = ban;
+        let mut lapsed = None;
+        let r = self.hosts.upsert_observing(
+            ip,
+            now_us,
+            |s, _| match s {
+                HostState::Banned(b) => Counted::Below(banned(b)),
+                HostState::Watched(w) => match count(w) {
+                    Ok(r) => Counted::Below(r),
+                    Err(()) if !self.reserve_ban() => Counted::OverUnbanned,
+                    Err(()) => {
+                        let b = Ban {
+                            reason,
+                            created_us: now_us,
+                            expires_us: Self::expiry(now_us, seconds),
+                            hits: 0,
+                        };
+                        *s = HostState::Banned(b);
+                        Counted::JustBanned(BanRecord {
+                            target: Cidr::host(*ip),
+                            ban: b,
+                        })
+                    }
+                },
+            },
+            |k, s| lapsed = Self::host_ban(k, s),
+        );
+        self.note_lapsed(lapsed);
+        match r? {
+            Counted::JustBanned(rec) => {
+                Stats::inc(&self.stats.bans_created[reason as usize]);
+                Ok(Counted::JustBanned(rec))
+            }
+            // No ban left in the budget. Some may have run out unnoticed:
+            // reclaim them (outside the bucket lock) and ban after all.
+            Counted::OverUnbanned if self.make_room(now_us)? => {
+                Ok(match self.ban(Cidr::host(*ip), seconds, reason, now_us)? {
+                    BanOutcome::Created(rec) => Counted::JustBanned(rec),
+                    BanOutcome::Updated(rec) | BanOutcome::AlreadyBanned(rec) => {
+                        Counted::Banned(rec.ban.reason)
+                    }
+                    BanOutcome::Whitelisted(_) | BanOutcome::TooBroad(_) => Counted::Whitelisted,
+                    BanOutcome::TableFull => Counted::OverUnbanned,
+                })
+            }
+            Counted::OverUnbanned => {
+                self.bans.counters().full.inc();
+                Ok(Counted::OverUnbanned)
+            }
+            r => Ok(r),
+        }
     }
 
     /// Flood check for one request from `ip`.
@@ -557,41 +805,55 @@ impl Engine {
             Stats::inc(&self.stats.whitelisted);
             return Ok(PikeVerdict::Whitelisted);
         }
-        if let Some((_, ban)) = self.find_ban(ip, now_us, true)? {
-            Stats::inc(&self.stats.pike_blocked);
-            Stats::inc(&self.stats.dropped_while_banned);
-            return Ok(PikeVerdict::Banned(ban.reason));
+        if self.prefixes.any() {
+            if let Some((_, ban)) = self.find_ban(ip, now_us, true)? {
+                Stats::inc(&self.stats.pike_blocked);
+                Stats::inc(&self.stats.dropped_while_banned);
+                return Ok(PikeVerdict::Banned(ban.reason));
+            }
         }
-        let count = self.count_event(ip, now_us, self.cfg.pike_sampling_time_s, |s| {
-            &mut s.requests
-        })?;
-        if count <= self.cfg.pike_density {
-            return Ok(PikeVerdict::Allowed);
-        }
-        Stats::inc(&self.stats.pike_blocked);
-        Ok(
-            match self.ban(
-                Cidr::host(*ip),
-                self.cfg.pike_ban_time_s,
-                Reason::Pike,
-                now_us,
-            )? {
-                BanOutcome::Created(rec) => PikeVerdict::JustBanned(rec),
-                BanOutcome::Updated(_) => PikeVerdict::Banned(Reason::Manual),
-                BanOutcome::AlreadyBanned(rec) => {
-                    // Another process banned the source between our lookup and
-                    // our count: this request is refused by that ban, so it is
-                    // a hit on it like any other.
-                    self.find_ban(ip, now_us, true)?;
-                    Stats::inc(&self.stats.dropped_while_banned);
-                    PikeVerdict::Banned(rec.ban.reason)
+        let (window, density) = (self.pike_window_us(), self.cfg.pike_density);
+        let r = self.count_and_ban(
+            ip,
+            now_us,
+            (Reason::Pike, self.cfg.pike_ban_time_s),
+            |w| {
+                if w.requests.add(now_us, window, 1) <= density {
+                    Ok(PikeVerdict::Allowed)
+                } else {
+                    Err(())
                 }
-                // A host is never too broad; a whitelist entry added since the
-                // check above covers it.
-                BanOutcome::Whitelisted(_) | BanOutcome::TooBroad(_) => PikeVerdict::Whitelisted,
-                BanOutcome::TableFull => PikeVerdict::OverLimitUnbanned,
             },
-        )
+            |b| {
+                b.hits = b.hits.saturating_add(1);
+                PikeVerdict::Banned(b.reason)
+            },
+        )?;
+        Ok(match r {
+            Counted::Below(v) => {
+                if let PikeVerdict::Banned(_) = v {
+                    Stats::inc(&self.stats.pike_blocked);
+                    Stats::inc(&self.stats.dropped_while_banned);
+                }
+                v
+            }
+            Counted::JustBanned(rec) => {
+                Stats::inc(&self.stats.pike_blocked);
+                PikeVerdict::JustBanned(rec)
+            }
+            Counted::Banned(reason) => {
+                // Refused by that ban, so a hit on it like any other.
+                self.find_ban(ip, now_us, true)?;
+                Stats::inc(&self.stats.pike_blocked);
+                Stats::inc(&self.stats.dropped_while_banned);
+                PikeVerdict::Banned(reason)
+            }
+            Counted::Whitelisted => PikeVerdict::Whitelisted,
+            Counted::OverUnbanned => {
+                Stats::inc(&self.stats.pike_blocked);
+                PikeVerdict::OverLimitUnbanned
+            }
+        })
     }
 
     /// Records one failed authentication from `ip`.
@@ -600,33 +862,29 @@ impl Engine {
         if self.whitelist.contains(ip) {
             return Ok(AuthVerdict::Whitelisted);
         }
-        if let Some((_, ban)) = self.find_ban(ip, now_us, false)? {
-            return Ok(AuthVerdict::AlreadyBanned(ban.reason));
+        if self.prefixes.any() {
+            if let Some((_, ban)) = self.find_prefix_ban(ip, now_us, false)? {
+                return Ok(AuthVerdict::AlreadyBanned(ban.reason));
+            }
         }
-        let count = self.count_event(ip, now_us, self.cfg.auth_fail_window_s, |s| {
-            &mut s.auth_failures
-        })?;
-        if count < self.cfg.auth_fail_threshold {
-            return Ok(AuthVerdict::Counted(count));
-        }
-        Ok(
-            match self.ban(
-                Cidr::host(*ip),
-                self.cfg.auth_ban_time_s,
-                Reason::Auth,
-                now_us,
-            )? {
-                BanOutcome::Created(rec) => {
-                    // Start afresh once the ban is over.
-                    self.sources.get(ip, now_us, |s| s.auth_failures.clear())?;
-                    AuthVerdict::JustBanned(rec)
-                }
-                BanOutcome::Updated(_) => AuthVerdict::AlreadyBanned(Reason::Manual),
-                BanOutcome::AlreadyBanned(rec) => AuthVerdict::AlreadyBanned(rec.ban.reason),
-                BanOutcome::Whitelisted(_) | BanOutcome::TooBroad(_) => AuthVerdict::Whitelisted,
-                BanOutcome::TableFull => AuthVerdict::OverLimitUnbanned,
+        let (window, threshold) = (self.auth_window_us(), self.cfg.auth_fail_threshold);
+        let r = self.count_and_ban(
+            ip,
+            now_us,
+            (Reason::Auth, self.cfg.auth_ban_time_s),
+            |w| match w.auth_failures.add(now_us, window, 1) {
+                n if n < threshold => Ok(AuthVerdict::Counted(n)),
+                _ => Err(()),
             },
-        )
+            |b| AuthVerdict::AlreadyBanned(b.reason),
+        )?;
+        Ok(match r {
+            Counted::Below(v) => v,
+            Counted::JustBanned(rec) => AuthVerdict::JustBanned(rec),
+            Counted::Banned(reason) => AuthVerdict::AlreadyBanned(reason),
+            Counted::Whitelisted => AuthVerdict::Whitelisted,
+            Counted::OverUnbanned => AuthVerdict::OverLimitUnbanned,
+        })
     }
 
     /// Takes one request from the budget of `key`: `limit` per `period_s`.
@@ -660,11 +918,19 @@ impl Engine {
         })
     }
 
-    /// Every active ban.
+    /// Every active ban: hosts' then prefixes'.
     pub fn list_bans(&self, now_us: u64) -> Result<Vec<BanRecord>, TableError> {
         let mut out = Vec::new();
-        for i in 0..self.bans.stripe_count() {
-            self.bans.retain_stripe(i, now_us, |k, b, _| {
+        for i in 0..self.hosts.bucket_count() {
+            self.hosts.retain_bucket(i, now_us, |k, s, _| {
+                if let Some(r) = Self::host_ban(k, s).filter(|r| r.ban.is_active(now_us)) {
+                    out.push(r);
+                }
+                true
+            })?;
+        }
+        for i in 0..self.bans.bucket_count() {
+            self.bans.retain_bucket(i, now_us, |k, b, _| {
                 if b.is_active(now_us) {
                     out.push(BanRecord {
                         target: *k,
@@ -677,45 +943,64 @@ impl Engine {
         Ok(out)
     }
 
-    /// Reclaims lapsed entries in every table, one stripe at a time, and
+    /// Reclaims lapsed entries in every table, one bucket at a time, and
     /// returns the bans that expired. Runs from a timer; workers only ever
-    /// wait for the single stripe being swept.
+    /// wait for the single bucket being swept.
     pub fn sweep(&self, now_us: u64) -> Result<Vec<BanRecord>, TableError> {
         let mut expired = Vec::new();
-        // Small tables have fewer stripes than large ones (see Table::new);
-        // the walk interleaves the three so no table waits for the others.
-        let stripes = self
-            .bans
-            .stripe_count()
-            .max(self.sources.stripe_count())
-            .max(self.rl.stripe_count());
-        for i in 0..stripes {
-            if i < self.bans.stripe_count() {
-                self.bans.retain_stripe(i, now_us, |k, b, r| {
-                    if r == table::Retention::Free {
+        let n = self
+            .hosts
+            .bucket_count()
+            .max(self.bans.bucket_count())
+            .max(self.rl.bucket_count());
+        // The walk interleaves the three tables so none waits for the others.
+        for i in 0..n {
+            if i < self.hosts.bucket_count() {
+                self.hosts.retain_bucket(i, now_us, |k, s, r| {
+                    if r != table::Retention::Free {
+                        return true;
+                    }
+                    if let Some(rec) = Self::host_ban(k, s) {
+                        expired.push(rec);
+                    }
+                    false
+                })?;
+            }
+            if i < self.bans.bucket_count() {
+                self.bans.retain_bucket(i, now_us, |k, b, r| {
+                    if r != table::Retention::Free {
+                        return true;
+                    }
+                    // A slot left by a refused ban holds no ban.
+                    if b.created_us != 0 {
                         expired.push(BanRecord {
                             target: *k,
                             ban: *b,
                         });
-                        return false;
                     }
-                    true
+                    false
                 })?;
             }
-            if i < self.sources.stripe_count() {
-                self.sources
-                    .retain_stripe(i, now_us, |_, _, r| r != table::Retention::Free)?;
-            }
-            if i < self.rl.stripe_count() {
+            if i < self.rl.bucket_count() {
                 self.rl
-                    .retain_stripe(i, now_us, |_, _, r| r != table::Retention::Free)?;
+                    .retain_bucket(i, now_us, |_, _, r| r != table::Retention::Free)?;
             }
+        }
+        for _ in &expired {
+            self.ban_ended();
         }
         Ok(expired)
     }
 
+    /// Accounts for a ban that ran out and was reclaimed.
+    fn ban_ended(&self) {
+        self.release_ban();
+        Stats::inc(&self.stats.bans_expired);
+    }
+
     fn note_lapsed(&self, r: Option<BanRecord>) {
-        if let Some(r) = r {
+        if let Some(r) = r.filter(|r| r.ban.created_us != 0) {
+            self.ban_ended();
             let mut v = self.lapsed.lock();
             if v.len() < LAPSED_CAP {
                 v.push(r);
@@ -732,21 +1017,40 @@ impl Engine {
     /// Lifts every ban; returns the active ones removed.
     pub fn flush_bans(&self, now_us: u64) -> Result<Vec<BanRecord>, TableError> {
         let mut removed = Vec::new();
-        for i in 0..self.bans.stripe_count() {
-            self.bans.retain_stripe(i, now_us, |k, b, r| {
-                let rec = BanRecord {
-                    target: *k,
-                    ban: *b,
+        let mut lapsed = Vec::new();
+        let mut sort = |rec: BanRecord, r: table::Retention| {
+            if r == table::Retention::Free {
+                lapsed.push(rec);
+            } else {
+                removed.push(rec);
+            }
+        };
+        for i in 0..self.hosts.bucket_count() {
+            self.hosts.retain_bucket(i, now_us, |k, s, r| {
+                let Some(rec) = Self::host_ban(k, s) else {
+                    return true;
                 };
-                if r == table::Retention::Free {
-                    self.note_lapsed(Some(rec));
-                } else {
-                    removed.push(rec);
-                }
+                sort(rec, r);
                 false
             })?;
         }
+        for i in 0..self.bans.bucket_count() {
+            self.bans.retain_bucket(i, now_us, |k, b, r| {
+                sort(
+                    BanRecord {
+                        target: *k,
+                        ban: *b,
+                    },
+                    r,
+                );
+                false
+            })?;
+        }
+        for rec in lapsed {
+            self.note_lapsed(Some(rec));
+        }
         for _ in &removed {
+            self.release_ban();
             Stats::inc(&self.stats.bans_removed);
         }
         Ok(removed)
@@ -754,17 +1058,35 @@ impl Engine {
 
     /// Everything known of `ip`.
     pub fn source_info(&self, ip: &IpKey, now_us: u64) -> Result<SourceInfo, TableError> {
-        let pw = self.cfg.pike_sampling_time_s as u64 * US;
-        let aw = self.cfg.auth_fail_window_s as u64 * US;
-        let s = self.sources.get(ip, now_us, |s| *s)?;
+        let (pw, aw) = (self.pike_window_us(), self.auth_window_us());
+        let timing = *self.hosts.ctx();
+        let w = self.watched(ip, now_us, |w| *w)?;
         Ok(SourceInfo {
             ip: *ip,
-            pike_requests: s.map_or(0, |s| s.requests.total(now_us, pw)),
-            auth_failures: s.map_or(0, |s| s.auth_failures.total(now_us, aw)),
-            last_seen_us: s.map(|s| s.last_seen_us),
+            pike_requests: w.map_or(0, |w| w.requests.total(now_us, pw)),
+            auth_failures: w.map_or(0, |w| w.auth_failures.total(now_us, aw)),
+            last_seen_us: w
+                .and_then(|w| w.age_us(now_us, &timing))
+                .map(|age| now_us.saturating_sub(age)),
             ban: self.lookup_ban(ip, now_us)?,
             whitelisted: self.whitelist.contains(ip),
         })
+    }
+
+    /// `f` on the counts of `ip`, if it is tracked and not banned.
+    fn watched<R>(
+        &self,
+        ip: &IpKey,
+        now_us: u64,
+        f: impl FnOnce(&source::Watch) -> R,
+    ) -> Result<Option<R>, TableError> {
+        Ok(self
+            .hosts
+            .get(ip, now_us, |s| match s {
+                HostState::Watched(w) => Some(f(w)),
+                HostState::Banned(_) => None,
+            })?
+            .flatten())
     }
 
     /// Rate-limit keys in use, optionally only `key`.
@@ -779,8 +1101,8 @@ impl Engine {
             return Ok(self.rl.get(k, now_us, |s| rec(k, s))?.into_iter().collect());
         }
         let mut out = Vec::new();
-        for i in 0..self.rl.stripe_count() {
-            self.rl.retain_stripe(i, now_us, |k, s, r| {
+        for i in 0..self.rl.bucket_count() {
+            self.rl.retain_bucket(i, now_us, |k, s, r| {
                 if r != table::Retention::Free {
                     out.push(rec(k, s));
                 }
@@ -792,13 +1114,15 @@ impl Engine {
 
     /// The `n` sources with the most requests in the current pike window.
     pub fn top_sources(&self, n: usize, now_us: u64) -> Result<Vec<(IpKey, u32)>, TableError> {
-        let w = self.cfg.pike_sampling_time_s as u64 * US;
+        let w = self.pike_window_us();
         let mut all: Vec<(IpKey, u32)> = Vec::new();
-        for i in 0..self.sources.stripe_count() {
-            self.sources.retain_stripe(i, now_us, |k, s, _| {
-                let c = s.requests.total(now_us, w);
-                if c > 0 {
-                    all.push((*k, c));
+        for i in 0..self.hosts.bucket_count() {
+            self.hosts.retain_bucket(i, now_us, |k, s, _| {
+                if let HostState::Watched(s) = s {
+                    let c = s.requests.total(now_us, w);
+                    if c > 0 {
+                        all.push((*k, c));
+                    }
                 }
                 true
             })?;
@@ -808,38 +1132,47 @@ impl Engine {
         Ok(all)
     }
 
-    /// Active bans right now: created, less lifted, less lapsed and reclaimed.
+    /// Bans in force right now (lapsed ones count until reclaimed).
     pub fn bans_active(&self) -> u64 {
-        let s = self.stats;
-        s.bans_created_total()
-            .saturating_sub(Stats::get(&s.bans_removed))
-            .saturating_sub(Stats::get(&self.bans.counters().reclaimed))
+        self.budget.in_force.load(Ordering::Relaxed)
     }
 
-    /// Test hook: hold the stripe lock `ip` maps to in the source table.
-    pub fn with_source_stripe_locked<R>(
+    /// Test hook: hold the lock of the bucket `ip` maps to in the hosts table.
+    pub fn with_source_bucket_locked<R>(
         &self,
         ip: &IpKey,
         f: impl FnOnce() -> R,
     ) -> Result<R, TableError> {
-        self.sources.with_stripe_locked_for(ip, f)
+        self.hosts.with_bucket_locked_for(ip, f)
     }
 
     /// Pike request count of `ip` in the current window.
     pub fn pike_count(&self, ip: &IpKey, now_us: u64) -> Result<u32, TableError> {
-        let w = self.cfg.pike_sampling_time_s as u64 * US;
+        let w = self.pike_window_us();
         Ok(self
-            .sources
-            .get(ip, now_us, |s| s.requests.total(now_us, w))?
+            .watched(ip, now_us, |s| s.requests.total(now_us, w))?
             .unwrap_or(0))
     }
 
     /// Auth failures of `ip` in the current window.
     pub fn auth_count(&self, ip: &IpKey, now_us: u64) -> Result<u32, TableError> {
-        let w = self.cfg.auth_fail_window_s as u64 * US;
+        let w = self.auth_window_us();
         Ok(self
-            .sources
-            .get(ip, now_us, |s| s.auth_failures.total(now_us, w))?
+            .watched(ip, now_us, |s| s.auth_failures.total(now_us, w))?
             .unwrap_or(0))
     }
+}
+
+/// What [`Engine::count_and_ban`] did.
+enum Counted<R> {
+    /// Counted below the threshold, or the host was already banned: what
+    /// the caller's closure said.
+    Below(R),
+    JustBanned(BanRecord),
+    /// Banned meanwhile by another process, found when banning.
+    Banned(Reason),
+    /// Whitelisted meanwhile, found when banning.
+    Whitelisted,
+    /// Over the threshold with no ban left in the budget.
+    OverUnbanned,
 }

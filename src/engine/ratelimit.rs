@@ -6,7 +6,9 @@ use super::table::{Entry, Retention};
 /// Longest key accepted by `sec_rl_check`.
 pub const MAX_KEY_LEN: usize = 255;
 
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+/// Compared and hashed by its used bytes only: a lookup reads the key's
+/// length and text, not the whole 256-byte array.
+#[derive(Clone, Copy)]
 pub struct RlKey {
     len: u8,
     bytes: [u8; MAX_KEY_LEN],
@@ -60,6 +62,20 @@ impl RlKey {
     }
 }
 
+impl PartialEq for RlKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for RlKey {}
+
+impl std::hash::Hash for RlKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        h.write(self.as_bytes());
+    }
+}
+
 impl std::fmt::Debug for RlKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "RlKey({:?})", String::from_utf8_lossy(self.as_bytes()))
@@ -75,7 +91,14 @@ pub struct RlState {
 }
 
 impl Entry for RlState {
-    fn retention(&self, now_us: u64) -> Retention {
+    type Ctx = ();
+    type Clock = u64;
+
+    fn clock(now_us: u64, _: &()) -> u64 {
+        now_us
+    }
+
+    fn retention(&self, &now_us: &u64) -> Retention {
         if self.bucket.is_idle(now_us) {
             // A full bucket is the same as no entry at all.
             Retention::Free

@@ -1,31 +1,80 @@
-//! Counters kept in shared memory. Updated with relaxed atomics on the hot
-//! path and read without any stripe lock.
+//! Counters kept in shared memory, read without any lock.
+//!
+//! Every request bumps a counter or two. One shared atomic would have every
+//! worker write the same cache line, which then moves between cores on
+//! every request; instead each counter has [`SHARDS`] cache-line-sized
+//! shards, a process writes only its own (see [`set_process_shard`]) and a
+//! reader sums them.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use super::bans::Reason;
 
+/// Shards per counter; processes beyond this share shards (correct, just
+/// slower).
+pub const SHARDS: usize = 16;
+
+/// The shard this process writes to; set once per process after fork.
+static SHARD: AtomicUsize = AtomicUsize::new(0);
+
+/// Picks the shard this process's counters go to, from its number among
+/// the host's processes (any number works; distinct ones avoid sharing).
+pub fn set_process_shard(n: usize) {
+    SHARD.store(n % SHARDS, Ordering::Relaxed);
+}
+
+#[derive(Default)]
+#[repr(align(64))]
+struct Shard(AtomicU64);
+
+/// A counter incremented by many processes and read rarely.
+#[derive(Default)]
+pub struct Counter {
+    shards: [Shard; SHARDS],
+}
+
+impl Counter {
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    pub fn add(&self, n: u64) {
+        self.shards[SHARD.load(Ordering::Relaxed)]
+            .0
+            .fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.shards
+            .iter()
+            .fold(0u64, |s, x| s.wrapping_add(x.0.load(Ordering::Relaxed)))
+    }
+}
+
 #[derive(Default)]
 pub struct Stats {
-    pub pike_checked: AtomicU64,
-    pub pike_blocked: AtomicU64,
-    pub rl_checked: AtomicU64,
-    pub rl_rejected: AtomicU64,
-    pub auth_failures: AtomicU64,
-    pub bans_created: [AtomicU64; 4],
-    pub bans_removed: AtomicU64,
-    pub dropped_while_banned: AtomicU64,
-    pub whitelisted: AtomicU64,
-    pub errors: AtomicU64,
+    pub pike_checked: Counter,
+    pub pike_blocked: Counter,
+    pub rl_checked: Counter,
+    pub rl_rejected: Counter,
+    pub auth_failures: Counter,
+    pub bans_created: [Counter; 4],
+    pub bans_removed: Counter,
+    /// Bans that ran out and were reclaimed (by the sweep or by a worker
+    /// reusing their slot).
+    pub bans_expired: Counter,
+    pub dropped_while_banned: Counter,
+    pub whitelisted: Counter,
+    pub errors: Counter,
 }
 
 impl Stats {
-    pub(crate) fn inc(c: &AtomicU64) {
-        c.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn inc(c: &Counter) {
+        c.inc();
     }
 
-    pub fn get(c: &AtomicU64) -> u64 {
-        c.load(Ordering::Relaxed)
+    pub fn get(c: &Counter) -> u64 {
+        c.get()
     }
 
     pub fn bans_created_for(&self, r: Reason) -> u64 {
@@ -37,4 +86,4 @@ impl Stats {
     }
 }
 
-crate::shm_safe!(Stats);
+crate::shm_safe!(Stats, Counter, Shard);

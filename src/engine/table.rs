@@ -1,27 +1,44 @@
-//! Fixed-capacity, lock-striped hash table in shared memory.
+//! Fixed-capacity hash table in shared memory, one lock per bucket of
+//! [`BUCKET`] slots.
 //!
-//! The capacity is split into stripes, each a slice of slots behind its own
-//! process-shared robust mutex, so unrelated keys never contend. Inside a
-//! stripe, a key lives within a short probe window after its home slot;
-//! lookups scan that window, so no tombstones are needed and every operation
-//! touches at most [`PROBE`] slots.
+//! A key hashes to one bucket: a process-shared robust mutex, then one tag
+//! byte per slot, then the slots. The mutex and the tags share the
+//! bucket's first cache line, so taking the lock also brings in the tags;
+//! a lookup compares all the tags at once (a tag is 7 bits of the key's
+//! hash) and reads only the slots whose tag matches, which is one slot
+//! for a known key and, seven times in eight, none for an unknown one.
+//! A check therefore costs the bucket's first cache line and its slot's
+//! (one or two lines), however large a slot is, and never waits for an
+//! unrelated bucket. The bucket is picked with a multiply and a shift
+//! (Lemire's fast range reduction), not a division.
 //!
-//! When the window is full, the least useful entry is replaced (each value
+//! When a bucket is full, the least useful entry is replaced (each value
 //! type ranks itself through [`Retention`]); entries that must not be lost
-//! (active bans) are never replaced, and a window full of them is reported
+//! (active bans) are never replaced, and a bucket full of them is reported
 //! as [`TableError::Full`] so the caller can count and log it.
+//!
+//! The capacity is exactly what was asked for: the buckets hold a
+//! multiple of [`BUCKET`] slots, and the few slots beyond the capacity are
+//! disabled, spread over the buckets.
 
-use std::cell::UnsafeCell;
 use std::hash::Hash;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use ahash::RandomState;
 
-use crate::shm::{LockOutcome, LockedSlice, Region, ShmMutex};
+use crate::shm::{LockOutcome, Locked, LockedGuard, Region};
 
-/// Slots scanned per operation.
-pub const PROBE: usize = 16;
+use super::stats::Counter;
+
+/// Slots per bucket, and so the most slots one operation reads.
+pub const BUCKET: usize = 16;
+
+/// Tag of a free slot.
+const EMPTY: u8 = 0;
+/// Tag of a slot beyond the capacity: never matched, never filled.
+const DISABLED: u8 = 1;
+/// Set in the tag of every used slot.
+const USED: u8 = 0x80;
 
 /// How much an entry is worth keeping, as seen by the table at `now`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -36,34 +53,53 @@ pub enum Retention {
 
 /// Value types stored in a [`Table`].
 pub trait Entry: Copy + Default + Send + crate::shm::ShmSafe + 'static {
-    fn retention(&self, now_us: u64) -> Retention;
+    /// What, besides the time, judging an entry needs (window lengths
+    /// from the configuration); kept by the table, not in every slot.
+    type Ctx: Copy + Send + Sync + 'static;
+    /// The time as judging needs it, worked out once per table operation
+    /// rather than once per slot looked at.
+    type Clock;
+    fn clock(now_us: u64, ctx: &Self::Ctx) -> Self::Clock;
+    fn retention(&self, clock: &Self::Clock) -> Retention;
 }
 
 #[derive(Clone, Copy, Default)]
+#[repr(C)]
 struct Slot<K, V> {
-    used: bool,
     key: K,
     val: V,
 }
+
+#[derive(Clone, Copy, Default)]
+#[repr(C)]
+struct Slots<K, V> {
+    tags: [u8; BUCKET],
+    slots: [Slot<K, V>; BUCKET],
+}
+
+/// One bucket, aligned so that its lock and tags start a cache line.
+#[derive(Default)]
+#[repr(C, align(64))]
+struct Bucket<K, V>(Locked<Slots<K, V>>);
 
 /// Shared counters a table reports to.
 #[derive(Default)]
 pub struct TableCounters {
     /// Live entries replaced to make room.
-    pub evictions: AtomicU64,
-    /// Inserts refused because every candidate slot was pinned.
-    pub full: AtomicU64,
+    pub evictions: Counter,
+    /// Inserts refused because every slot of the bucket was pinned.
+    pub full: Counter,
     /// Locks recovered from a process that died holding them.
-    pub lock_recoveries: AtomicU64,
+    pub lock_recoveries: Counter,
     /// Slots whose entry had lapsed (Free) and were cleared or reused.
-    pub reclaimed: AtomicU64,
+    pub reclaimed: Counter,
 }
 
 #[derive(Debug)]
 pub enum TableError {
     /// No slot could be freed for a new key.
     Full,
-    /// The stripe lock failed (never expected; reported, not ignored).
+    /// The bucket lock failed (never expected; reported, not ignored).
     Lock(io::Error),
 }
 
@@ -71,7 +107,7 @@ impl std::fmt::Display for TableError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             TableError::Full => write!(f, "table full"),
-            TableError::Lock(e) => write!(f, "stripe lock failed: {e}"),
+            TableError::Lock(e) => write!(f, "bucket lock failed: {e}"),
         }
     }
 }
@@ -83,9 +119,32 @@ pub enum Found {
     Created,
 }
 
-pub struct Table<K: 'static, V: 'static> {
-    stripes: Vec<LockedSlice<Slot<K, V>>>,
+/// Bit 7 of each byte of the result is set where the byte of `tags`
+/// equals `t`; nothing else is set (the exact form of the zero-byte test,
+/// without the borrow that gives the short form false positives).
+fn tag_matches(tags: &[u8; BUCKET], t: u8) -> u128 {
+    const LO: u128 = u128::MAX / 0xff;
+    const HI7: u128 = LO * 0x7f;
+    let x = u128::from_le_bytes(*tags) ^ (LO * t as u128);
+    !(((x & HI7) + HI7) | x | HI7)
+}
+
+/// Slot indexes whose bit 7 is set in `m`, lowest first.
+fn slots_of(mut m: u128) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        (m != 0).then(|| {
+            let i = m.trailing_zeros() as usize / 8;
+            m &= m - 1;
+            i
+        })
+    })
+}
+
+pub struct Table<K: 'static, V: Entry> {
+    buckets: &'static [Bucket<K, V>],
     hasher: RandomState,
+    ctx: V::Ctx,
+    capacity: usize,
     counters: &'static TableCounters,
 }
 
@@ -94,86 +153,91 @@ where
     K: Copy + Default + Eq + Hash + Send + crate::shm::ShmSafe + 'static,
     V: Entry,
 {
-    /// Stripes a table of `capacity` slots really gets: `stripes`, but no
-    /// more than leaves every stripe a full probe window of slots.
-    pub fn stripes_for(capacity: usize, stripes: usize) -> usize {
-        stripes.clamp(1, (capacity / PROBE).max(1))
+    /// Buckets a table of `capacity` slots gets.
+    pub fn buckets_for(capacity: usize) -> usize {
+        capacity.max(1).div_ceil(BUCKET)
     }
 
     /// Bytes of shared memory a table of `capacity` slots needs, with
     /// slack for alignment.
-    pub fn shm_bytes(capacity: usize, stripes: usize) -> usize {
-        capacity.max(1) * std::mem::size_of::<UnsafeCell<Slot<K, V>>>()
-            + Self::stripes_for(capacity, stripes) * std::mem::size_of::<ShmMutex>()
+    pub fn shm_bytes(capacity: usize) -> usize {
+        Self::buckets_for(capacity) * std::mem::size_of::<Bucket<K, V>>()
             + std::mem::size_of::<TableCounters>()
             + 256
     }
 
-    /// Carves the table out of `region`: exactly `capacity` slots, spread
-    /// over [`Table::stripes_for`] stripes whose sizes differ by at most one.
+    /// Bytes each entry costs: its slot and its share of the bucket's lock
+    /// and tags.
+    pub fn bytes_per_entry() -> usize {
+        std::mem::size_of::<Bucket<K, V>>().div_ceil(BUCKET)
+    }
+
+    /// Carves the table out of `region`: exactly `capacity` usable slots.
     pub fn new(
         region: &mut Region,
         capacity: usize,
-        stripes: usize,
         hasher: RandomState,
+        ctx: V::Ctx,
     ) -> io::Result<Self> {
         let capacity = capacity.max(1);
-        let stripes = Self::stripes_for(capacity, stripes);
-        let (base, extra) = (capacity / stripes, capacity % stripes);
-        let locks = region.alloc_slice::<ShmMutex>(stripes)?;
-        let slots = region.alloc_slice::<UnsafeCell<Slot<K, V>>>(capacity)?;
+        let n = Self::buckets_for(capacity);
+        let buckets = region.alloc_slice::<Bucket<K, V>>(n)?;
         let counters = region.alloc::<TableCounters>()?;
-        let mut v = Vec::with_capacity(stripes);
-        let mut start = 0;
-        for (i, m) in locks.iter().enumerate() {
-            m.init()?;
-            let len = base + usize::from(i < extra);
-            v.push(LockedSlice::new(m, &slots[start..start + len]));
-            start += len;
+        // Disable the surplus slots, a few per bucket, from the last slot
+        // down, so that no bucket loses more than one more than another.
+        let surplus = n * BUCKET - capacity;
+        for (i, b) in buckets.iter().enumerate() {
+            b.0.init()?;
+            let off = surplus / n + usize::from(i < surplus % n);
+            let mut g = b.0.lock()?;
+            for t in &mut g.tags[BUCKET - off..] {
+                *t = DISABLED;
+            }
         }
         Ok(Table {
-            stripes: v,
+            buckets,
             hasher,
+            ctx,
+            capacity,
             counters,
         })
     }
 
     pub fn capacity(&self) -> usize {
-        self.stripes.iter().map(|s| s.len()).sum()
+        self.capacity
     }
 
-    pub fn stripe_count(&self) -> usize {
-        self.stripes.len()
+    pub fn bucket_count(&self) -> usize {
+        self.buckets.len()
     }
 
     pub fn counters(&self) -> &'static TableCounters {
         self.counters
     }
 
-    fn locate(&self, key: &K) -> (usize, usize) {
-        let h = self.hasher.hash_one(key);
-        let stripe = (h % self.stripes.len() as u64) as usize;
-        let per = self.stripes[stripe].len();
-        (stripe, ((h >> 32) % per as u64) as usize)
+    pub fn ctx(&self) -> &V::Ctx {
+        &self.ctx
     }
 
-    fn lock(&self, stripe: usize) -> Result<crate::shm::ShmMutexGuard<'_, Slot<K, V>>, TableError> {
-        let g = self.stripes[stripe].lock().map_err(TableError::Lock)?;
+    /// The key's bucket (from the hash's high bits) and tag (from its low
+    /// bits, so the two are independent).
+    fn locate(&self, key: &K) -> (usize, u8) {
+        let h = self.hasher.hash_one(key);
+        let bucket = ((h as u128 * self.buckets.len() as u128) >> 64) as usize;
+        (bucket, USED | (h as u8 & !USED))
+    }
+
+    fn lock(&self, bucket: usize) -> Result<LockedGuard<'_, Slots<K, V>>, TableError> {
+        let g = self.buckets[bucket].0.lock().map_err(TableError::Lock)?;
         if g.outcome == LockOutcome::OwnerDied {
-            self.counters
-                .lock_recoveries
-                .fetch_add(1, Ordering::Relaxed);
+            self.counters.lock_recoveries.inc();
         }
         Ok(g)
     }
 
-    /// The slot holding `key` in its probe window, if any.
-    fn find<'g>(slots: &'g mut [Slot<K, V>], home: usize, key: &K) -> Option<&'g mut Slot<K, V>> {
-        let per = slots.len();
-        let idx = (0..PROBE.min(per))
-            .map(|i| (home + i) % per)
-            .find(|&i| slots[i].used && slots[i].key == *key)?;
-        Some(&mut slots[idx])
+    /// The slot index holding `key`, if any.
+    fn find(b: &Slots<K, V>, tag: u8, key: &K) -> Option<usize> {
+        slots_of(tag_matches(&b.tags, tag)).find(|&i| b.slots[i].key == *key)
     }
 
     /// Runs `f` on the entry for `key`, if it exists and is not [`Retention::Free`].
@@ -183,11 +247,31 @@ where
         now_us: u64,
         f: impl FnOnce(&mut V) -> R,
     ) -> Result<Option<R>, TableError> {
-        let (stripe, home) = self.locate(key);
-        let mut g = self.lock(stripe)?;
-        Ok(Self::find(&mut g, home, key)
-            .filter(|s| s.val.retention(now_us) != Retention::Free)
-            .map(|s| f(&mut s.val)))
+        let (bucket, tag) = self.locate(key);
+        let mut g = self.lock(bucket)?;
+        let Some(i) = Self::find(&g, tag, key) else {
+            return Ok(None);
+        };
+        let v = &mut g.slots[i].val;
+        Ok((v.retention(&V::clock(now_us, &self.ctx)) != Retention::Free).then(|| f(v)))
+    }
+
+    /// Runs `f` on the entry for `key` with its retention, even a lapsed
+    /// one (for callers that must report a lapse they come across).
+    pub fn inspect<R>(
+        &self,
+        key: &K,
+        now_us: u64,
+        f: impl FnOnce(&mut V, Retention) -> R,
+    ) -> Result<Option<R>, TableError> {
+        let (bucket, tag) = self.locate(key);
+        let mut g = self.lock(bucket)?;
+        let Some(i) = Self::find(&g, tag, key) else {
+            return Ok(None);
+        };
+        let v = &mut g.slots[i].val;
+        let r = v.retention(&V::clock(now_us, &self.ctx));
+        Ok(Some(f(v, r)))
     }
 
     /// Runs `f` on the entry for `key`, creating it (from `V::default()`)
@@ -211,52 +295,64 @@ where
         f: impl FnOnce(&mut V, Found) -> R,
         mut lapsed: impl FnMut(&K, &V),
     ) -> Result<R, TableError> {
-        let (stripe, home) = self.locate(key);
-        let mut g = self.lock(stripe)?;
-        let per = g.len();
-        let window = PROBE.min(per);
-        let mut victim: Option<(usize, Retention)> = None;
-        for i in 0..window {
-            let idx = (home + i) % per;
-            let s = &mut g[idx];
-            if s.used && s.key == *key {
-                if s.val.retention(now_us) == Retention::Free {
-                    self.counters.reclaimed.fetch_add(1, Ordering::Relaxed);
-                    lapsed(&s.key, &s.val);
-                    s.val = V::default();
-                    return Ok(f(&mut s.val, Found::Created));
-                }
-                return Ok(f(&mut s.val, Found::Existing));
+        let (bucket, tag) = self.locate(key);
+        let mut g = self.lock(bucket)?;
+        let b = &mut *g;
+        if let Some(i) = Self::find(b, tag, key) {
+            let s = &mut b.slots[i];
+            if s.val.retention(&V::clock(now_us, &self.ctx)) == Retention::Free {
+                self.counters.reclaimed.inc();
+                lapsed(&s.key, &s.val);
+                s.val = V::default();
+                return Ok(f(&mut s.val, Found::Created));
             }
-            let r = if s.used {
-                s.val.retention(now_us)
-            } else {
-                Retention::Free
-            };
-            if victim.map_or(true, |(_, best)| r < best) {
-                victim = Some((idx, r));
+            return Ok(f(&mut s.val, Found::Existing));
+        }
+        let i = match slots_of(tag_matches(&b.tags, EMPTY)).next() {
+            Some(i) => i,
+            None => self.victim(b, now_us, &mut lapsed)?,
+        };
+        b.tags[i] = tag;
+        b.slots[i] = Slot {
+            key: *key,
+            val: V::default(),
+        };
+        Ok(f(&mut b.slots[i].val, Found::Created))
+    }
+
+    /// The slot to reuse in a bucket with no free slot: the least useful
+    /// entry, never a pinned one.
+    fn victim(
+        &self,
+        b: &Slots<K, V>,
+        now_us: u64,
+        lapsed: &mut impl FnMut(&K, &V),
+    ) -> Result<usize, TableError> {
+        let clock = V::clock(now_us, &self.ctx);
+        let mut best: Option<(usize, Retention)> = None;
+        // No slot is empty: every slot that is not disabled is used.
+        for i in slots_of(u128::from_le_bytes(b.tags) & (u128::MAX / 0xff * USED as u128)) {
+            let r = b.slots[i].val.retention(&clock);
+            if best.map_or(true, |(_, x)| r < x) {
+                best = Some((i, r));
+                if r == Retention::Free {
+                    break;
+                }
             }
         }
-        let (idx, r) = victim.expect("probe window is never empty");
-        match r {
-            Retention::Pinned => {
-                self.counters.full.fetch_add(1, Ordering::Relaxed);
+        match best {
+            None | Some((_, Retention::Pinned)) => {
+                self.counters.full.inc();
                 Err(TableError::Full)
             }
-            _ => {
-                let s = &mut g[idx];
-                if matches!(r, Retention::Evictable(_)) {
-                    self.counters.evictions.fetch_add(1, Ordering::Relaxed);
-                } else if s.used {
-                    self.counters.reclaimed.fetch_add(1, Ordering::Relaxed);
-                    lapsed(&s.key, &s.val);
+            Some((i, r)) => {
+                if r == Retention::Free {
+                    self.counters.reclaimed.inc();
+                    lapsed(&b.slots[i].key, &b.slots[i].val);
+                } else {
+                    self.counters.evictions.inc();
                 }
-                *s = Slot {
-                    used: true,
-                    key: *key,
-                    val: V::default(),
-                };
-                Ok(f(&mut s.val, Found::Created))
+                Ok(i)
             }
         }
     }
@@ -273,47 +369,54 @@ where
         now_us: u64,
         lapsed: impl FnOnce(&K, &V),
     ) -> Result<Option<V>, TableError> {
-        let (stripe, home) = self.locate(key);
-        let mut g = self.lock(stripe)?;
-        let Some(s) = Self::find(&mut g, home, key) else {
+        let (bucket, tag) = self.locate(key);
+        let mut g = self.lock(bucket)?;
+        let Some(i) = Self::find(&g, tag, key) else {
             return Ok(None);
         };
-        s.used = false;
-        let live = s.val.retention(now_us) != Retention::Free;
+        g.tags[i] = EMPTY;
+        let s = g.slots[i];
+        let live = s.val.retention(&V::clock(now_us, &self.ctx)) != Retention::Free;
         if !live {
-            self.counters.reclaimed.fetch_add(1, Ordering::Relaxed);
+            self.counters.reclaimed.inc();
             lapsed(&s.key, &s.val);
         }
         Ok(live.then_some(s.val))
     }
 
-    /// Visits every live entry of one stripe with its lock held. `f` returns
-    /// false to delete the entry. Walking one stripe at a time keeps every
-    /// other stripe available to the workers.
-    pub fn retain_stripe(
+    /// Visits every entry of one bucket with its lock held. `f` returns
+    /// false to delete the entry. Walking one bucket at a time keeps every
+    /// other bucket available to the workers.
+    pub fn retain_bucket(
         &self,
-        stripe: usize,
+        bucket: usize,
         now_us: u64,
         mut f: impl FnMut(&K, &mut V, Retention) -> bool,
     ) -> Result<(), TableError> {
-        let mut g = self.lock(stripe)?;
-        for s in g.iter_mut().filter(|s| s.used) {
-            let r = s.val.retention(now_us);
+        let clock = V::clock(now_us, &self.ctx);
+        let mut g = self.lock(bucket)?;
+        let b = &mut *g;
+        for i in 0..BUCKET {
+            if b.tags[i] & USED == 0 {
+                continue;
+            }
+            let s = &mut b.slots[i];
+            let r = s.val.retention(&clock);
             if !f(&s.key, &mut s.val, r) {
-                s.used = false;
+                b.tags[i] = EMPTY;
                 if r == Retention::Free {
-                    self.counters.reclaimed.fetch_add(1, Ordering::Relaxed);
+                    self.counters.reclaimed.inc();
                 }
             }
         }
         Ok(())
     }
 
-    /// Number of used slots (walks every stripe; for reporting, not hot paths).
+    /// Number of live entries (walks every bucket; for reporting, not hot paths).
     pub fn len(&self, now_us: u64) -> Result<usize, TableError> {
         let mut n = 0;
-        for i in 0..self.stripes.len() {
-            self.retain_stripe(i, now_us, |_, _, r| {
+        for i in 0..self.buckets.len() {
+            self.retain_bucket(i, now_us, |_, _, r| {
                 if r != Retention::Free {
                     n += 1;
                 }
@@ -323,19 +426,46 @@ where
         Ok(n)
     }
 
-    /// Test hook: holds the lock of the stripe `key` maps to while `f` runs.
+    /// Test hook: holds the lock of the bucket `key` maps to while `f` runs.
     /// Used to prove a process killed inside a critical section does not
     /// wedge the others.
-    pub fn with_stripe_locked_for<R>(
+    pub fn with_bucket_locked_for<R>(
         &self,
         key: &K,
         f: impl FnOnce() -> R,
     ) -> Result<R, TableError> {
-        let (stripe, _) = self.locate(key);
-        let _g = self.lock(stripe)?;
+        let (bucket, _) = self.locate(key);
+        let _g = self.lock(bucket)?;
         Ok(f())
     }
 }
 
 crate::shm_safe!(TableCounters);
 impl<K: crate::shm::ShmSafe, V: crate::shm::ShmSafe> crate::shm::ShmSafe for Slot<K, V> {}
+impl<K: crate::shm::ShmSafe, V: crate::shm::ShmSafe> crate::shm::ShmSafe for Slots<K, V> {}
+impl<K: crate::shm::ShmSafe, V: crate::shm::ShmSafe> crate::shm::ShmSafe for Bucket<K, V> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_matching_is_exact() {
+        let mut tags = [EMPTY; BUCKET];
+        tags[3] = 0x85;
+        tags[4] = 0x86;
+        tags[15] = 0x85;
+        tags[0] = DISABLED;
+        assert_eq!(
+            slots_of(tag_matches(&tags, 0x85)).collect::<Vec<_>>(),
+            [3, 15]
+        );
+        // A zero byte right below a match must not make its neighbour
+        // look like one (the borrow of the short zero-byte test).
+        assert_eq!(
+            slots_of(tag_matches(&tags, EMPTY)).collect::<Vec<_>>(),
+            [1, 2, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]
+        );
+        assert_eq!(slots_of(tag_matches(&tags, 0x81)).count(), 0);
+    }
+}

@@ -41,13 +41,17 @@ pub static exports: ModuleExports = ModuleExports {
     init_f: Some(mod_init),
     response_f: None,
     destroy_f: Some(mod_destroy),
-    init_child_f: None,
+    init_child_f: Some(child_init),
     reload_ack_f: None,
 };
 
 extern "C" fn mod_init() -> c_int {
     crate::ffi::log::attach_to_opensips();
     guard("mod_init", || -1, lifecycle::mod_init)
+}
+
+extern "C" fn child_init(_rank: c_int) -> c_int {
+    guard("child_init", || -1, lifecycle::child_init)
 }
 
 extern "C" fn mod_destroy() {

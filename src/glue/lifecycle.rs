@@ -2,7 +2,7 @@
 
 use std::os::raw::{c_int, c_uint, c_void};
 
-use crate::engine::Engine;
+use crate::engine::{Config, Engine};
 use crate::ffi::guard::{guard, install_panic_hook};
 use crate::{rsec_log, rsec_log_throttled};
 
@@ -27,28 +27,27 @@ pub fn mod_init() -> c_int {
         }
     };
     let c = engine.config();
-    // What was really allocated: a table smaller than lock_stripes × 16
-    // gets fewer stripes, each holding at least one probe window.
+    // What was really allocated: exactly the configured entries, in
+    // buckets of 16 with a lock each.
     let tables: Vec<String> = engine
         .layout()
         .iter()
-        .map(|(name, n, stripes)| {
-            let note = if *stripes < c.lock_stripes as usize {
-                " (fewer than lock_stripes: at least 16 entries per stripe)"
-            } else {
-                ""
-            };
-            format!(
-                "{n} {name} in {stripes} stripe{}{note}",
-                if *stripes == 1 { "" } else { "s" }
-            )
-        })
+        .map(|(name, n, buckets)| format!("{n} {name} in {buckets} locked buckets"))
         .collect();
+    if c.lock_stripes != Config::default().lock_stripes {
+        rsec_log!(
+            Notice,
+            "mod_init",
+            "lock_stripes ({}) is no longer used: every bucket of 16 entries has its own lock",
+            c.lock_stripes
+        );
+    }
     rsec_log!(
         Info,
         "mod_init",
-        "shared tables ready: {}, {} whitelist entries, {} KiB mapped; built for '{}' (from {})",
+        "shared tables ready: {}, {} bytes per source, {} whitelist entries, {} KiB mapped; built for '{}' (from {})",
         tables.join(", "),
+        Engine::bytes_per_source(),
         c.whitelist.len(),
         engine.shm_bytes() / 1024,
         String::from_utf8_lossy(
@@ -91,6 +90,13 @@ pub fn mod_init() -> c_int {
         rsec_log!(Err, "mod_init", "cannot register the sweep timer");
         return -1;
     }
+    0
+}
+
+/// Each process writes its own shard of the shared counters (see
+/// engine/stats.rs); consecutive pids of the forked workers spread them.
+pub fn child_init() -> c_int {
+    crate::engine::stats::set_process_shard(std::process::id() as usize);
     0
 }
 

@@ -1,10 +1,11 @@
 //! The module's statistics, shown by `get_statistics rsec:` and scraped by
 //! the prometheus module. Each is a function statistic reading rsec's own
-//! shared counters: no stripe lock, no copy kept in OpenSIPS.
+//! shared counters: no table lock, no copy kept in OpenSIPS.
 
 use std::os::raw::{c_ulong, c_void};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::engine::stats::Counter;
 use crate::engine::{Engine, Reason, Stats};
 use crate::ffi::sys::{StatExport, StatVar, STAT_IS_FUNC, STAT_NO_RESET};
 
@@ -24,8 +25,8 @@ fn queue(e: &Engine, f: impl FnOnce(&crate::engine::queue::ChangeQueue) -> u64) 
     e.queue().map_or(0, f)
 }
 
-fn sum(cs: [&AtomicU64; 3]) -> u64 {
-    cs.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+fn sum(cs: [&Counter; 3]) -> u64 {
+    cs.iter().map(|c| c.get()).sum()
 }
 
 macro_rules! stats {
@@ -59,7 +60,7 @@ stats! {
     "bans_manual" => st_bans_manual = |e| e.stats().bans_created_for(Reason::Manual);
     "bans_rl" => st_bans_rl = |e| e.stats().bans_created_for(Reason::RateLimit);
     "bans_active" => st_bans_active = |e| e.bans_active();
-    "bans_expired" => st_bans_expired = |e| Stats::get(&e.ban_counters().reclaimed);
+    "bans_expired" => st_bans_expired = |e| Stats::get(&e.stats().bans_expired);
     "bans_removed" => st_bans_removed = |e| Stats::get(&e.stats().bans_removed);
     "dropped_while_banned" => st_dropped_while_banned = |e| Stats::get(&e.stats().dropped_while_banned);
     "table_evictions" => st_table_evictions = |e| sum([&e.source_counters().evictions, &e.ban_counters().evictions, &e.rl_counters().evictions]);

@@ -6,7 +6,7 @@ mod region;
 mod robust_mutex;
 
 pub use region::Region;
-pub use robust_mutex::{LockOutcome, LockedSlice, ShmMutex, ShmMutexGuard};
+pub use robust_mutex::{LockOutcome, Locked, LockedGuard, LockedSlice, ShmMutex, ShmMutexGuard};
 
 /// Types that may live in the shared mapping, where every process reads
 /// the same bytes: plain values, atomics and process-shared locks. Not a
@@ -38,6 +38,7 @@ shm_safe!(
 );
 shm_safe!(ShmMutex);
 impl<T: ShmSafe> ShmSafe for std::cell::UnsafeCell<T> {}
+impl<T: ShmSafe> ShmSafe for Locked<T> {}
 impl<T: ShmSafe, const N: usize> ShmSafe for [T; N] {}
 
 /// Four random 64-bit seeds from the kernel, for hash keys an attacker

@@ -182,3 +182,60 @@ impl<T> Drop for ShmMutexGuard<'_, T> {
         self.owner.mutex.unlock();
     }
 }
+
+/// A value in shared memory behind its own robust mutex, laid out right
+/// after it: taking the lock brings the start of the value into the same
+/// cache line, so a small header (a hash table bucket's tags) costs no
+/// extra memory access.
+#[repr(C)]
+#[derive(Default)]
+pub struct Locked<T> {
+    mutex: ShmMutex,
+    data: UnsafeCell<T>,
+}
+
+// SAFETY: all access to `data` goes through the guard, which holds `mutex`.
+unsafe impl<T: Send> Sync for Locked<T> {}
+unsafe impl<T: Send> Send for Locked<T> {}
+
+impl<T> Locked<T> {
+    /// Makes the mutex process-shared and robust; see [`ShmMutex::init`].
+    pub fn init(&self) -> io::Result<()> {
+        self.mutex.init()
+    }
+
+    pub fn lock(&self) -> io::Result<LockedGuard<'_, T>> {
+        let outcome = self.mutex.lock()?;
+        Ok(LockedGuard {
+            owner: self,
+            outcome,
+        })
+    }
+}
+
+/// Holds a [`Locked`]'s mutex; unlocks on drop (also on unwind).
+pub struct LockedGuard<'a, T> {
+    owner: &'a Locked<T>,
+    pub outcome: LockOutcome,
+}
+
+impl<T> Deref for LockedGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the mutex is held for the guard's lifetime.
+        unsafe { &*self.owner.data.get() }
+    }
+}
+
+impl<T> DerefMut for LockedGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as above, and the guard is the only holder of the lock.
+        unsafe { &mut *self.owner.data.get() }
+    }
+}
+
+impl<T> Drop for LockedGuard<'_, T> {
+    fn drop(&mut self) {
+        self.owner.mutex.unlock();
+    }
+}

@@ -3,11 +3,10 @@
 //! cannot push memory or a real attacker out (src/engine/table.rs).
 
 use std::collections::HashSet;
-use std::sync::atomic::AtomicU64;
 
 use ahash::RandomState;
-use rsec::engine::source::SourceState;
-use rsec::engine::stats::Stats;
+use rsec::engine::source::{HostState, HostTiming};
+use rsec::engine::stats::{Counter, Stats};
 use rsec::engine::table::{Entry, Found, Retention, Table, TableError};
 use rsec::engine::{AuthVerdict, BanOutcome, Cidr, Config, Engine, IpKey, PikeVerdict, Reason};
 use rsec::shm::Region;
@@ -15,7 +14,7 @@ use rsec::shm::Region;
 const T0: u64 = 1_800_000_000_000_000;
 const SEC: u64 = 1_000_000;
 
-fn get(c: &AtomicU64) -> u64 {
+fn get(c: &Counter) -> u64 {
     Stats::get(c)
 }
 
@@ -56,24 +55,32 @@ impl Rng {
     }
 }
 
-fn source_table(capacity: usize, stripes: usize) -> (Region, Table<IpKey, SourceState>) {
-    let mut region =
-        Region::new(Table::<IpKey, SourceState>::shm_bytes(capacity, stripes)).unwrap();
+/// Windows of the raw host tables below: 2 s for requests (250 ms
+/// sub-intervals), 60 s for auth failures; entries are kept 60 s.
+const TIMING: HostTiming = HostTiming {
+    pike_window_us: 2 * SEC,
+    auth_window_us: 60 * SEC,
+};
+/// One sub-interval of the request window: the resolution of "last seen".
+const TICK: u64 = 2 * SEC / 8;
+
+fn source_table(capacity: usize) -> (Region, Table<IpKey, HostState>) {
+    let mut region = Region::new(Table::<IpKey, HostState>::shm_bytes(capacity)).unwrap();
     let t = Table::new(
         &mut region,
         capacity,
-        stripes,
         RandomState::with_seeds(1, 2, 3, 4),
+        TIMING,
     )
     .unwrap();
     (region, t)
 }
 
-fn touch(t: &Table<IpKey, SourceState>, ip: &IpKey, now: u64) -> Found {
+fn touch(t: &Table<IpKey, HostState>, ip: &IpKey, now: u64) -> Found {
     t.upsert(ip, now, |s, found| {
-        s.last_seen_us = now;
-        s.keep_us = 60 * SEC;
-        s.requests.add(now, 2 * SEC, 1);
+        if let HostState::Watched(w) = s {
+            w.requests.add(now, TIMING.pike_window_us, 1);
+        }
         found
     })
     .unwrap()
@@ -83,35 +90,37 @@ fn touch(t: &Table<IpKey, SourceState>, ip: &IpKey, now: u64) -> Found {
 
 #[test]
 fn table_capacity_is_exactly_what_was_asked() {
-    // Capacity is never rounded up: a modparam of 100 holds 100, not 128.
-    for (capacity, stripes, expect_stripes) in [
-        (64, 4, 4),
-        (64, 1, 1),
-        (100, 8, 6),
-        (1000, 8, 8),
-        (1001, 8, 8),
-        (16, 64, 1),
-        (17, 64, 1),
-    ] {
-        let (region, t) = source_table(capacity, stripes);
-        assert_eq!(
-            t.capacity(),
-            capacity,
-            "capacity {capacity} over {stripes} stripes"
-        );
-        // Fewer stripes rather than stripes smaller than a probe window.
-        assert_eq!(
-            t.stripe_count(),
-            expect_stripes,
-            "capacity {capacity} over {stripes} stripes"
-        );
+    // Capacity is never rounded up: a modparam of 100 holds 100, not 112,
+    // although the buckets have 16 slots each.
+    for capacity in [16, 17, 64, 100, 1000, 1001] {
+        let (region, t) = source_table(capacity);
+        assert_eq!(t.capacity(), capacity);
+        assert_eq!(t.bucket_count(), capacity.div_ceil(16), "{capacity}");
         assert!(region.used() <= region.len());
+        // Flooded with twenty times as many keys, it holds exactly that many.
+        for i in 0..20 * capacity as u32 {
+            touch(&t, &v4(0x0a00_0000 + i), T0);
+        }
+        assert_eq!(t.len(T0).unwrap(), capacity, "{capacity}");
     }
 }
 
 #[test]
+fn a_tracked_source_costs_at_most_64_bytes() {
+    // Its slot (16-byte key, 40-byte state) and its share of the bucket's
+    // lock and tags.
+    assert!(
+        Engine::bytes_per_source() <= 64,
+        "{} bytes per source",
+        Engine::bytes_per_source()
+    );
+    let (region, _t) = source_table(1 << 16);
+    assert!(region.used() <= (1 << 16) * 64 + 4096, "{}", region.used());
+}
+
+#[test]
 fn table_flood_stays_bounded() {
-    let (region, t) = source_table(64, 4);
+    let (region, t) = source_table(64);
     let used = region.used();
     assert_eq!(t.capacity(), 64);
     let mut created = 0;
@@ -124,8 +133,8 @@ fn table_flood_stays_bounded() {
     let now = T0 + 10_000;
     assert_eq!(t.len(now).unwrap(), 64);
     let c = t.counters();
-    // A probe window spans a whole 16-slot stripe: every stripe fills up
-    // before the first eviction, then every insert evicts exactly one.
+    // A bucket fills up before its first eviction, then every insert
+    // evicts exactly one.
     assert_eq!(get(&c.evictions), 10_000 - 64);
     assert_eq!(get(&c.full), 0);
     assert_eq!(get(&c.reclaimed), 0);
@@ -143,25 +152,25 @@ fn table_flood_stays_bounded() {
 
 #[test]
 fn table_evicts_least_recently_seen_first() {
-    let (_region, t) = source_table(16, 1);
+    let (_region, t) = source_table(16);
     for i in 0..16u32 {
-        assert_eq!(touch(&t, &v4(i), T0 + i as u64), Found::Created);
+        assert_eq!(touch(&t, &v4(i), T0 + i as u64 * TICK), Found::Created);
     }
     // Seen again: now the most recent.
-    assert_eq!(touch(&t, &v4(0), T0 + 100), Found::Existing);
-    assert_eq!(touch(&t, &v4(100), T0 + 101), Found::Created);
+    assert_eq!(touch(&t, &v4(0), T0 + 100 * TICK), Found::Existing);
+    assert_eq!(touch(&t, &v4(100), T0 + 101 * TICK), Found::Created);
     assert_eq!(get(&t.counters().evictions), 1);
-    let present = |i: u32| t.get(&v4(i), T0 + 200, |_| ()).unwrap().is_some();
+    let present = |i: u32| t.get(&v4(i), T0 + 102 * TICK, |_| ()).unwrap().is_some();
     assert!(present(0));
     assert!(!present(1), "the least recently seen went");
     assert!((2..16).all(present));
     assert!(present(100));
 
-    // A flood of 1000 keeps exactly the 16 newest.
+    // A flood of 1000, one per sub-interval, keeps exactly the 16 newest.
     for i in 0..1000u32 {
-        touch(&t, &v4(1000 + i), T0 + 1000 + i as u64);
+        touch(&t, &v4(1000 + i), T0 + (200 + i as u64) * TICK);
     }
-    let now = T0 + 5000;
+    let now = T0 + 1200 * TICK;
     let kept: Vec<u32> = (0..3000u32)
         .filter(|&i| t.get(&v4(i), now, |_| ()).unwrap().is_some())
         .collect();
@@ -169,12 +178,33 @@ fn table_evicts_least_recently_seen_first() {
 }
 
 #[test]
+fn a_spoofed_flood_does_not_push_out_a_source_being_counted() {
+    // All seen within the same sub-interval: the one with the most
+    // requests is the last to go.
+    let (_region, t) = source_table(16);
+    let attacker = v4(0x0808_0808);
+    for _ in 0..5 {
+        touch(&t, &attacker, T0);
+    }
+    for i in 0..10_000u32 {
+        touch(&t, &v4(0x0a00_0000 + i), T0 + i as u64);
+    }
+    let n = t
+        .get(&attacker, T0 + 10_000, |s| match s {
+            HostState::Watched(w) => w.requests.total(T0 + 10_000, TIMING.pike_window_us),
+            HostState::Banned(_) => 0,
+        })
+        .unwrap();
+    assert_eq!(n, Some(5));
+}
+
+#[test]
 fn table_reuses_lapsed_entries_before_evicting() {
-    let (_region, t) = source_table(16, 1);
+    let (_region, t) = source_table(16);
     for i in 0..16u32 {
         touch(&t, &v4(i), T0);
     }
-    // keep_us is 60 s: at T0 + 60 s every entry has lapsed.
+    // Entries are kept 60 s: at T0 + 60 s every entry has lapsed.
     let later = T0 + 60 * SEC;
     assert_eq!(t.len(later - 1).unwrap(), 16);
     assert_eq!(t.len(later).unwrap(), 0);
@@ -186,8 +216,9 @@ fn table_reuses_lapsed_entries_before_evicting() {
     // A lapsed entry for the same key comes back fresh.
     assert_eq!(touch(&t, &v4(100), later + 60 * SEC), Found::Created);
     let n = t
-        .get(&v4(100), later + 60 * SEC, |s| {
-            s.requests.total(later + 60 * SEC, 2 * SEC)
+        .get(&v4(100), later + 60 * SEC, |s| match s {
+            HostState::Watched(w) => w.requests.total(later + 60 * SEC, 2 * SEC),
+            HostState::Banned(_) => 0,
         })
         .unwrap();
     assert_eq!(n, Some(1));
@@ -203,7 +234,12 @@ struct Pin {
 rsec::shm_safe!(Pin);
 
 impl Entry for Pin {
-    fn retention(&self, _now: u64) -> Retention {
+    type Ctx = ();
+    type Clock = ();
+
+    fn clock(_now: u64, _: &()) {}
+
+    fn retention(&self, _: &()) -> Retention {
         if self.stamp == 0 {
             Retention::Free
         } else if self.pinned {
@@ -216,9 +252,9 @@ impl Entry for Pin {
 
 #[test]
 fn table_never_evicts_pinned_entries() {
-    let mut region = Region::new(Table::<u64, Pin>::shm_bytes(16, 1)).unwrap();
+    let mut region = Region::new(Table::<u64, Pin>::shm_bytes(16)).unwrap();
     let t: Table<u64, Pin> =
-        Table::new(&mut region, 16, 1, RandomState::with_seeds(5, 6, 7, 8)).unwrap();
+        Table::new(&mut region, 16, RandomState::with_seeds(5, 6, 7, 8), ()).unwrap();
     let put = |k: u64, pinned: bool, stamp: u64| {
         t.upsert(&k, T0, |v, _| {
             *v = Pin { pinned, stamp };

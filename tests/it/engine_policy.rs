@@ -49,7 +49,7 @@ fn engine(cfg: Config) -> Engine {
     Engine::new(cfg).unwrap_or_else(|e| panic!("Engine::new: {e}"))
 }
 
-fn get(c: &std::sync::atomic::AtomicU64) -> u64 {
+fn get(c: &rsec::engine::stats::Counter) -> u64 {
     Stats::get(c)
 }
 

@@ -2,7 +2,7 @@
 //! (src/engine/bucket.rs). Every time is an explicit microsecond value.
 
 use rsec::engine::bucket::RateBucket;
-use rsec::engine::window::{SlidingWindow, SLOTS};
+use rsec::engine::window::{FailureWindow, SlidingWindow, SLOTS};
 
 /// A wall-clock-like start time, a multiple of every window used here.
 const T0: u64 = 1_800_000_000_000_000;
@@ -32,7 +32,8 @@ fn counts_events_within_the_window() {
     assert_eq!(w.total(T0 + 7 * SEC + 999_999, W), 10);
     // total() does not record anything.
     assert_eq!(w.total(T0 + 7 * SEC + 999_999, W), 10);
-    assert_eq!(w.last_us(W), T0 + 7 * SEC);
+    assert_eq!(w.age_us(T0 + 7 * SEC + 999_999, W), Some(999_999));
+    assert_eq!(w.age_us(T0 + 9 * SEC, W), Some(2 * SEC));
 }
 
 /// Checks the ageing edges of one event recorded at `t`.
@@ -188,7 +189,8 @@ fn time_stepping_backwards_does_not_lose_counts() {
     // The late events are held with the newest sub-interval and age with it.
     assert_eq!(w.total(T0 + 13 * WIDTH - 1, W), 5);
     assert_eq!(w.total(T0 + 13 * WIDTH, W), 0);
-    assert_eq!(w.last_us(W), T0 + 5 * WIDTH);
+    assert_eq!(w.age_us(T0 + 5 * WIDTH, W), Some(0));
+    assert_eq!(w.age_us(T0 + 8 * WIDTH, W), Some(3 * WIDTH));
 }
 
 #[test]
@@ -204,11 +206,38 @@ fn time_stepping_backwards_keeps_earlier_sub_intervals() {
 }
 
 #[test]
-fn counts_saturate() {
+fn counts_saturate_at_or_above_the_narrow_maximum() {
+    // Request counts: 16 bits per sub-interval. A sum is never below the
+    // true count or 65,535, whichever is smaller, so densities up to
+    // 65,534 are judged exactly.
     let mut w = SlidingWindow::default();
-    assert_eq!(w.add(T0, W, u32::MAX), u32::MAX);
-    assert_eq!(w.add(T0, W, 5), u32::MAX);
-    assert_eq!(w.add(T0 + WIDTH, W, 5), u32::MAX);
+    assert_eq!(w.add(T0, W, u32::MAX), 65_535);
+    assert_eq!(w.add(T0, W, 5), 65_535);
+    assert_eq!(w.add(T0 + WIDTH, W, 5), 65_540);
+    // Failure counts: 8 bits.
+    let mut f = FailureWindow::default();
+    for i in 1..=255u32 {
+        assert_eq!(f.add(T0, W, 1), i);
+    }
+    assert_eq!(f.add(T0, W, 1), 255);
+    assert_eq!(f.add(T0 + WIDTH, W, 1), 256);
+}
+
+#[test]
+fn an_empty_window_reads_zero_whatever_the_time() {
+    // The newest index is 32 bits and compared by difference; a window
+    // that never counted has no meaningful index and must read 0 at any
+    // time, including times whose index wraps 32 bits.
+    let w = SlidingWindow::default();
+    for t in [0, T0, u64::MAX / 2, (1u64 << 32) * WIDTH + 3] {
+        assert_eq!(w.total(t, W), 0);
+        assert_eq!(w.age_us(t, W), None);
+    }
+    let mut w = SlidingWindow::default();
+    let t = (1u64 << 32) * WIDTH + 5 * WIDTH;
+    assert_eq!(w.add(t, W, 2), 2);
+    assert_eq!(w.total(t + 7 * WIDTH, W), 2);
+    assert_eq!(w.total(t + 8 * WIDTH, W), 0);
 }
 
 #[test]

@@ -26,7 +26,7 @@ fn serial() -> MutexGuard<'static, ()> {
     FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn get(c: &AtomicU64) -> u64 {
+fn get(c: &rsec::engine::stats::Counter) -> u64 {
     Stats::get(c)
 }
 
@@ -212,9 +212,13 @@ fn totals_are_exact_across_processes() {
     const IPS: u32 = 16;
     const SHARED_LIMIT: u32 = 1000;
     const OWN_LIMIT: u32 = 5000;
+    // Failures are spread wider than requests: 160 per address stays
+    // below the largest auth_fail_threshold (255).
+    const AUTH_IPS: u32 = 1000;
     let mut cfg = config();
-    cfg.pike_density = 1_000_000_000;
-    cfg.auth_fail_threshold = 1_000_000_000;
+    cfg.pike_density = 65_534;
+    cfg.auth_fail_threshold = 255;
+    cfg.max_tracked_ips = 1 << 16;
     let e = Engine::new(cfg).unwrap();
     // [0] start line, [1] shared-key allowed, [2..10] own-key allowed per child.
     let ctr = shared_counters(2 + CHILDREN);
@@ -238,7 +242,8 @@ fn totals_are_exact_across_processes() {
                 if e.rl_check(&own_key, OWN_LIMIT, 3600, T0).unwrap() {
                     own_ok += 1;
                 }
-                if !matches!(e.auth_fail(&src, T0), Ok(AuthVerdict::Counted(_))) {
+                let guesser = v4(0x0b00_0000 + (j as u32 + c as u32) % AUTH_IPS);
+                if !matches!(e.auth_fail(&guesser, T0), Ok(AuthVerdict::Counted(_))) {
                     say("auth_fail not Counted");
                     return 3;
                 }
@@ -281,10 +286,12 @@ fn totals_are_exact_across_processes() {
             total / IPS as u64,
             "ip {i}"
         );
+    }
+    for i in 0..AUTH_IPS {
         assert_eq!(
-            e.auth_count(&v4(0x0a00_0000 + i), T0).unwrap() as u64,
-            total / IPS as u64,
-            "ip {i}"
+            e.auth_count(&v4(0x0b00_0000 + i), T0).unwrap() as u64,
+            total / AUTH_IPS as u64,
+            "guesser {i}"
         );
     }
     assert_eq!(s.bans_created_total(), 0);
@@ -418,7 +425,7 @@ fn auth_bans_exactly_once_across_processes() {
 fn killed_lock_holder_does_not_wedge_the_others() {
     let _g = serial();
     let mut cfg = config();
-    cfg.pike_density = 1_000_000;
+    cfg.pike_density = 65_534;
     let e = Engine::new(cfg).unwrap();
     let x = IpKey::parse("192.0.2.200").unwrap();
     let mut fds = [0 as libc::c_int; 2];
@@ -427,11 +434,11 @@ fn killed_lock_holder_does_not_wedge_the_others() {
     let (rd, wr) = (fds[0], fds[1]);
     let mut kids = Kids::new();
 
-    // The victim takes the stripe lock of `x`, says so, and sleeps forever.
+    // The victim takes the bucket lock of `x`, says so, and sleeps forever.
     let victim = kids.spawn(|| {
         // SAFETY: closes the read end in the child; both fds are ours.
         unsafe { libc::close(rd) };
-        let r = e.with_source_stripe_locked(&x, || {
+        let r = e.with_source_bucket_locked(&x, || {
             // SAFETY: one byte from a static buffer to our pipe.
             unsafe { libc::write(wr, b"L".as_ptr().cast(), 1) };
             loop {
@@ -440,7 +447,7 @@ fn killed_lock_holder_does_not_wedge_the_others() {
             }
         });
         say(&format!(
-            "with_source_stripe_locked returned: {:?}",
+            "with_source_bucket_locked returned: {:?}",
             r.err()
         ));
         1
@@ -515,7 +522,7 @@ fn killed_lock_holder_does_not_wedge_the_others() {
     // The parent too, and the recovered lock works normally.
     assert_eq!(e.pike_check(&x, T0 + 100).unwrap(), PikeVerdict::Allowed);
     assert_eq!(e.pike_count(&x, T0 + 100).unwrap(), 1 + 4 * 10 + 1);
-    assert_eq!(e.with_source_stripe_locked(&x, || 7).unwrap(), 7);
+    assert_eq!(e.with_source_bucket_locked(&x, || 7).unwrap(), 7);
     assert_eq!(
         get(&e.source_counters().lock_recoveries),
         1,
@@ -529,9 +536,11 @@ fn workers_killed_at_random_points_do_not_wedge_the_survivors() {
     const WORKERS: usize = 6;
     const KILLS: usize = 3;
     let mut cfg = config();
-    cfg.pike_density = 1_000_000_000;
-    cfg.auth_fail_threshold = 1_000_000_000;
-    cfg.lock_stripes = 2; // few stripes: kills inside a critical section are likely
+    cfg.pike_density = 65_534;
+    cfg.auth_fail_threshold = 255;
+    // One bucket, so one lock for every worker: kills inside a critical
+    // section are likely. Eight sources leave room beside their bans.
+    cfg.max_tracked_ips = 16;
     let e = Engine::new(cfg).unwrap();
     // [0] stop flag, [1..] progress per worker.
     let ctr = shared_counters(1 + WORKERS);
@@ -541,7 +550,7 @@ fn workers_killed_at_random_points_do_not_wedge_the_survivors() {
         kids.spawn(|| {
             let mut i = 0u32;
             while ctr[0].load(Ordering::Acquire) == 0 {
-                let src = v4(0x0a00_0000 + i % 64);
+                let src = v4(0x0a00_0000 + i % 8);
                 if e.pike_check(&src, T0).is_err() || e.auth_fail(&src, T0).is_err() {
                     return 2;
                 }
@@ -592,8 +601,12 @@ fn workers_killed_at_random_points_do_not_wedge_the_survivors() {
     let survivors: Vec<usize> = (KILLS..WORKERS).collect();
     assert_all_ok(&kids.wait(&survivors, Duration::from_secs(60)));
 
-    // Every stripe is still usable from the parent.
-    for i in 0..64u32 {
+    // The bucket is still usable from the parent: the eight sources (by
+    // now banned, or about to be) get a verdict, and newcomers get in.
+    for i in 0..8u32 {
+        e.pike_check(&v4(0x0a00_0000 + i), T0).unwrap();
+    }
+    for i in 8..64u32 {
         assert_eq!(
             e.pike_check(&v4(0x0a00_0000 + i), T0).unwrap(),
             PikeVerdict::Allowed
