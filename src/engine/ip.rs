@@ -58,14 +58,20 @@ impl IpKey {
             .map_err(|_| ParseError::BadAddress(s.to_owned()))
     }
 
-    fn masked(&self, prefix: u8) -> IpKey {
-        let mut out = [0u8; 16];
-        for (i, byte) in out.iter_mut().enumerate() {
-            let bits = (prefix as usize).saturating_sub(i * 8).min(8);
-            let mask = if bits == 0 { 0 } else { 0xffu8 << (8 - bits) };
-            *byte = self.0[i] & mask;
+    /// The first `prefix` bits as one 128-bit mask.
+    pub fn mask(prefix: u8) -> u128 {
+        match prefix.min(128) {
+            0 => 0,
+            p => u128::MAX << (128 - p as u32),
         }
-        IpKey(out)
+    }
+
+    pub fn as_u128(&self) -> u128 {
+        u128::from_be_bytes(self.0)
+    }
+
+    fn masked(&self, prefix: u8) -> IpKey {
+        IpKey((self.as_u128() & Self::mask(prefix)).to_be_bytes())
     }
 }
 

@@ -14,11 +14,14 @@ use crate::shm::{Region, ShmMutex};
 /// Most whitelist entries held.
 pub const MAX_WHITELIST: usize = 512;
 
+/// A prefix as its masked address and its mask, in two 64-bit halves
+/// each: matching an address is two ANDs and two compares.
 #[derive(Default)]
 struct WlEntry {
     hi: AtomicU64,
     lo: AtomicU64,
-    prefix: AtomicU64,
+    mask_hi: AtomicU64,
+    mask_lo: AtomicU64,
 }
 
 #[derive(Default)]
@@ -64,31 +67,35 @@ impl Whitelist {
     }
 
     fn read_entry(e: &WlEntry) -> Cidr {
-        let hi = e.hi.load(Ordering::Relaxed);
-        let lo = e.lo.load(Ordering::Relaxed);
-        let mut b = [0u8; 16];
-        b[..8].copy_from_slice(&hi.to_be_bytes());
-        b[8..].copy_from_slice(&lo.to_be_bytes());
+        let addr = (e.hi.load(Ordering::Relaxed) as u128) << 64 | e.lo.load(Ordering::Relaxed) as u128;
+        let mask = (e.mask_hi.load(Ordering::Relaxed) as u128) << 64
+            | e.mask_lo.load(Ordering::Relaxed) as u128;
         Cidr {
-            addr: IpKey(b),
-            prefix: e.prefix.load(Ordering::Relaxed) as u8,
+            addr: IpKey(addr.to_be_bytes()),
+            prefix: mask.count_ones() as u8,
         }
     }
 
     fn write_entry(e: &WlEntry, c: &Cidr) {
-        e.hi.store(
-            u64::from_be_bytes(c.addr.0[..8].try_into().unwrap()),
-            Ordering::Relaxed,
-        );
-        e.lo.store(
-            u64::from_be_bytes(c.addr.0[8..].try_into().unwrap()),
-            Ordering::Relaxed,
-        );
-        e.prefix.store(c.prefix as u64, Ordering::Relaxed);
+        let (addr, mask) = (c.addr.as_u128(), IpKey::mask(c.prefix));
+        e.hi.store((addr >> 64) as u64, Ordering::Relaxed);
+        e.lo.store(addr as u64, Ordering::Relaxed);
+        e.mask_hi.store((mask >> 64) as u64, Ordering::Relaxed);
+        e.mask_lo.store(mask as u64, Ordering::Relaxed);
+    }
+
+    fn matches(e: &WlEntry, hi: u64, lo: u64) -> bool {
+        hi & e.mask_hi.load(Ordering::Relaxed) == e.hi.load(Ordering::Relaxed)
+            && lo & e.mask_lo.load(Ordering::Relaxed) == e.lo.load(Ordering::Relaxed)
     }
 
     /// Runs `f` over a consistent view of the entries.
     fn read<R>(&self, mut f: impl FnMut(&mut dyn Iterator<Item = Cidr>) -> R) -> R {
+        self.read_raw(|entries| f(&mut entries.iter().map(Self::read_entry)))
+    }
+
+    /// Runs `f` over a consistent view of the stored entries.
+    fn read_raw<R>(&self, mut f: impl FnMut(&[WlEntry]) -> R) -> R {
         let mut odd_seen = 0u32;
         loop {
             let s1 = self.head.seq.load(Ordering::Acquire);
@@ -103,7 +110,7 @@ impl Whitelist {
                 continue;
             }
             let len = (self.head.len.load(Ordering::Relaxed) as usize).min(MAX_WHITELIST);
-            let r = f(&mut self.entries[..len].iter().map(Self::read_entry));
+            let r = f(&self.entries[..len]);
             fence(Ordering::Acquire);
             if self.head.seq.load(Ordering::Relaxed) == s1 {
                 return r;
@@ -112,14 +119,9 @@ impl Whitelist {
     }
 
     pub fn contains(&self, ip: &IpKey) -> bool {
-        self.read(|it| {
-            for c in it {
-                if c.contains(ip) {
-                    return true;
-                }
-            }
-            false
-        })
+        let a = ip.as_u128();
+        let (hi, lo) = ((a >> 64) as u64, a as u64);
+        self.read_raw(|entries| entries.iter().any(|e| Self::matches(e, hi, lo)))
     }
 
     /// A whitelisted prefix sharing any address with `target` (inside it

@@ -28,12 +28,19 @@ pub fn mod_init() -> c_int {
     };
     let c = engine.config();
     // What was really allocated: exactly the configured entries, in
-    // buckets of 16 with a lock each.
-    let tables: Vec<String> = engine
-        .layout()
-        .iter()
-        .map(|(name, n, buckets)| format!("{n} {name} in {buckets} locked buckets"))
-        .collect();
+    // buckets of 16 with a lock each. A host's ban lives in its source
+    // entry and a prefix ban in its own table; max_bans bounds both.
+    let [(_, sources, sb), (_, prefixes, pb), (_, rl, rb)] = engine.layout();
+    let buckets = |n: usize| format!("{n} locked bucket{}", if n == 1 { "" } else { "s" });
+    let tables = [
+        format!("{sources} sources (with their bans) in {}", buckets(sb)),
+        format!(
+            "at most {} bans ({prefixes} prefix-ban slots in {})",
+            c.max_bans,
+            buckets(pb)
+        ),
+        format!("{rl} rl keys in {}", buckets(rb)),
+    ];
     if c.lock_stripes != Config::default().lock_stripes {
         rsec_log!(
             Notice,

@@ -332,7 +332,7 @@ fn a_full_ban_table_holds_max_bans_and_does_not_flood_the_log() {
     );
     let log = os.log();
     assert!(
-        log.contains("16 bans in 1 stripe (fewer than lock_stripes"),
+        log.contains("at most 16 bans (16 prefix-ban slots in 1 locked bucket)"),
         "the start-up line says what was allocated:\n{log}"
     );
 
