@@ -362,9 +362,27 @@ fn engine(o: &Opts, sources: u32, bans: u32, rl: u32) -> Engine {
 /// The smallest table the configuration accepts, for tables not under test.
 const SMALL: u32 = 16;
 
-fn fill_sources(e: &Engine, n: u32) {
-    for i in 0..n {
-        e.pike_check(&ip(FILL + i), T0).unwrap();
+/// Fills the source table until it is saturated and returns how many
+/// sources were inserted. `n` distinct keys leave ~8% of the slots free (a
+/// key only lives within a short probe window of its home slot), and a new
+/// source landing near a free slot takes it instead of evicting: the flood
+/// case would measure a mix. More keys go in until nearly every insert
+/// evicts.
+fn fill_sources(e: &Engine, n: u32) -> u32 {
+    let resident = |inserted: u32| inserted as u64 - evictions(e);
+    let mut inserted = 0;
+    let mut chunk = n;
+    loop {
+        let before = resident(inserted);
+        for i in inserted..inserted + chunk {
+            e.pike_check(&ip(FILL + i), T0).unwrap();
+        }
+        inserted += chunk;
+        // Under 1% of a chunk found a free slot, or 4 n inserted: saturated.
+        if (resident(inserted) - before) * 100 < chunk as u64 || inserted >= 4 * n {
+            return inserted;
+        }
+        chunk = (n / 8).max(16);
     }
 }
 
@@ -372,13 +390,11 @@ fn evictions(e: &Engine) -> u64 {
     e.source_counters().evictions.load(Ordering::Relaxed)
 }
 
-/// Up to `want` filled sources that are still in the table, shuffled. A
-/// table filled with as many keys as it has slots cannot hold them all (a
-/// key lives within a short probe window of its home slot), and a "known"
-/// source that was evicted would measure an insert.
-fn known_sources(e: &Engine, n: u32, want: usize) -> Vec<IpKey> {
-    let mut v = Vec::with_capacity(want.min(n as usize));
-    for i in 0..n {
+/// Up to `want` of the `inserted` sources that are still in the table,
+/// shuffled: a "known" source that was evicted would measure an insert.
+fn known_sources(e: &Engine, inserted: u32, want: usize) -> Vec<IpKey> {
+    let mut v = Vec::with_capacity(want.min(inserted as usize));
+    for i in 0..inserted {
         if v.len() == want {
             break;
         }
@@ -412,15 +428,15 @@ fn group_sources(o: &Opts, n: u32, out: &mut Out) {
     let e = engine(o, n, SMALL, SMALL);
     let created = secs(t);
     let t = Instant::now();
-    fill_sources(&e, n);
-    let resident = n as u64 - evictions(&e);
+    let inserted = fill_sources(&e, n);
+    let resident = inserted as u64 - evictions(&e);
     let maxp = *o.procs.iter().max().unwrap_or(&1) as u64;
     let want = if o.wants("mp") { o.ops * maxp } else { o.ops };
     let mut clock = Clock::new(o.ops);
-    let keys = known_sources(&e, n, want as usize);
+    let keys = known_sources(&e, inserted, want as usize);
     println!(
         "# sources table {n}: {} MiB mapped, created in {created}, filled in {} \
-         ({resident} resident = {:.1}%)",
+         ({inserted} sources inserted, {resident} resident = {:.1}%)",
         e.shm_bytes() >> 20,
         secs(t),
         resident as f64 * 100.0 / n as f64
