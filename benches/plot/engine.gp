@@ -26,8 +26,16 @@ procs_of(s) = int(s[strstrt(s, ":") + 1:])
 # Colour says how many processes, dashes say one hot key. (A function: a
 # parenthesised `dt (...)` would be read as a dash pattern.)
 dash_of(s) = case_of(s) eq "mp_hot" ? 2 : 1
+# Per-entry sweep costs are dashed: they are not per-request costs.
+dash_single(s) = strstrt(s, "sweep_") == 1 ? 2 : 1
 
 set terminal pngcairo size 1600,700 font ",10"
+# gnuplot's default 8 colours repeat within the ~10 single-process series.
+set linetype 9 lc rgb "#8c564b"
+set linetype 10 lc rgb "#7f7f7f"
+set linetype 11 lc rgb "#bcbd22"
+set linetype 12 lc rgb "#17becf"
+set linetypes cycle 12
 set output out
 set datafile separator ","
 set key top left box opaque font ",9"
@@ -45,8 +53,10 @@ set offsets graph 0.04, graph 0.04, 0, 0
 set multiplot layout 1,2 title title font ",13" noenhanced
 
 set title "one process (sweep_*: per entry swept)" noenhanced
-plot for [s in single] csv using ((strcol(1) eq s && $3 == 1) ? $2 : NaN):4 \
-     with linespoints lw 2 pt 7 ps 0.8 title s noenhanced
+plot for [i = 1:words(single)] csv \
+     using ((strcol(1) eq word(single, i) && $3 == 1) ? $2 : NaN):4 \
+     with linespoints lw 2 pt 7 ps 0.8 lc i dt dash_single(word(single, i)) \
+     title word(single, i) noenhanced
 
 set title "pike_check from several processes (aggregate: wall time / all operations)" noenhanced
 plot for [m in multi] csv using ((strcol(1) eq case_of(m) && $3 == procs_of(m)) ? $2 : NaN):4 \
