@@ -6,7 +6,15 @@
 #                   OpenSIPS/sipp/MariaDB integration tests (those skip with
 #                   one line when OpenSIPS is not found, or fail instead
 #                   with RSEC_REQUIRE_OPENSIPS=1)
-#   make bench      engine benchmarks
+#   make bench      bench-engine, then bench-plot when gnuplot is installed
+#   make bench-engine  the engine benchmark: every hot path (flood check of a
+#                   known and of a new source, ban lookup, rate limit,
+#                   whitelist, sweep) at 1K, 64K, 1M and 16M entries, and the
+#                   flood check from 1, 2 and 4 processes; prints a table and
+#                   writes target/bench-engine/engine.csv. Set RSEC_BENCH_SIZES,
+#                   _OPS, _REPEAT, _PROCS, _CASES, _STRIPES, _CSV to change
+#                   it (see benches/engine.rs); 16M entries need ~8 GiB free
+#   make bench-plot draw docs/engine-bench.png from that CSV (gnuplot)
 #   make bench-pike rsec and the pike module side by side in a real OpenSIPS
 #   make check-abi  compare the hand-written ABI with OPENSIPS_SRC headers
 #
@@ -22,7 +30,13 @@ MODULE := target/rsec.so
 
 export OPENSIPS_BIN
 
-.PHONY: all build install test bench bench-pike check-abi clean
+# The engine benchmark's CSV, and the plot drawn from it.
+RSEC_BENCH_CSV ?= $(CURDIR)/target/bench-engine/engine.csv
+BENCH_PNG ?= docs/engine-bench.png
+BENCH_TITLE ?= rsec engine benchmark ($(shell nproc) CPUs, $(shell date +%Y-%m-%d))
+export RSEC_BENCH_CSV
+
+.PHONY: all build install test bench bench-engine bench-plot bench-pike check-abi clean
 
 all: build
 
@@ -44,8 +58,21 @@ test: build
 	RSEC_SO=$(abspath $(MODULE)) $(CARGO) test --release --tests -- --test-threads=2
 	$(CARGO) bench --no-run
 
-bench:
+bench: bench-engine
+	@if command -v gnuplot >/dev/null 2>&1; then \
+		$(MAKE) --no-print-directory bench-plot; \
+	else \
+		echo "gnuplot not found: no plot drawn (make bench-plot draws it later)"; \
+	fi
+
+bench-engine:
 	$(CARGO) bench --bench engine
+
+bench-plot:
+	@test -f "$(RSEC_BENCH_CSV)" || { echo "no $(RSEC_BENCH_CSV): run make bench-engine first"; exit 1; }
+	mkdir -p $(dir $(BENCH_PNG))
+	gnuplot -e "csv='$(RSEC_BENCH_CSV)'; out='$(BENCH_PNG)'; title='$(BENCH_TITLE)'" benches/plot/engine.gp
+	@echo "drew $(abspath $(BENCH_PNG))"
 
 bench-pike: build
 	RSEC_SO=$(abspath $(MODULE)) $(CARGO) bench --bench versus_pike

@@ -67,7 +67,8 @@ impl Whitelist {
     }
 
     fn read_entry(e: &WlEntry) -> Cidr {
-        let addr = (e.hi.load(Ordering::Relaxed) as u128) << 64 | e.lo.load(Ordering::Relaxed) as u128;
+        let addr =
+            (e.hi.load(Ordering::Relaxed) as u128) << 64 | e.lo.load(Ordering::Relaxed) as u128;
         let mask = (e.mask_hi.load(Ordering::Relaxed) as u128) << 64
             | e.mask_lo.load(Ordering::Relaxed) as u128;
         Cidr {

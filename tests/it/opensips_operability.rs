@@ -406,7 +406,10 @@ fn mi_ban_list_shows_traffic_ban_with_reason() {
     assert_eq!(num(&info, "pike.sampling_time"), 10);
     assert_eq!(num(&info, "auth.failures"), 0);
     assert!(info.get("last_seen").is_none(), "{info}");
-    assert!((t0..=now_s()).contains(&num(&info, "ban.created")), "{info}");
+    assert!(
+        (t0..=now_s()).contains(&num(&info, "ban.created")),
+        "{info}"
+    );
     assert_eq!(text(&info, "ban.reason"), "pike");
     assert_eq!(num(&info, "ban.hits"), refused_while_banned as u64);
 
