@@ -8,6 +8,16 @@
 #                   with RSEC_REQUIRE_OPENSIPS=1)
 #   make bench      engine benchmarks
 #   make bench-pike rsec and the pike module side by side in a real OpenSIPS
+#   make bench-opensips
+#                   no check, pike, pike+ratelimit and rsec in a real
+#                   OpenSIPS: CPU per request (paced and saturated, perf
+#                   shares per module), an attack with legitimate traffic,
+#                   then a million sources; results in target/bench-opensips/
+#                   and docs/under-attack.png. Sized by RSEC_BENCH_* (see
+#                   benches/in_opensips/knobs.rs), e.g. RSEC_BENCH_ROUNDS=2
+#                   RSEC_BENCH_SECS=2 RSEC_BENCH_SCENARIO=cost,attack
+#   make bench-million
+#                   only the million-sources scenario of bench-opensips
 #   make check-abi  compare the hand-written ABI with OPENSIPS_SRC headers
 #
 # OPENSIPS_BIN selects the OpenSIPS the module is built for (its `-V` gives
@@ -22,7 +32,7 @@ MODULE := target/rsec.so
 
 export OPENSIPS_BIN
 
-.PHONY: all build install test bench bench-pike check-abi clean
+.PHONY: all build install test bench bench-pike bench-opensips bench-million check-abi clean
 
 all: build
 
@@ -49,6 +59,12 @@ bench:
 
 bench-pike: build
 	RSEC_SO=$(abspath $(MODULE)) $(CARGO) bench --bench versus_pike
+
+bench-opensips: build
+	RSEC_SO=$(abspath $(MODULE)) $(CARGO) bench --bench in_opensips
+
+bench-million: build
+	RSEC_BENCH_SCENARIO=million RSEC_SO=$(abspath $(MODULE)) $(CARGO) bench --bench in_opensips
 
 check-abi:
 	@test -n "$(OPENSIPS_SRC)" || { echo "set OPENSIPS_SRC to an OpenSIPS 3.6 source tree"; exit 1; }

@@ -24,9 +24,7 @@ fn every_datagram_leaves_from_its_own_source() {
     let mut flood = Flood::new(os.port, Duration::from_millis(100)).expect("flood socket");
     assert_eq!(flood.interval(), Duration::from_millis(100));
     // 50 sources, one request each at 1,000/s, class 1 ...
-    flood.paced(1000, Duration::from_millis(50), |i| {
-        (nth_source(base, 50, i), 1)
-    });
+    flood.paced(1000, 50, |i| (nth_source(base, 50, i), 1));
     // ... then 20 more requests from the first 10 sources, class 2, as fast
     // as a window of 4 allows (127.44.0.7 gets its 403s here too).
     let mut n = 0;

@@ -179,7 +179,7 @@ impl Flood {
             answered,
             stop,
             reader: Some(reader),
-            bufs: vec![Vec::with_capacity(512); BATCH],
+            bufs: (0..BATCH).map(|_| Vec::with_capacity(512)).collect(),
         })
     }
 
@@ -301,14 +301,13 @@ impl Flood {
         self.seq += n as u64;
     }
 
-    /// `rate` requests per second for `dur`, a 1 ms tick's worth at a time
-    /// (caught up if a tick runs late); `pick(i)` gives the i-th request's
-    /// source and class.
-    pub fn paced(&mut self, rate: u64, dur: Duration, mut pick: impl FnMut(u64) -> (Ipv4Addr, u8)) {
+    /// `total` requests at `rate` per second, a 1 ms tick's worth at a
+    /// time (caught up if a tick runs late); `pick(i)` gives the i-th
+    /// request's source and class.
+    pub fn paced(&mut self, rate: u64, total: u64, mut pick: impl FnMut(u64) -> (Ipv4Addr, u8)) {
         let tick = Duration::from_millis(1);
         let t0 = Instant::now();
         let mut pace = Pace::starting(t0, tick);
-        let total = rate * dur.as_millis() as u64 / 1000;
         let mut i = 0u64;
         let mut batch = Vec::with_capacity(BATCH);
         while i < total {
