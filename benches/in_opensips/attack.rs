@@ -48,6 +48,8 @@ struct Outcome {
     attack_lost: u64,
     /// OpenSIPS CPU over the flood, in percent of one core.
     cpu_pct_during: f64,
+    /// Requests answered while the flood ran (both kinds), per second.
+    answered_per_s_during: f64,
     csv: String,
 }
 
@@ -158,6 +160,15 @@ fn one(env: &Env, k: &Knobs, setup: Setup) -> Outcome {
     };
     let cpu_pct_during =
         100.0 * cpu_at(a1).saturating_sub(cpu_at(a0)).as_secs_f64() / (a1 - a0).as_secs_f64();
+    let answered_during: u64 = (s0..s1)
+        .flat_map(|s| {
+            [LEGIT, ATTACK].map(|c| {
+                t.timeline
+                    .get(&(c, s))
+                    .map_or(0, |m| m.values().sum::<u64>())
+            })
+        })
+        .sum();
     let legit_sent_during: u64 = (s0..s1).map(|s| sent_in(LEGIT, s)).sum();
     let legit_ok_during: u64 = (s0..s1).map(|s| got_in(LEGIT, s, 200)).sum();
     let o = Outcome {
@@ -171,6 +182,7 @@ fn one(env: &Env, k: &Knobs, setup: Setup) -> Outcome {
         attack_403: t.count(ATTACK, 403),
         attack_lost: rep.sent.get(&ATTACK).copied().unwrap_or(0) - t.answered(ATTACK),
         cpu_pct_during,
+        answered_per_s_during: answered_during as f64 / (a1 - a0).as_secs_f64(),
         csv,
     };
     eprintln!(
@@ -212,6 +224,8 @@ pub fn run(env: &Env, k: &Knobs) {
         "attack 403",
         "attack unanswered",
         "OpenSIPS CPU during the flood (% of a core)",
+        "answered/s during the flood",
+        "CPU µs per request during the flood",
     ]);
     for o in &outcomes {
         t.row(vec![
@@ -228,6 +242,11 @@ pub fn run(env: &Env, k: &Knobs) {
             o.attack_403.to_string(),
             o.attack_lost.to_string(),
             format!("{:.0}", o.cpu_pct_during),
+            format!("{:.0}", o.answered_per_s_during),
+            format!(
+                "{:.1}",
+                o.cpu_pct_during * 1e4 / o.answered_per_s_during.max(1.0)
+            ),
         ]);
         report::write(
             &k.out,
@@ -270,12 +289,14 @@ fn plot(k: &Knobs) {
     }
     let script = Path::new(MANIFEST_DIR).join("benches/plot/under_attack.gp");
     let vars = format!(
-        "pike='{}'; rsec='{}'; out='{}'; a0={}; a1={}",
+        "pike='{}'; rsec='{}'; out='{}'; a0={}; a1={}; what='{} legitimate sources at {} req/s'",
         k.out.join("under_attack_pike.csv").display(),
         k.out.join("under_attack_rsec.csv").display(),
         k.png.display(),
         CALM.as_secs_f64(),
-        (CALM + k.attack_secs).as_secs_f64()
+        (CALM + k.attack_secs).as_secs_f64(),
+        k.legit,
+        k.legit_rate
     );
     match Command::new(gnuplot)
         .arg("-e")
