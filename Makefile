@@ -12,10 +12,20 @@
 #                   whitelist, sweep) at 1K, 64K, 1M and 16M entries, and the
 #                   flood check from 1, 2 and 4 processes; prints a table and
 #                   writes target/bench-engine/engine.csv. Set RSEC_BENCH_SIZES,
-#                   _OPS, _REPEAT, _PROCS, _CASES, _STRIPES, _CSV to change
+#                   _OPS, _REPEAT, _PROCS, _CASES, _CSV to change
 #                   it (see benches/engine.rs); 16M entries need ~8 GiB free
 #   make bench-plot draw docs/engine-bench.png from that CSV (gnuplot)
 #   make bench-pike rsec and the pike module side by side in a real OpenSIPS
+#   make bench-opensips
+#                   no check, pike, pike+ratelimit and rsec in a real
+#                   OpenSIPS: CPU per request (paced and saturated, perf
+#                   shares per module), an attack with legitimate traffic,
+#                   then a million sources; results in target/bench-opensips/
+#                   and docs/under-attack.png. Sized by RSEC_BENCH_* (see
+#                   benches/in_opensips/knobs.rs), e.g. RSEC_BENCH_ROUNDS=2
+#                   RSEC_BENCH_SECS=2 RSEC_BENCH_SCENARIO=cost,attack
+#   make bench-million
+#                   only the million-sources scenario of bench-opensips
 #   make check-abi  compare the hand-written ABI with OPENSIPS_SRC headers
 #
 # OPENSIPS_BIN selects the OpenSIPS the module is built for (its `-V` gives
@@ -36,7 +46,7 @@ BENCH_PNG ?= docs/engine-bench.png
 BENCH_TITLE ?= rsec engine benchmark ($(shell nproc) CPUs, $(shell date +%Y-%m-%d))
 export RSEC_BENCH_CSV
 
-.PHONY: all build install test bench bench-engine bench-plot bench-pike check-abi clean
+.PHONY: all build install test bench bench-engine bench-plot bench-pike bench-opensips bench-million check-abi clean
 
 all: build
 
@@ -76,6 +86,12 @@ bench-plot:
 
 bench-pike: build
 	RSEC_SO=$(abspath $(MODULE)) $(CARGO) bench --bench versus_pike
+
+bench-opensips: build
+	RSEC_SO=$(abspath $(MODULE)) $(CARGO) bench --bench in_opensips
+
+bench-million: build
+	RSEC_BENCH_SCENARIO=million RSEC_SO=$(abspath $(MODULE)) $(CARGO) bench --bench in_opensips
 
 check-abi:
 	@test -n "$(OPENSIPS_SRC)" || { echo "set OPENSIPS_SRC to an OpenSIPS 3.6 source tree"; exit 1; }

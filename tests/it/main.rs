@@ -20,6 +20,7 @@ mod engine_window;
 mod multiprocess;
 mod opensips_cli;
 mod opensips_examples;
+mod opensips_flood_sender;
 mod opensips_hostile;
 mod opensips_integration;
 mod opensips_operability;

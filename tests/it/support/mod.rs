@@ -1,6 +1,7 @@
 //! What the tests share: the OpenSIPS harness, sipp runs, the SIP OPTIONS
-//! client, the MI client, a private MariaDB, and [`skip`].
+//! client, the many-source flood sender, the MI client, a private MariaDB, and [`skip`].
 
+pub mod flood;
 pub mod mariadb;
 pub mod mi;
 pub mod opensips;

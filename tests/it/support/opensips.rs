@@ -595,6 +595,12 @@ impl OpenSips {
         ))
     }
 
+    /// The main OpenSIPS process, which leads the process group every
+    /// OpenSIPS process of this instance belongs to.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log_path).unwrap_or_default()
     }
