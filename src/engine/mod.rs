@@ -677,6 +677,72 @@ impl Engine {
         Ok(out)
     }
 
+    /// One page of the active bans that `keep` accepts, for listing a ban
+    /// table too big for one reply: at most `limit` of them, starting at
+    /// `cursor` (0 for the first page), and the cursor of the next page, or
+    /// None when the walk is over (the page may then hold fewer than
+    /// `limit`; a page that fills up exactly at the end of a stripe may be
+    /// followed by one empty page).
+    ///
+    /// The walk goes stripe by stripe, holding one stripe lock at a time
+    /// like [`Engine::list_bans`], so the cost of a page is its stripes, not
+    /// the table. A cursor is `stripe * stride + n`: resume in that stripe
+    /// at its `n`-th used slot, where the stride is the longest stripe
+    /// (stripes differ by at most one slot, see `Table::new`), so a cursor
+    /// stays below `max_bans + stripes` and fits the 31 bits an MI number
+    /// keeps. It is a position, not a snapshot: a ban made or lifted in an
+    /// already-walked part of its stripe while paging shifts the rest by
+    /// one, so a ban may be missed or listed twice, like any live listing;
+    /// when nothing changes, every ban is listed exactly once.
+    pub fn bans_page(
+        &self,
+        cursor: u64,
+        limit: usize,
+        now_us: u64,
+        mut keep: impl FnMut(&BanRecord) -> bool,
+    ) -> Result<(Vec<BanRecord>, Option<u64>), TableError> {
+        let stripes = self.bans.stripe_count() as u64;
+        let stride = (self.bans.capacity() as u64).div_ceil(stripes);
+        let limit = limit.max(1);
+        let mut out = Vec::new();
+        let (first, mut skip) = (cursor / stride, cursor % stride);
+        for s in first..stripes {
+            // Position of the first match past a full page, in this stripe.
+            let mut resume = None;
+            let mut pos = 0u64;
+            self.bans.retain_stripe(s as usize, now_us, |k, b, _| {
+                let at = pos;
+                pos += 1;
+                if at < skip || resume.is_some() || !b.is_active(now_us) {
+                    return true;
+                }
+                let rec = BanRecord {
+                    target: *k,
+                    ban: *b,
+                };
+                if keep(&rec) {
+                    if out.len() < limit {
+                        out.push(rec);
+                    } else {
+                        resume = Some(at);
+                    }
+                }
+                true
+            })?;
+            debug_assert!(pos <= stride, "a stripe longer than the stride");
+            skip = 0;
+            if let Some(at) = resume {
+                return Ok((out, Some(s * stride + at)));
+            }
+            if out.len() >= limit {
+                // Full at the end of this stripe: the next page starts with
+                // the next stripe, if there is one.
+                return Ok((out, (s + 1 < stripes).then(|| (s + 1) * stride)));
+            }
+        }
+        Ok((out, None))
+    }
+
     /// Reclaims lapsed entries in every table, one stripe at a time, and
     /// returns the bans that expired. Runs from a timer; workers only ever
     /// wait for the single stripe being swept.
