@@ -8,6 +8,9 @@
 #                   with RSEC_REQUIRE_OPENSIPS=1)
 #   make bench      engine benchmarks
 #   make bench-pike rsec and the pike module side by side in a real OpenSIPS
+#   make bench-mi   sec_ban_list paging, start-up load and a two-node sync
+#                   with 1K, 100K and 1M bans (RSEC_BENCH_MI_SIZES), in a
+#                   real OpenSIPS and MariaDB; table in target/bench-mi/
 #   make check-abi  compare the hand-written ABI with OPENSIPS_SRC headers
 #
 # OPENSIPS_BIN selects the OpenSIPS the module is built for (its `-V` gives
@@ -22,7 +25,7 @@ MODULE := target/rsec.so
 
 export OPENSIPS_BIN
 
-.PHONY: all build install test bench bench-pike check-abi clean
+.PHONY: all build install test bench bench-pike bench-mi check-abi clean
 
 all: build
 
@@ -49,6 +52,9 @@ bench:
 
 bench-pike: build
 	RSEC_SO=$(abspath $(MODULE)) $(CARGO) bench --bench versus_pike
+
+bench-mi: build
+	RSEC_SO=$(abspath $(MODULE)) $(CARGO) bench --bench mi_scale
 
 check-abi:
 	@test -n "$(OPENSIPS_SRC)" || { echo "set OPENSIPS_SRC to an OpenSIPS 3.6 source tree"; exit 1; }
