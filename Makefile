@@ -26,6 +26,9 @@
 #                   RSEC_BENCH_SECS=2 RSEC_BENCH_SCENARIO=cost,attack
 #   make bench-million
 #                   only the million-sources scenario of bench-opensips
+#   make bench-mi   sec_ban_list paging, start-up load and a two-node sync
+#                   with 1K, 100K and 1M bans (RSEC_BENCH_MI_SIZES), in a
+#                   real OpenSIPS and MariaDB; table in target/bench-mi/
 #   make check-abi  compare the hand-written ABI with OPENSIPS_SRC headers
 #
 # OPENSIPS_BIN selects the OpenSIPS the module is built for (its `-V` gives
@@ -46,7 +49,7 @@ BENCH_PNG ?= docs/engine-bench.png
 BENCH_TITLE ?= rsec engine benchmark ($(shell nproc) CPUs, $(shell date +%Y-%m-%d))
 export RSEC_BENCH_CSV
 
-.PHONY: all build install test bench bench-engine bench-plot bench-pike bench-opensips bench-million check-abi clean
+.PHONY: all build install test bench bench-engine bench-plot bench-pike bench-opensips bench-million bench-mi check-abi clean
 
 all: build
 
@@ -92,6 +95,8 @@ bench-opensips: build
 
 bench-million: build
 	RSEC_BENCH_SCENARIO=million RSEC_SO=$(abspath $(MODULE)) $(CARGO) bench --bench in_opensips
+bench-mi: build
+	RSEC_SO=$(abspath $(MODULE)) $(CARGO) bench --bench mi_scale
 
 check-abi:
 	@test -n "$(OPENSIPS_SRC)" || { echo "set OPENSIPS_SRC to an OpenSIPS 3.6 source tree"; exit 1; }

@@ -943,6 +943,80 @@ impl Engine {
         Ok(out)
     }
 
+    /// One page of the active bans that `keep` accepts, for listing more
+    /// bans than fit one reply: at most `limit` of them, starting at
+    /// `cursor` (0 for the first page), and the cursor of the next page, or
+    /// None when no ban is left (the page may then hold fewer than
+    /// `limit`).
+    ///
+    /// The walk goes bucket by bucket over the hosts (their bans) and then
+    /// the prefix bans, holding one bucket lock at a time like
+    /// [`Engine::list_bans`], so a page costs its own buckets, not the
+    /// table. A cursor is `bucket * 16 + n`, `bucket` numbering the hosts'
+    /// buckets and then the prefix bans', `n` the used slots already seen
+    /// in it; it stays below `(max_tracked_ips + max_bans + 32)`, within
+    /// the 31 bits an MI number keeps. It is a position, not a snapshot: a
+    /// ban made or lifted in an already-walked part of its bucket while
+    /// paging shifts the rest by one, so a ban may be missed or listed
+    /// twice, like any live listing; when nothing changes, every ban is
+    /// listed exactly once.
+    pub fn bans_page(
+        &self,
+        cursor: u64,
+        limit: usize,
+        now_us: u64,
+        mut keep: impl FnMut(&BanRecord) -> bool,
+    ) -> Result<(Vec<BanRecord>, Option<u64>), TableError> {
+        const STRIDE: u64 = table::BUCKET as u64;
+        let hosts = self.hosts.bucket_count() as u64;
+        let buckets = hosts + self.bans.bucket_count() as u64;
+        let limit = limit.max(1);
+        let mut out = Vec::new();
+        let (first, mut skip) = (cursor / STRIDE, cursor % STRIDE);
+        for g in first..buckets {
+            // Position of the first match past a full page, in this bucket.
+            let mut resume = None;
+            let mut pos = 0u64;
+            let mut visit = |rec: Option<BanRecord>| {
+                let at = pos;
+                pos += 1;
+                let Some(rec) = rec.filter(|r| r.ban.is_active(now_us)) else {
+                    return;
+                };
+                if at < skip || resume.is_some() || !keep(&rec) {
+                    return;
+                }
+                if out.len() < limit {
+                    out.push(rec);
+                } else {
+                    resume = Some(at);
+                }
+            };
+            if g < hosts {
+                self.hosts.retain_bucket(g as usize, now_us, |k, s, _| {
+                    visit(Self::host_ban(k, s));
+                    true
+                })?;
+            } else {
+                self.bans
+                    .retain_bucket((g - hosts) as usize, now_us, |k, b, _| {
+                        visit(Some(BanRecord {
+                            target: *k,
+                            ban: *b,
+                        }));
+                        true
+                    })?;
+            }
+            skip = 0;
+            // A full page walks on to the next match, so that no cursor is
+            // handed out for an empty last page.
+            if let Some(at) = resume {
+                return Ok((out, Some(g * STRIDE + at)));
+            }
+        }
+        Ok((out, None))
+    }
+
     /// Reclaims lapsed entries in every table, one bucket at a time, and
     /// returns the bans that expired. Runs from a timer; workers only ever
     /// wait for the single bucket being swept.

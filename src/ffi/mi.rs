@@ -211,19 +211,27 @@ impl Params {
 
 /// The table entry of one MI command: one recipe per number of optional
 /// parameters given, in their declared order (`ip`; `ip, seconds`; `ip,
-/// seconds, reason`), all served by `f`. Not every subset: OpenSIPS matches
+/// seconds, reason`), then the `extra` recipes (each a whole parameter
+/// list: parameters that only make sense together, like a page's `cursor`
+/// and `limit`), all served by `f`. Not every subset: OpenSIPS matches
 /// positional calls (`opensips-cli -x mi sec_ban 192.0.2.1 600`) by count,
-/// and two recipes of the same length make such a call ambiguous.
+/// and two recipes of the same length make such a call ambiguous, so that
+/// is refused at compile time.
 pub const fn export(
     name: &'static std::ffi::CStr,
     help: &'static std::ffi::CStr,
     f: sys::MiCmdFunction,
     required: &[&'static std::ffi::CStr],
     optional: &[&'static std::ffi::CStr],
+    extra: &[&[&'static std::ffi::CStr]],
 ) -> sys::MiExport {
     assert!(
         required.len() + optional.len() <= sys::MAX_MI_PARAMS,
         "too many MI parameters"
+    );
+    assert!(
+        optional.len() + 1 + extra.len() <= sys::MAX_MI_RECIPES,
+        "too many MI recipes"
     );
     let mut recipes = [NO_RECIPE; sys::MAX_MI_RECIPES];
     let mut given = 0;
@@ -244,6 +252,34 @@ pub const fn export(
             params,
         };
         given += 1;
+    }
+    let mut x = 0;
+    while x < extra.len() {
+        let list = extra[x];
+        assert!(list.len() <= sys::MAX_MI_PARAMS, "too many MI parameters");
+        assert!(
+            list.len() < required.len() || list.len() > required.len() + optional.len(),
+            "an extra MI recipe as long as another: positional calls would be ambiguous"
+        );
+        let mut y = 0;
+        while y < x {
+            assert!(
+                extra[y].len() != list.len(),
+                "two extra MI recipes of the same length: positional calls would be ambiguous"
+            );
+            y += 1;
+        }
+        let mut params = [std::ptr::null(); sys::MAX_MI_PARAMS];
+        let mut i = 0;
+        while i < list.len() {
+            params[i] = list[i].as_ptr();
+            i += 1;
+        }
+        recipes[given + x] = sys::MiRecipe {
+            cmd: Some(f),
+            params,
+        };
+        x += 1;
     }
     sys::MiExport {
         name: name.as_ptr(),
@@ -282,12 +318,13 @@ pub fn run(name: &'static str, p: Params, h: fn(Params) -> MiResult) -> *mut MiI
 }
 
 /// Declares the module's MI commands, once each, and generates the
-/// `MI_CMDS` export table: `fn NAME(required, ...; optional, ...) =>
-/// HANDLER, "help";`. Optional parameters may be left off from the end;
-/// the handler reads what was given from [`Params`].
+/// `MI_CMDS` export table: `fn NAME(required, ...; optional, ...) [+
+/// (param, ...)]... => HANDLER, "help";`. Optional parameters may be left
+/// off from the end; each `+ (...)` is one more accepted parameter list
+/// (see [`export`]); the handler reads what was given from [`Params`].
 #[macro_export]
 macro_rules! mi_commands {
-    ($( fn $name:ident($($req:ident),* $(; $($opt:ident),+)?) => $handler:path, $help:literal; )*) => {
+    ($( fn $name:ident($($req:ident),* $(; $($opt:ident),+)?) $(+ ($($extra:ident),+))* => $handler:path, $help:literal; )*) => {
         pub static MI_CMDS: [$crate::ffi::sys::MiExport; [$(stringify!($name)),*].len() + 1] = [
             $($crate::ffi::mi::export(
                 $crate::ffi::cstr!(stringify!($name)),
@@ -305,6 +342,7 @@ macro_rules! mi_commands {
                 },
                 &[$($crate::ffi::cstr!(stringify!($req))),*],
                 &[$($($crate::ffi::cstr!(stringify!($opt))),+)?],
+                &[$(&[$($crate::ffi::cstr!(stringify!($extra))),+]),*],
             ),)*
             $crate::ffi::mi::END,
         ];

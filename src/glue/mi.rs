@@ -15,7 +15,8 @@ use super::decisions::{self, Origin};
 use super::{engine, now_us};
 
 mi_commands! {
-    fn sec_ban_list(; ip) => ban_list, "list active bans, optionally those covering an ip or inside a prefix";
+    fn sec_ban_list(; ip) + (cursor, limit) + (ip, cursor, limit) => ban_list,
+        "list active bans (a page of at most limit, from cursor), optionally those covering an ip or inside a prefix";
     fn sec_ban(ip; seconds, reason) => ban, "ban an ip or prefix: ip [seconds] [reason]";
     fn sec_unban(ip) => unban, "lift the ban on an ip or prefix";
     fn sec_ban_flush() => ban_flush, "lift every ban; returns how many";
@@ -57,23 +58,41 @@ fn ban_obj(o: &Obj, r: &BanRecord, now: u64) {
         .num("hits", r.ban.hits as f64);
 }
 
+/// Bans per `sec_ban_list` reply when no limit is given: every ban of a
+/// table of the default size (16384) in one or two pages, and a reply
+/// (~1.2 MB of JSON) that fits mi_http's buffer with OpenSIPS's default
+/// private memory.
+pub const BAN_LIST_DEFAULT_LIMIT: i64 = 10_000;
+
 fn ban_list(p: Params) -> MiResult {
     let e = ready()?;
     let now = now_us();
     let filter = p.str(c"ip")?.map(|s| cidr("ip", &s)).transpose()?;
-    let mut bans = table(e.list_bans(now))?;
-    if let Some(f) = filter {
+    // Cursors are below max_bans + lock_stripes; the bound is what a JSON
+    // number keeps through OpenSIPS's MI (a C int).
+    let cursor = p.int(c"cursor", 0..=i32::MAX as i64)?.unwrap_or(0) as u64;
+    let limit = p
+        .int(c"limit", 1..=BAN_LIST_DEFAULT_LIMIT)?
+        .unwrap_or(BAN_LIST_DEFAULT_LIMIT) as usize;
+    let (mut bans, next) = table(e.bans_page(cursor, limit, now, |b| match &filter {
+        None => true,
         // An address shows the bans covering it; a prefix, the bans inside it.
-        bans.retain(|b| {
+        Some(f) => {
             b.target.contains(&f.addr) || f.contains(&b.target.addr) && f.prefix <= b.target.prefix
-        });
-    }
+        }
+    }))?;
+    // Oldest first within the page: a list that fits one page reads as it
+    // always did.
     bans.sort_by_key(|b| (b.ban.created_us, b.target));
     Ok(mi::object(|o| {
         o.num("count", bans.len() as f64);
         let arr = o.array("bans");
         for b in &bans {
             ban_obj(&arr.object(), b, now);
+        }
+        o.bool("more", next.is_some());
+        if let Some(c) = next {
+            o.num("next_cursor", c as f64);
         }
     }))
 }

@@ -282,6 +282,18 @@ fn exports_table_and_abi_call() {
                 vec!["ip".into(), "seconds".into(), "reason".into()]
             ]
         );
+        // The page parameters go together, as their own lists, each of a
+        // length no other list has.
+        let list = &mi.iter().find(|(n, _)| n == "sec_ban_list").unwrap().1;
+        assert_eq!(
+            list,
+            &vec![
+                vec![],
+                vec!["ip".to_owned()],
+                vec!["cursor".into(), "limit".into()],
+                vec!["ip".into(), "cursor".into(), "limit".into()]
+            ]
+        );
 
         // Set a modparam the way OpenSIPS does (write through the pointer),
         // run mod_init, then call sec_pike_check through the C ABI.

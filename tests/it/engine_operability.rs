@@ -294,3 +294,112 @@ fn unban_forgets_the_source_counts() {
         );
     }
 }
+
+fn v4(n: u32) -> IpKey {
+    IpKey::from_ip(std::net::Ipv4Addr::from(n).into())
+}
+
+/// Walks every page of `bans_page` from cursor 0 with `limit`; the pages'
+/// targets, and checks each cursor is what an MI number can carry.
+fn all_pages(
+    e: &Engine,
+    limit: usize,
+    now: u64,
+    keep: impl Fn(&rsec::engine::BanRecord) -> bool,
+) -> Vec<Vec<Cidr>> {
+    let mut pages = Vec::new();
+    let mut cursor = 0;
+    loop {
+        let (page, next) = e.bans_page(cursor, limit, now, &keep).unwrap();
+        assert!(
+            page.len() <= limit,
+            "a page of {} for limit {limit}",
+            page.len()
+        );
+        pages.push(page.iter().map(|r| r.target).collect());
+        match next {
+            None => return pages,
+            Some(n) => {
+                assert!(n > cursor, "cursor went from {cursor} to {n}");
+                assert!(n <= i32::MAX as u64, "cursor {n} does not fit an MI number");
+                cursor = n;
+            }
+        }
+        assert!(pages.len() <= 10_000, "paging does not end");
+    }
+}
+
+#[test]
+fn bans_page_lists_every_active_ban_exactly_once() {
+    let e = engine(Config {
+        // Room to spare: a bucket full of bans refuses one more.
+        max_bans: 8192,
+        lock_stripes: 64,
+        ..Config::default()
+    });
+    // 2,500 active bans and 100 that lapse before the listing.
+    for i in 0..2600u32 {
+        let c = Cidr::host(v4(0x0a00_0000 + i));
+        let secs = if i < 100 { 5 } else { 3600 };
+        let o = e.ban(c, secs, Reason::Manual, T0).unwrap();
+        assert!(matches!(o, BanOutcome::Created(_)), "{o:?}");
+    }
+    let now = T0 + 10 * S;
+    let mut expected: Vec<Cidr> = e.list_bans(now).unwrap().iter().map(|r| r.target).collect();
+    expected.sort();
+    assert_eq!(expected.len(), 2500);
+
+    // limit 1 and 7 stop in the middle of buckets; 1000 is the MI's 3 pages.
+    for limit in [1, 7, 1000, 2500, 10_000] {
+        let pages = all_pages(&e, limit, now, |_| true);
+        let mut got: Vec<Cidr> = pages.iter().flatten().copied().collect();
+        got.sort();
+        let n = got.len();
+        got.dedup();
+        assert_eq!(n, got.len(), "limit {limit}: a ban listed twice");
+        assert_eq!(got, expected, "limit {limit}: not every ban listed");
+        if limit == 1000 {
+            let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
+            assert_eq!(sizes, vec![1000, 1000, 500], "limit 1000");
+        }
+        if limit >= 2500 {
+            assert_eq!(pages.len(), 1, "limit {limit}: one page holds them all");
+        }
+    }
+
+    // A cursor past the end of the table is an empty last page.
+    assert_eq!(
+        e.bans_page(1 << 30, 10, now, |_| true).unwrap(),
+        (vec![], None)
+    );
+}
+
+#[test]
+fn bans_page_counts_the_limit_in_matches_only() {
+    let e = engine(Config {
+        max_bans: 1024,
+        lock_stripes: 16,
+        ..Config::default()
+    });
+    for i in 0..300u32 {
+        let c = Cidr::host(v4(0xc000_0200 + i));
+        e.ban(c, 3600, Reason::Pike, T0).unwrap();
+    }
+    for i in 0..30u32 {
+        let c = Cidr::parse(&format!("11.0.{i}.0/24")).unwrap();
+        e.ban(c, 3600, Reason::Manual, T0).unwrap();
+    }
+    let prefixes = |r: &rsec::engine::BanRecord| !r.target.is_host();
+    let pages = all_pages(&e, 10, T0, prefixes);
+    let got: Vec<Cidr> = pages.iter().flatten().copied().collect();
+    assert_eq!(got.len(), 30, "{got:?}");
+    assert!(
+        got.iter().all(|c| c.to_string().ends_with(".0/24")),
+        "{got:?}"
+    );
+    // Full pages of matches, however many hosts lie between them.
+    assert!(
+        pages.len() >= 3 && pages[..3].iter().all(|p| p.len() == 10),
+        "{pages:?}"
+    );
+}

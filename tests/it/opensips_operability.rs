@@ -1918,3 +1918,165 @@ fn distributed_flood_from_thousands_of_sources_stays_bounded() {
         _ => eprintln!("worker RSS: not available (MI ps or /proc)"),
     }
 }
+
+// ---------------------------------------------------------------------------
+// sec_ban_list pages: a long list in bounded replies, each ban exactly once.
+// ---------------------------------------------------------------------------
+
+/// Follows `next_cursor` from `first` (the params of the first page, with
+/// `limit` and, for the next pages, `cursor` added) until `more` is false;
+/// the sizes of the pages and every address listed.
+fn ban_pages(mi: &Mi, ip: Option<&str>, limit: u64) -> (Vec<usize>, Vec<String>) {
+    let (mut sizes, mut all) = (Vec::new(), Vec::new());
+    let mut cursor = 0;
+    loop {
+        let filter = ip.map(|i| format!(r#""ip":"{i}","#)).unwrap_or_default();
+        let page = mi.ok(
+            "sec_ban_list",
+            &format!(r#"{{{filter}"cursor":{cursor},"limit":{limit}}}"#),
+        );
+        let ips = ban_ips(&page);
+        assert_eq!(num(&page, "count") as usize, ips.len(), "{page}");
+        sizes.push(ips.len());
+        all.extend(ips);
+        match page["more"].as_bool() {
+            Some(true) => {
+                let next = num(&page, "next_cursor");
+                assert!(next > cursor, "cursor {cursor} -> {next}");
+                cursor = next;
+            }
+            Some(false) => {
+                assert!(page.get("next_cursor").is_none(), "{page}");
+                return (sizes, all);
+            }
+            None => panic!("no boolean 'more' in {page}"),
+        }
+        assert!(sizes.len() < 10_000, "paging does not end");
+    }
+}
+
+#[test]
+fn mi_ban_list_pages_list_every_ban_once() {
+    let env = require!("mi_ban_list_pages_list_every_ban_once");
+    let _g = heavy();
+    let dir = TestDir::new("mi_ban_pages");
+    let ops = Ops::start(env, &dir, "mi_ban_pages", &[]);
+    const N: usize = 2500;
+    let mut expected: Vec<String> = (0..N)
+        .map(|i| format!("10.20.{}.{}", i / 250, i % 250 + 1))
+        .collect();
+    let t0 = Instant::now();
+    for ip in &expected {
+        ops.mi
+            .ok("sec_ban", &format!(r#"{{"ip":"{ip}","seconds":3600}}"#));
+    }
+    eprintln!("{N} bans over MI in {:.1} s", t0.elapsed().as_secs_f64());
+    expected.sort();
+
+    // Without paging parameters: every ban, as before (N is under the
+    // default limit of 10,000), oldest first, and nothing more to come.
+    let all = ops.mi.ok("sec_ban_list", "");
+    assert_eq!(num(&all, "count") as usize, N);
+    assert_eq!(all["more"], Value::Bool(false), "{}", all["more"]);
+    let created: Vec<u64> = mi::array(&all, "bans")
+        .iter()
+        .map(|b| num(b, "created"))
+        .collect();
+    assert!(created.windows(2).all(|w| w[0] <= w[1]), "not oldest first");
+
+    // Pages of 1000: three, every ban exactly once.
+    let (sizes, mut listed) = ban_pages(&ops.mi, None, 1000);
+    assert_eq!(sizes, vec![1000, 1000, 500]);
+    listed.sort();
+    assert_eq!(listed, expected, "pages of 1000 do not list every ban once");
+
+    // Pages of 7 stop inside stripes; still every ban exactly once.
+    let (sizes, mut listed) = ban_pages(&ops.mi, None, 7);
+    assert_eq!(sizes.iter().sum::<usize>(), N);
+    assert_eq!(sizes.len(), N.div_ceil(7), "{sizes:?}");
+    listed.sort();
+    assert_eq!(listed, expected, "pages of 7 do not list every ban once");
+
+    // The filter pages too: 10.20.1.0/24 holds 250 of the bans.
+    let (sizes, mut listed) = ban_pages(&ops.mi, Some("10.20.1.0/24"), 100);
+    assert_eq!(sizes, vec![100, 100, 50]);
+    listed.sort();
+    let in_24: Vec<String> = expected
+        .iter()
+        .filter(|i| i.starts_with("10.20.1."))
+        .cloned()
+        .collect();
+    assert_eq!(listed, in_24);
+
+    // One short page as an operator sees it (for the README).
+    let shown = ops
+        .mi
+        .show(
+            "sec_ban_list",
+            r#"{"ip":"10.20.0.0/24","cursor":0,"limit":2}"#,
+        )
+        .unwrap();
+    assert_eq!(
+        (num(&shown, "count"), &shown["more"]),
+        (2, &Value::Bool(true))
+    );
+    let next = num(&shown, "next_cursor");
+    ops.mi
+        .show(
+            "sec_ban_list",
+            &format!(r#"{{"ip":"10.20.0.0/24","cursor":{next},"limit":2}}"#),
+        )
+        .unwrap();
+
+    // Positional: (ip) as before, (cursor, limit), (ip, cursor, limit).
+    let one = ops.mi.ok("sec_ban_list", r#"["10.20.0.1"]"#);
+    assert_eq!(ban_ips(&one), vec!["10.20.0.1"]);
+    let named = ops.mi.ok("sec_ban_list", r#"{"cursor":0,"limit":10}"#);
+    let positional = ops.mi.ok("sec_ban_list", "[0, 10]");
+    assert_eq!(ban_ips(&named), ban_ips(&positional));
+    assert_eq!(named["next_cursor"], positional["next_cursor"]);
+    let filtered = ops.mi.ok("sec_ban_list", r#"["10.20.2.0/24", 0, 300]"#);
+    assert_eq!(num(&filtered, "count"), 250);
+
+    // Bad values get a 400 naming the parameter; lone paging parameters
+    // match no form of the command (they go together, like dlg_list's).
+    let cases: &[(&str, i64, &str)] = &[
+        (r#"{"cursor":0,"limit":0}"#, 400, "limit"),
+        (r#"{"cursor":0,"limit":10001}"#, 400, "limit"),
+        (r#"{"cursor":0,"limit":-5}"#, 400, "limit"),
+        (r#"{"cursor":0,"limit":"many"}"#, 400, "limit"),
+        (r#"{"cursor":0,"limit":[10]}"#, 400, "limit"),
+        (r#"{"cursor":0,"limit":null}"#, 400, "limit"),
+        (r#"{"cursor":-1,"limit":10}"#, 400, "cursor"),
+        (r#"{"cursor":"next","limit":10}"#, 400, "cursor"),
+        (r#"{"cursor":"2147483648","limit":10}"#, 400, "cursor"),
+        (r#"{"cursor":{},"limit":10}"#, 400, "cursor"),
+        (r#"{"cursor":"1.5","limit":10}"#, 400, "cursor"),
+        (r#"{"ip":"10.20.0.0/33","cursor":0,"limit":10}"#, 400, "ip"),
+        (r#"{"limit":10}"#, -32602, "Invalid params"),
+        (r#"{"cursor":0}"#, -32602, "Invalid params"),
+    ];
+    let mut failures = Vec::new();
+    for (params, code, needle) in cases {
+        match ops.mi.call("sec_ban_list", params) {
+            Ok(r) => failures.push(format!("{params}: succeeded with {}", r["count"])),
+            Err(MiError { code: c, message }) => {
+                if c != *code || !message.contains(needle) {
+                    failures.push(format!(
+                        "{params}: got {c} {message:?}, want {code} containing {needle:?}"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // A cursor past the end of the table is an empty last page.
+    let past = ops
+        .mi
+        .ok("sec_ban_list", r#"{"cursor":2147483647,"limit":10}"#);
+    assert_eq!(
+        (num(&past, "count"), &past["more"]),
+        (0, &Value::Bool(false))
+    );
+}

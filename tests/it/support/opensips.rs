@@ -412,8 +412,16 @@ struct Launch<'a> {
     args: &'a [&'a str],
 }
 
-/// How long OpenSIPS may take to answer its first request.
-const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long OpenSIPS may take to answer its first request: 20 s, or
+/// `RSEC_READY_TIMEOUT_S` seconds (a benchmark loading a million bans at
+/// start-up may need more on a busy machine).
+fn ready_timeout() -> Duration {
+    let s = std::env::var("RSEC_READY_TIMEOUT_S")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    Duration::from_secs(s)
+}
 
 impl OpenSips {
     /// Renders `template` (a `tests/cfg/*.cfg` text) with `vars` plus
@@ -537,7 +545,7 @@ impl OpenSips {
                 name: name.to_string(),
             };
             let ready = os.wait_ready(probe_user).and_then(|w| match http_port {
-                Some(h) => wait_tcp(h, READY_TIMEOUT.saturating_sub(w)).map(|_| w),
+                Some(h) => wait_tcp(h, ready_timeout().saturating_sub(w)).map(|_| w),
                 None => Ok(w),
             });
             match ready {
@@ -572,7 +580,8 @@ impl OpenSips {
         let t0 = Instant::now();
         let probe = OptionsClient::new("127.0.0.1", self.port, probe_user);
         let mut pace = Pace::new(Duration::from_millis(200));
-        while t0.elapsed() < READY_TIMEOUT {
+        let limit = ready_timeout();
+        while t0.elapsed() < limit {
             if let Some(st) = self
                 .child
                 .as_mut()
@@ -590,9 +599,7 @@ impl OpenSips {
                 return Ok(t0.elapsed());
             }
         }
-        Err(format!(
-            "no answer to the readiness probe within {READY_TIMEOUT:?}"
-        ))
+        Err(format!("no answer to the readiness probe within {limit:?}"))
     }
 
     /// The main OpenSIPS process, which leads the process group every
