@@ -33,6 +33,15 @@ impl Reason {
         }
     }
 
+    /// The reason stored as `reason as u8`; an unknown value (never
+    /// written) reads as Manual.
+    pub fn from_index(i: u8) -> Reason {
+        Reason::ALL
+            .get(i as usize)
+            .copied()
+            .unwrap_or(Reason::Manual)
+    }
+
     pub fn parse(s: &str) -> Option<Reason> {
         Reason::ALL
             .into_iter()

@@ -34,7 +34,7 @@ pub use table::TableError;
 
 use bans::PrefixIndex;
 use ratelimit::RlState;
-use source::{HostState, HostTiming};
+use source::{Banned, HostBan, HostState, HostTiming};
 use table::{Found, Table, TableCounters};
 use whitelist::Whitelist;
 
@@ -207,7 +207,11 @@ impl Engine {
     /// Creates every shared table in one fresh mapping. Call before forking.
     pub fn new(cfg: Config) -> Result<Engine, EngineError> {
         cfg.validate().map_err(EngineError::Config)?;
-        let bytes = Table::<IpKey, HostState>::shm_bytes(cfg.max_tracked_ips as usize)
+        // A host's ban takes its source entry, and bans are never evicted:
+        // the hosts table has room for max_bans of them beside
+        // max_tracked_ips sources, so bans can never crowd sources out.
+        let host_entries = cfg.max_tracked_ips as usize + cfg.max_bans as usize;
+        let bytes = Table::<IpKey, HostState>::shm_bytes(host_entries)
             + Table::<Cidr, Ban>::shm_bytes(cfg.max_bans as usize)
             + Table::<RlKey, RlState>::shm_bytes(cfg.max_rl_keys as usize)
             + Whitelist::shm_bytes()
@@ -224,13 +228,7 @@ impl Engine {
             pike_window_us: cfg.pike_sampling_time_s as u64 * US,
             auth_window_us: cfg.auth_fail_window_s as u64 * US,
         };
-        let hosts = Table::new(
-            &mut region,
-            cfg.max_tracked_ips as usize,
-            hasher.clone(),
-            timing,
-        )
-        .map_err(mem)?;
+        let hosts = Table::new(&mut region, host_entries, hasher.clone(), timing).map_err(mem)?;
         let bans =
             Table::new(&mut region, cfg.max_bans as usize, hasher.clone(), ()).map_err(mem)?;
         let rl = Table::new(&mut region, cfg.max_rl_keys as usize, hasher, ()).map_err(mem)?;
@@ -278,9 +276,9 @@ impl Engine {
     }
 
     /// What was really allocated: (table, entries, buckets) for the
-    /// hosts (their counts and host bans), the prefix bans and the
-    /// rate-limit keys. Entries are exactly the modparams; each bucket of
-    /// 16 entries has its own lock.
+    /// hosts (their counts and host bans: `max_tracked_ips + max_bans`),
+    /// the prefix bans (`max_bans`) and the rate-limit keys
+    /// (`max_rl_keys`); each bucket of 16 entries has its own lock.
     pub fn layout(&self) -> [(&'static str, usize, usize); 3] {
         [
             ("sources", self.hosts.capacity(), self.hosts.bucket_count()),
@@ -456,7 +454,7 @@ impl Engine {
         match s {
             HostState::Banned(b) => Some(BanRecord {
                 target: Cidr::host(*ip),
-                ban: *b,
+                ban: b.ban.get(),
             }),
             HostState::Watched(_) => None,
         }
@@ -473,9 +471,9 @@ impl Engine {
         let own = self.hosts.get(ip, now_us, |s| match s {
             HostState::Banned(b) => {
                 if hit {
-                    b.hits = b.hits.saturating_add(1);
+                    b.ban.hit();
                 }
-                Some(*b)
+                Some(b.ban.get())
             }
             HostState::Watched(_) => None,
         })?;
@@ -571,13 +569,22 @@ impl Engine {
                 &target.addr,
                 now_us,
                 |s, _| match s {
-                    HostState::Banned(b) => existing(b),
-                    HostState::Watched(_) => {
+                    HostState::Banned(h) => {
+                        let mut b = h.ban.get();
+                        let o = existing(&mut b);
+                        h.ban = HostBan::new(&b);
+                        o
+                    }
+                    HostState::Watched(w) => {
                         if !self.reserve_ban() {
                             return BanOutcome::TableFull;
                         }
-                        *s = HostState::Banned(fresh);
-                        BanOutcome::Created(made(&fresh))
+                        let held = HostBan::new(&fresh);
+                        *s = HostState::Banned(Banned {
+                            ban: held,
+                            requests: w.requests,
+                        });
+                        BanOutcome::Created(made(&held.get()))
                     }
                 },
                 |k, s| lapsed = Self::host_ban(k, s),
@@ -695,17 +702,15 @@ impl Engine {
             let mut lapsed = None;
             let r = self
                 .hosts
-                .inspect(&target.addr, now_us, |s, r| match *s {
-                    HostState::Banned(b) => {
-                        *s = HostState::default();
-                        if r == table::Retention::Free {
-                            lapsed = Self::host_ban(&target.addr, &HostState::Banned(b));
-                            None
-                        } else {
-                            Some(b)
-                        }
+                .inspect(&target.addr, now_us, |s, r| {
+                    let rec = Self::host_ban(&target.addr, s)?;
+                    *s = HostState::default();
+                    if r == table::Retention::Free {
+                        lapsed = Some(rec);
+                        None
+                    } else {
+                        Some(rec.ban)
                     }
-                    HostState::Watched(_) => None,
                 })?
                 .flatten();
             self.note_lapsed(lapsed);
@@ -743,7 +748,7 @@ impl Engine {
         now_us: u64,
         ban: (Reason, u32),
         count: impl FnOnce(&mut source::Watch) -> Result<R, ()>,
-        banned: impl FnOnce(&mut Ban) -> R,
+        banned: impl FnOnce(&mut Banned) -> R,
     ) -> Result<Counted<R>, TableError> {
         let (reason, seconds) = ban;
         let mut lapsed = None;
@@ -756,16 +761,19 @@ impl Engine {
                     Ok(r) => Counted::Below(r),
                     Err(()) if !self.reserve_ban() => Counted::OverUnbanned,
                     Err(()) => {
-                        let b = Ban {
+                        let ban = HostBan::new(&Ban {
                             reason,
                             created_us: now_us,
                             expires_us: Self::expiry(now_us, seconds),
                             hits: 0,
-                        };
-                        *s = HostState::Banned(b);
+                        });
+                        *s = HostState::Banned(Banned {
+                            ban,
+                            requests: w.requests,
+                        });
                         Counted::JustBanned(BanRecord {
                             target: Cidr::host(*ip),
-                            ban: b,
+                            ban: ban.get(),
                         })
                     }
                 },
@@ -825,8 +833,10 @@ impl Engine {
                 }
             },
             |b| {
-                b.hits = b.hits.saturating_add(1);
-                PikeVerdict::Banned(b.reason)
+                b.ban.hit();
+                // Still counted, for operators watching a banned flooder.
+                b.requests.add(now_us, window, 1);
+                PikeVerdict::Banned(b.ban.reason())
             },
         )?;
         Ok(match r {
@@ -876,7 +886,7 @@ impl Engine {
                 n if n < threshold => Ok(AuthVerdict::Counted(n)),
                 _ => Err(()),
             },
-            |b| AuthVerdict::AlreadyBanned(b.reason),
+            |b| AuthVerdict::AlreadyBanned(b.ban.reason()),
         )?;
         Ok(match r {
             Counted::Below(v) => v,
@@ -1134,33 +1144,22 @@ impl Engine {
     pub fn source_info(&self, ip: &IpKey, now_us: u64) -> Result<SourceInfo, TableError> {
         let (pw, aw) = (self.pike_window_us(), self.auth_window_us());
         let timing = *self.hosts.ctx();
-        let w = self.watched(ip, now_us, |w| *w)?;
+        let s = self.hosts.get(ip, now_us, |s| *s)?;
+        let age = s.and_then(|s| match s {
+            HostState::Watched(w) => w.age_us(now_us, &timing),
+            HostState::Banned(b) => b.requests.age_us(now_us, pw),
+        });
         Ok(SourceInfo {
             ip: *ip,
-            pike_requests: w.map_or(0, |w| w.requests.total(now_us, pw)),
-            auth_failures: w.map_or(0, |w| w.auth_failures.total(now_us, aw)),
-            last_seen_us: w
-                .and_then(|w| w.age_us(now_us, &timing))
-                .map(|age| now_us.saturating_sub(age)),
+            pike_requests: s.map_or(0, |s| s.requests().total(now_us, pw)),
+            auth_failures: match s {
+                Some(HostState::Watched(w)) => w.auth_failures.total(now_us, aw),
+                _ => 0,
+            },
+            last_seen_us: age.map(|age| now_us.saturating_sub(age)),
             ban: self.lookup_ban(ip, now_us)?,
             whitelisted: self.whitelist.contains(ip),
         })
-    }
-
-    /// `f` on the counts of `ip`, if it is tracked and not banned.
-    fn watched<R>(
-        &self,
-        ip: &IpKey,
-        now_us: u64,
-        f: impl FnOnce(&source::Watch) -> R,
-    ) -> Result<Option<R>, TableError> {
-        Ok(self
-            .hosts
-            .get(ip, now_us, |s| match s {
-                HostState::Watched(w) => Some(f(w)),
-                HostState::Banned(_) => None,
-            })?
-            .flatten())
     }
 
     /// Rate-limit keys in use, optionally only `key`.
@@ -1192,11 +1191,9 @@ impl Engine {
         let mut all: Vec<(IpKey, u32)> = Vec::new();
         for i in 0..self.hosts.bucket_count() {
             self.hosts.retain_bucket(i, now_us, |k, s, _| {
-                if let HostState::Watched(s) = s {
-                    let c = s.requests.total(now_us, w);
-                    if c > 0 {
-                        all.push((*k, c));
-                    }
+                let c = s.requests().total(now_us, w);
+                if c > 0 {
+                    all.push((*k, c));
                 }
                 true
             })?;
@@ -1222,18 +1219,12 @@ impl Engine {
 
     /// Pike request count of `ip` in the current window.
     pub fn pike_count(&self, ip: &IpKey, now_us: u64) -> Result<u32, TableError> {
-        let w = self.pike_window_us();
-        Ok(self
-            .watched(ip, now_us, |s| s.requests.total(now_us, w))?
-            .unwrap_or(0))
+        Ok(self.source_info(ip, now_us)?.pike_requests)
     }
 
     /// Auth failures of `ip` in the current window.
     pub fn auth_count(&self, ip: &IpKey, now_us: u64) -> Result<u32, TableError> {
-        let w = self.auth_window_us();
-        Ok(self
-            .watched(ip, now_us, |s| s.auth_failures.total(now_us, w))?
-            .unwrap_or(0))
+        Ok(self.source_info(ip, now_us)?.auth_failures)
     }
 }
 

@@ -1,22 +1,22 @@
 //! What is kept per source address, in one slot: its request and
 //! authentication-failure counts while it is being watched, or its ban
-//! while it is banned.
+//! (and its request count) while it is banned.
 //!
-//! A banned source's requests are refused before they are counted, so the
-//! two never need to coexist: one slot holds either, and a flood check
-//! finds a host's ban and counts its request with one lock and one slot.
-//! The slot is 56 bytes with its 16-byte key (60 with its share of the
-//! bucket's lock and tags):
+//! A banned source's failures no longer matter and its requests are
+//! refused, so one slot holds either state, and a flood check finds a
+//! host's ban, counts its request and bans it with one lock and one slot.
+//! The slot is 60 bytes with its 16-byte key, 64 with its share of the
+//! bucket's lock and tags:
 //!
 //! | field | bytes |
 //! |---|---|
 //! | key (IPv6 or IPv4-mapped address) | 16 |
-//! | state tag (and alignment) | 8 |
-//! | watching: request window (`u32` index, 8 × `u16`) | 20 |
-//! | watching: auth-failure window (`u32` index, 8 × `u8`) | 12 |
-//! | or banned: reason, created, expires, hits | 32 |
+//! | state tag (and alignment) | 4 |
+//! | request window (`u32` index, 8 × `u16`), in both states | 20 |
+//! | watched: auth-failure window (`u32` index, 8 × `u8`) | 12 |
+//! | or banned: expiry (µs), creation (ms), hits, reason | 20 |
 
-use super::bans::Ban;
+use super::bans::{Ban, Reason};
 use super::table::{Entry, Retention};
 use super::window::{FailureWindow, SlidingWindow, WindowClock};
 
@@ -27,10 +27,71 @@ pub struct Watch {
     pub auth_failures: FailureWindow,
 }
 
+/// A ban as a host's slot keeps it: 20 bytes with 4-byte alignment (a
+/// [`Ban`] is 32), every time to the microsecond: the creation time is
+/// whole seconds (32 bits, good until 2106) and the microseconds beside
+/// the reason in one word.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostBan {
+    expires_us: [u32; 2],
+    created_s: u32,
+    hits: u32,
+    /// Reason in the top byte, microseconds of the creation second below.
+    reason_created_us: u32,
+}
+
+impl HostBan {
+    pub fn new(b: &Ban) -> HostBan {
+        HostBan {
+            expires_us: [(b.expires_us >> 32) as u32, b.expires_us as u32],
+            created_s: (b.created_us / 1_000_000) as u32,
+            hits: b.hits.min(u32::MAX as u64) as u32,
+            reason_created_us: (b.reason as u32) << 24 | (b.created_us % 1_000_000) as u32,
+        }
+    }
+
+    pub fn get(&self) -> Ban {
+        Ban {
+            reason: self.reason(),
+            created_us: self.created_s as u64 * 1_000_000
+                + (self.reason_created_us & 0x00ff_ffff) as u64,
+            expires_us: (self.expires_us[0] as u64) << 32 | self.expires_us[1] as u64,
+            hits: self.hits as u64,
+        }
+    }
+
+    pub fn reason(&self) -> Reason {
+        Reason::from_index((self.reason_created_us >> 24) as u8)
+    }
+
+    /// One more request refused by this ban.
+    pub fn hit(&mut self) {
+        self.hits = self.hits.saturating_add(1);
+    }
+}
+
+/// A banned host: its ban, and its requests still counted, so operators
+/// see how hard a banned source keeps trying (`sec_top`, `sec_ip_info`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Banned {
+    pub ban: HostBan,
+    pub requests: SlidingWindow,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HostState {
     Watched(Watch),
-    Banned(Ban),
+    Banned(Banned),
+}
+
+impl HostState {
+    /// The request window, in either state.
+    pub fn requests(&self) -> &SlidingWindow {
+        match self {
+            HostState::Watched(w) => &w.requests,
+            HostState::Banned(b) => &b.requests,
+        }
+    }
 }
 
 impl Default for HostState {
@@ -92,7 +153,7 @@ impl Entry for HostState {
 
     fn retention(&self, c: &HostClock) -> Retention {
         match self {
-            HostState::Banned(b) => b.retention(&c.now_us),
+            HostState::Banned(b) => b.ban.get().retention(&c.now_us),
             HostState::Watched(w) => match w.age_at(c) {
                 Some(age) if age < c.keep_us => {
                     // Least recently seen goes first (to the sub-interval,
@@ -110,4 +171,9 @@ impl Entry for HostState {
     }
 }
 
-crate::shm_safe!(Watch, HostState);
+crate::shm_safe!(Watch, HostBan, Banned, HostState);
+
+const _: () = assert!(
+    std::mem::size_of::<HostState>() <= 44,
+    "a host's slot (key and state) must stay within 60 bytes"
+);

@@ -33,7 +33,12 @@ pub fn mod_init() -> c_int {
     let [(_, sources, sb), (_, prefixes, pb), (_, rl, rb)] = engine.layout();
     let buckets = |n: usize| format!("{n} locked bucket{}", if n == 1 { "" } else { "s" });
     let tables = [
-        format!("{sources} sources (with their bans) in {}", buckets(sb)),
+        format!(
+            "{sources} host entries ({} sources + {} bans) in {}",
+            c.max_tracked_ips,
+            c.max_bans,
+            buckets(sb)
+        ),
         format!(
             "at most {} bans ({prefixes} prefix-ban slots in {})",
             c.max_bans,

@@ -119,6 +119,36 @@ fn a_tracked_source_costs_at_most_64_bytes() {
 }
 
 #[test]
+fn a_host_ban_is_kept_to_the_microsecond_in_its_20_bytes() {
+    use rsec::engine::source::HostBan;
+    use rsec::engine::Ban;
+    assert_eq!(std::mem::size_of::<HostBan>(), 20);
+    for reason in Reason::ALL {
+        for (created_us, expires_us, hits) in [
+            (T0 + 10, T0 + 60 * SEC + 10, 0),
+            (T0 + 999_999, 0, 7),
+            (1, u64::MAX, u64::MAX),
+            ((u32::MAX as u64) * SEC + 999_999, T0, 1 << 31),
+        ] {
+            let b = Ban {
+                reason,
+                created_us,
+                expires_us,
+                hits,
+            };
+            let kept = HostBan::new(&b).get();
+            assert_eq!(
+                kept,
+                Ban {
+                    hits: hits.min(u32::MAX as u64),
+                    ..b
+                }
+            );
+        }
+    }
+}
+
+#[test]
 fn table_flood_stays_bounded() {
     let (region, t) = source_table(64);
     let used = region.used();
@@ -305,6 +335,10 @@ fn table_never_evicts_pinned_entries() {
 #[test]
 fn engine_source_flood_stays_bounded_and_counts_evictions() {
     let e = Engine::new(config(64, 16, 4)).unwrap();
+    // The hosts table has room for max_bans host bans beside the sources;
+    // with no ban in force, sources use all of it.
+    let hosts = 64 + 16;
+    assert_eq!(e.layout()[0].1, hosts);
     let bytes = e.shm_bytes();
     for i in 0..10_000u32 {
         assert_eq!(
@@ -314,29 +348,39 @@ fn engine_source_flood_stays_bounded_and_counts_evictions() {
     }
     let now = T0 + 10_000;
     assert_eq!(e.shm_bytes(), bytes);
-    assert_eq!(get(&e.source_counters().evictions), 10_000 - 64);
+    assert_eq!(get(&e.source_counters().evictions), 10_000 - hosts as u64);
     let tracked = (0..10_000u32)
         .filter(|i| e.pike_count(&v4(0x0a00_0000 + i), now).unwrap() > 0)
         .count();
-    assert_eq!(tracked, 64);
+    assert_eq!(tracked, hosts);
     assert_eq!(get(&e.stats().pike_checked), 10_000);
     assert_eq!(e.stats().bans_created_total(), 0);
 }
 
 #[test]
 fn engine_evicts_least_recently_seen_source() {
+    // One bucket of 16 (max_tracked_ips 16 and max_bans 0 would be two;
+    // the smallest max_bans is 16, so 32 entries in two buckets): fill
+    // until the first eviction, one source per sub-interval (the
+    // resolution of "last seen").
     let e = Engine::new(config(16, 16, 1)).unwrap();
-    for i in 1..=16u32 {
-        e.pike_check(&v4(i), T0 + i as u64).unwrap();
+    let mut i = 0u32;
+    while get(&e.source_counters().evictions) == 0 {
+        i += 1;
+        // Source 1 is seen again each time: always the most recent.
+        e.pike_check(&v4(i), T0 + i as u64 * TICK).unwrap();
+        e.pike_check(&v4(1), T0 + i as u64 * TICK).unwrap();
+        assert!(i < 100);
     }
-    e.pike_check(&v4(1), T0 + 100).unwrap();
-    e.pike_check(&v4(17), T0 + 101).unwrap();
-    assert_eq!(get(&e.source_counters().evictions), 1);
-    assert_eq!(e.pike_count(&v4(1), T0 + 102).unwrap(), 2);
-    assert_eq!(e.pike_count(&v4(2), T0 + 102).unwrap(), 0);
-    for i in 3..=17u32 {
-        assert_eq!(e.pike_count(&v4(i), T0 + 102).unwrap(), 1, "{i}");
-    }
+    let now = T0 + (i as u64 + 1) * TICK;
+    let tracked = |k: u32| e.source_info(&v4(k), now).unwrap().last_seen_us.is_some();
+    assert!(tracked(1), "seen most recently, every time");
+    assert!(tracked(i), "the newest stays");
+    // Exactly one went (that it is the least recently seen of its bucket
+    // is what table_evicts_least_recently_seen_first checks).
+    let gone: Vec<u32> = (2..i).filter(|&k| !tracked(k)).collect();
+    assert_eq!(gone.len(), 1, "{gone:?}");
+    assert_eq!(e.layout()[0].1, 32);
 }
 
 #[test]
@@ -526,6 +570,7 @@ fn spoofed_flood_cannot_grow_memory_or_hide_a_real_flooder() {
     let c = e.source_counters();
     assert_eq!(get(&c.reclaimed), 0, "nothing lapsed within one second");
     let live = distinct.len() as i64 + 1 - get(&c.evictions) as i64;
-    assert!((1..=1024).contains(&live), "live entries {live}");
-    assert!(get(&c.evictions) >= distinct.len() as u64 + 1 - 1024);
+    let hosts = 1024 + 64;
+    assert!((1..=hosts).contains(&live), "live entries {live}");
+    assert!(get(&c.evictions) >= distinct.len() as u64 + 1 - hosts as u64);
 }
