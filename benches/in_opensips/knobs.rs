@@ -28,7 +28,8 @@ pub struct Knobs {
     pub rate: u64,
     /// RSEC_BENCH_SOURCES (default 1000,100000).
     pub sources: Vec<u32>,
-    /// RSEC_BENCH_SETUPS (default none,pike,pike+rl,rsec).
+    /// RSEC_BENCH_SETUPS (default none,pike,pike+rl,rsec; rsec-before runs
+    /// the module RSEC_SO_BEFORE names with rsec's configuration).
     pub setups: Vec<String>,
     /// RSEC_BENCH_MODES (default paced,saturated).
     pub modes: Vec<String>,
@@ -152,7 +153,7 @@ impl Knobs {
         for s in &k.setups {
             assert!(
                 crate::setup::Setup::by_name(s).is_some(),
-                "RSEC_BENCH_SETUPS: unknown setup {s} (none, pike, pike+rl, rsec)"
+                "RSEC_BENCH_SETUPS: unknown setup {s} (none, pike, pike+rl, rsec, rsec-before)"
             );
         }
         for m in &k.modes {

@@ -93,6 +93,8 @@ struct Outcome {
     shm_after: Option<u64>,
     core_no_shm: u64,
     mapped_kib: Option<u64>,
+    /// What rsec's start-up line says one tracked source costs.
+    bytes_per_source: Option<u64>,
     evictions: Option<u64>,
     table_full: Option<u64>,
     /// pike: (requests received, shm used) at the first sample that saw a
@@ -127,6 +129,17 @@ fn one(env: &Env, k: &Knobs, setup: Setup) -> Outcome {
             .parse()
             .ok()
     });
+    let bytes_per_source = os
+        .log_lines_with(&["bytes per source"])
+        .first()
+        .and_then(|l| {
+            l.split(" bytes per source")
+                .next()?
+                .rsplit(' ')
+                .next()?
+                .parse()
+                .ok()
+        });
     let groups = ["shmem:", "core:", "rsec:"];
     let before = stats(&mi, &groups).expect("statistics before the flood");
     let get = |m: &std::collections::BTreeMap<String, u64>, n: &str| m.get(n).copied();
@@ -194,6 +207,7 @@ fn one(env: &Env, k: &Knobs, setup: Setup) -> Outcome {
         shm_after: after.as_ref().and_then(|a| get(a, "shmem:real_used_size")),
         core_no_shm: os.log_lines_with(&[CORE_NO_SHM]).len() as u64,
         mapped_kib: (setup == Setup::Rsec).then_some(mapped_kib).flatten(),
+        bytes_per_source,
         evictions: (setup == Setup::Rsec)
             .then(|| delta("rsec:table_evictions"))
             .flatten(),
@@ -267,7 +281,8 @@ pub fn run(env: &Env, k: &Knobs) {
                 o.mapped_kib.map_or("–".into(), |kib| mib(kib * 1024)),
                 o.mapped_kib.map_or("–".into(), |kib| {
                     format!(
-                        "{:.0} (whole mapping / max_tracked_ips {})",
+                        "{} in the hosts table ({:.0} = whole mapping / max_tracked_ips {})",
+                        opt(o.bytes_per_source),
                         kib as f64 * 1024.0 / k.tracked as f64,
                         k.tracked
                     )

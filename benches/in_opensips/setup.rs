@@ -12,6 +12,9 @@ pub enum Setup {
     Pike,
     PikeRl,
     Rsec,
+    /// rsec as another build (RSEC_SO_BEFORE, e.g. the module before a
+    /// change), with the same configuration: before/after in one run.
+    RsecBefore,
 }
 
 impl Setup {
@@ -21,6 +24,7 @@ impl Setup {
             "pike" => Setup::Pike,
             "pike+rl" | "pike+ratelimit" => Setup::PikeRl,
             "rsec" => Setup::Rsec,
+            "rsec-before" => Setup::RsecBefore,
             _ => return None,
         })
     }
@@ -31,6 +35,7 @@ impl Setup {
             Setup::Pike => "pike",
             Setup::PikeRl => "pike+rl",
             Setup::Rsec => "rsec",
+            Setup::RsecBefore => "rsec-before",
         }
     }
 
@@ -39,7 +44,7 @@ impl Setup {
             Setup::None => include_str!("../cfg/in_opensips_none.cfg"),
             Setup::Pike => include_str!("../cfg/in_opensips_pike.cfg"),
             Setup::PikeRl => include_str!("../cfg/in_opensips_pike_rl.cfg"),
-            Setup::Rsec => include_str!("../cfg/in_opensips_rsec.cfg"),
+            Setup::Rsec | Setup::RsecBefore => include_str!("../cfg/in_opensips_rsec.cfg"),
         }
     }
 
@@ -50,7 +55,7 @@ impl Setup {
             Setup::None => &[],
             Setup::Pike => &["pike.so"],
             Setup::PikeRl => &["pike.so", "ratelimit.so"],
-            Setup::Rsec => &["librsec.so", "rsec.so"],
+            Setup::Rsec | Setup::RsecBefore => &["librsec.so", "rsec.so"],
         }
     }
 }
@@ -89,9 +94,21 @@ pub fn start(
     shm_mb: u32,
     limits: &Limits,
 ) -> (OpenSips, Mi) {
+    if setup == Setup::RsecBefore {
+        // OpenSips::start loads dir/librsec.so, copying RSEC_SO there only
+        // when it is not there yet.
+        let before = std::env::var_os("RSEC_SO_BEFORE").expect("rsec-before needs RSEC_SO_BEFORE");
+        std::fs::copy(&before, dir.join("librsec.so"))
+            .unwrap_or_else(|e| panic!("copy {before:?}: {e}"));
+    }
+    // rsec counts at most 65,534 requests per window (pike takes any).
+    let density = match setup {
+        Setup::Rsec | Setup::RsecBefore => limits.density.min(65_534),
+        _ => limits.density,
+    };
     let vars = [
         ("WORKERS", workers.to_string()),
-        ("PIKE_DENSITY", limits.density.to_string()),
+        ("PIKE_DENSITY", density.to_string()),
         ("PIKE_UNIT", limits.unit.to_string()),
         ("RL_LIMIT", limits.rl_limit.to_string()),
         ("RSEC_TRACKED", limits.tracked.to_string()),
