@@ -107,7 +107,11 @@ impl Recording {
             .stderr(Stdio::null())
             .output()
             .ok()?;
-        let _ = std::fs::remove_file(&self.file);
+        // Kept with the run's files for a closer look (perf report
+        // --sort sym) when they are kept.
+        if std::env::var_os("RSEC_KEEP_TMP").is_none() {
+            let _ = std::fs::remove_file(&self.file);
+        }
         let text = String::from_utf8_lossy(&out.stdout);
         let by_dso: BTreeMap<String, f64> = text
             .lines()

@@ -63,11 +63,13 @@ pub trait Entry: Copy + Default + Send + crate::shm::ShmSafe + 'static {
     fn retention(&self, clock: &Self::Clock) -> Retention;
 }
 
+/// The value first: a rate-limit key is 256 bytes, and with the key first
+/// its state would sit four cache lines past the key's first bytes.
 #[derive(Clone, Copy, Default)]
 #[repr(C)]
 struct Slot<K, V> {
-    key: K,
     val: V,
+    key: K,
 }
 
 #[derive(Clone, Copy, Default)]
