@@ -335,6 +335,12 @@ fn a_full_ban_table_holds_max_bans_and_does_not_flood_the_log() {
         log.contains("at most 16 bans (16 prefix-ban slots in 1 locked bucket)"),
         "the start-up line says what was allocated:\n{log}"
     );
+    // An old configuration's lock_stripes still loads, and is said to do
+    // nothing rather than silently ignored.
+    assert!(
+        log.contains("lock_stripes (16) is no longer used"),
+        "{log}"
+    );
 
     // 100 distinct bans: exactly max_bans are held, the rest refused.
     let mut ok = 0;
