@@ -56,12 +56,7 @@ struct Outcome {
 fn one(env: &Env, k: &Knobs, setup: Setup) -> Outcome {
     let name = format!("attack_{}", setup.name());
     let dir = TestDir::new(&name);
-    let limits = Limits {
-        density: k.density,
-        unit: k.unit,
-        rl_limit: 100_000_000,
-        tracked: k.tracked,
-    };
+    let limits = Limits::scenario(k);
     let (os, _mi) = setup::start(env, &dir, &name, setup, k.workers, k.shm_mb, &limits);
     let pids = cpu::group_pids(os.pid().expect("running"));
     let mut flood = Flood::new(os.port, SLOT).expect("flood socket");

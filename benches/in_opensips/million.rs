@@ -106,12 +106,7 @@ struct Outcome {
 fn one(env: &Env, k: &Knobs, setup: Setup) -> Outcome {
     let name = format!("million_{}", setup.name());
     let dir = TestDir::new(&name);
-    let limits = Limits {
-        density: k.density,
-        unit: k.unit,
-        rl_limit: 100_000_000,
-        tracked: k.tracked,
-    };
+    let limits = Limits::scenario(k);
     let (os, mi) = setup::start(
         env,
         &dir,

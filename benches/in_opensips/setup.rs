@@ -72,6 +72,17 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// The attack and million scenarios' thresholds: the knobs' density
+    /// and table size, a rate limit out of reach.
+    pub fn scenario(k: &crate::knobs::Knobs) -> Limits {
+        Limits {
+            density: k.density,
+            unit: k.unit,
+            rl_limit: 100_000_000,
+            tracked: k.tracked,
+        }
+    }
+
     /// Thresholds no benchmark traffic reaches: a cost measurement.
     pub fn never_refused(tracked: u32) -> Limits {
         Limits {

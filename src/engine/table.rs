@@ -249,13 +249,9 @@ where
         now_us: u64,
         f: impl FnOnce(&mut V) -> R,
     ) -> Result<Option<R>, TableError> {
-        let (bucket, tag) = self.locate(key);
-        let mut g = self.lock(bucket)?;
-        let Some(i) = Self::find(&g, tag, key) else {
-            return Ok(None);
-        };
-        let v = &mut g.slots[i].val;
-        Ok((v.retention(&V::clock(now_us, &self.ctx)) != Retention::Free).then(|| f(v)))
+        Ok(self
+            .inspect(key, now_us, |v, r| (r != Retention::Free).then(|| f(v)))?
+            .flatten())
     }
 
     /// Runs `f` on the entry for `key` with its retention, even a lapsed

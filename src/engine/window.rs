@@ -31,30 +31,31 @@ pub trait Count: Copy + Default + Eq + std::fmt::Debug + crate::shm::ShmSafe {
     fn saturating(v: u32) -> Self;
 }
 
-impl Count for u16 {
-    const MAX: u32 = u16::MAX as u32;
-    fn get(self) -> u32 {
-        self as u32
-    }
-    fn saturating(v: u32) -> Self {
-        v.min(<Self as Count>::MAX) as u16
-    }
+macro_rules! counts {
+    ($($t:ty),*) => {$(
+        impl Count for $t {
+            const MAX: u32 = <$t>::MAX as u32;
+            fn get(self) -> u32 {
+                self as u32
+            }
+            fn saturating(v: u32) -> Self {
+                v.min(<Self as Count>::MAX) as $t
+            }
+        }
+    )*};
 }
 
-impl Count for u8 {
-    const MAX: u32 = u8::MAX as u32;
-    fn get(self) -> u32 {
-        self as u32
-    }
-    fn saturating(v: u32) -> Self {
-        v.min(<Self as Count>::MAX) as u8
-    }
-}
+counts!(u16, u8);
 
 /// One instant as a window of a given length sees it: worked out once
-/// (two divisions) and then used for any number of windows of that length.
+/// (one division, for the index and the remainder) and then used for any
+/// number of windows of that length.
 #[derive(Clone, Copy, Debug)]
 pub struct WindowClock {
+    /// The sub-interval `now` falls in. Only differences between indexes
+    /// are used, so the truncation to 32 bits is harmless (it would take
+    /// 2^31 sub-intervals between two events of one entry to mislead it,
+    /// and an entry that idle has long been swept).
     idx: u32,
     width: u64,
     /// Time since the start of the current sub-interval.
@@ -83,22 +84,10 @@ pub struct Window<C: Count> {
 
 /// Request counts: thresholds up to 65,534 are exact.
 pub type SlidingWindow = Window<u16>;
-/// Authentication failure counts: thresholds up to 254 are exact.
+/// Authentication failure counts: thresholds up to 255 are exact.
 pub type FailureWindow = Window<u8>;
 
 impl<C: Count> Window<C> {
-    fn width(window_us: u64) -> u64 {
-        (window_us / SLOTS as u64).max(1)
-    }
-
-    /// The sub-interval `now` falls in; only differences between indexes
-    /// are used, so the truncation to 32 bits is harmless (it would take
-    /// 2^31 sub-intervals between two events of one entry to mislead it,
-    /// and an entry that idle has long been swept).
-    fn index(now_us: u64, window_us: u64) -> u32 {
-        (now_us / Self::width(window_us)) as u32
-    }
-
     /// `a - b` in sub-intervals, negative when `a` is older.
     fn ahead(a: u32, b: u32) -> i64 {
         a.wrapping_sub(b) as i32 as i64
@@ -132,7 +121,7 @@ impl<C: Count> Window<C> {
 
     /// Records `n` events at `now` and returns the count in the window.
     pub fn add(&mut self, now_us: u64, window_us: u64, n: u32) -> u32 {
-        self.advance(Self::index(now_us, window_us));
+        self.advance(WindowClock::new(now_us, window_us).idx);
         let slot = &mut self.counts[(self.newest % SLOTS as u32) as usize];
         *slot = C::saturating(slot.get().saturating_add(n));
         self.total(now_us, window_us)
@@ -140,7 +129,7 @@ impl<C: Count> Window<C> {
 
     /// Events in the window ending at `now`, without recording one.
     pub fn total(&self, now_us: u64, window_us: u64) -> u32 {
-        let idx = Self::index(now_us, window_us);
+        let idx = WindowClock::new(now_us, window_us).idx;
         let mut sum = 0u32;
         for k in 0..SLOTS as u32 {
             let i = self.newest.wrapping_sub(k);

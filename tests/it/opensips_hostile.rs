@@ -337,10 +337,7 @@ fn a_full_ban_table_holds_max_bans_and_does_not_flood_the_log() {
     );
     // An old configuration's lock_stripes still loads, and is said to do
     // nothing rather than silently ignored.
-    assert!(
-        log.contains("lock_stripes (16) is no longer used"),
-        "{log}"
-    );
+    assert!(log.contains("lock_stripes (16) is no longer used"), "{log}");
 
     // 100 distinct bans: exactly max_bans are held, the rest refused.
     let mut ok = 0;
