@@ -427,10 +427,7 @@ impl Engine {
                 if r != table::Retention::Free {
                     return true;
                 }
-                let rec = BanRecord {
-                    target: *k,
-                    ban: *b,
-                };
+                let rec = Self::prefix_ban(k, b);
                 freed |= rec.ban.created_us != 0;
                 self.note_lapsed(Some(rec));
                 false
@@ -447,6 +444,14 @@ impl Engine {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 Some(n.saturating_sub(1))
             });
+    }
+
+    /// A prefix-ban table entry as a record.
+    fn prefix_ban(target: &Cidr, ban: &Ban) -> BanRecord {
+        BanRecord {
+            target: *target,
+            ban: *ban,
+        }
     }
 
     /// The ban an entry reclaimed by the hosts table held, if any.
@@ -540,19 +545,31 @@ impl Engine {
                 BanOutcome::AlreadyBanned(rec(b))
             }
         };
-        let r = self.put_ban(&target, now_us, fresh, apply);
-        let r = match r {
-            Ok(BanOutcome::TableFull) if self.make_room(now_us)? => {
-                self.put_ban(&target, now_us, fresh, apply)
-            }
-            r => r,
-        };
-        self.ban_result(r, reason)
+        self.put_ban(&target, now_us, fresh, apply)
     }
 
     /// Installs `fresh` on `target` if it has no ban (taking one from the
     /// budget), or lets `existing` decide what to do with the ban in force.
+    /// With the budget used up, reclaims bans that ran out and tries once
+    /// more; counts what was created or refused.
     fn put_ban(
+        &self,
+        target: &Cidr,
+        now_us: u64,
+        fresh: Ban,
+        existing: impl FnOnce(&mut Ban) -> BanOutcome + Copy,
+    ) -> Result<BanOutcome, TableError> {
+        let r = match self.try_put_ban(target, now_us, fresh, existing) {
+            Ok(BanOutcome::TableFull) if self.make_room(now_us)? => {
+                self.try_put_ban(target, now_us, fresh, existing)
+            }
+            r => r,
+        };
+        self.ban_result(r, fresh.reason)
+    }
+
+    /// One attempt of [`Engine::put_ban`].
+    fn try_put_ban(
         &self,
         target: &Cidr,
         now_us: u64,
@@ -606,12 +623,7 @@ impl Engine {
                         BanOutcome::Created(made(&fresh))
                     }
                 },
-                |k, b| {
-                    lapsed = Some(BanRecord {
-                        target: *k,
-                        ban: *b,
-                    })
-                },
+                |k, b| lapsed = Some(Self::prefix_ban(k, b)),
             )
         };
         self.note_lapsed(lapsed);
@@ -682,14 +694,7 @@ impl Engine {
                 BanOutcome::Updated(rec(b))
             }
         };
-        let r = self.put_ban(&target, now_us, fresh, apply);
-        let r = match r {
-            Ok(BanOutcome::TableFull) if self.make_room(now_us)? => {
-                self.put_ban(&target, now_us, fresh, apply)
-            }
-            r => r,
-        };
-        self.ban_result(r, reason).map(Some)
+        self.put_ban(&target, now_us, fresh, apply).map(Some)
     }
 
     /// Lifts the ban on exactly `target`; returns it if one was active.
@@ -717,12 +722,9 @@ impl Engine {
             r
         } else {
             let mut lapsed = None;
-            let r = self.bans.remove_observing(target, now_us, |k, b| {
-                lapsed = Some(BanRecord {
-                    target: *k,
-                    ban: *b,
-                })
-            })?;
+            let r = self
+                .bans
+                .remove_observing(target, now_us, |k, b| lapsed = Some(Self::prefix_ban(k, b)))?;
             self.note_lapsed(lapsed);
             r
         };
@@ -942,10 +944,7 @@ impl Engine {
         for i in 0..self.bans.bucket_count() {
             self.bans.retain_bucket(i, now_us, |k, b, _| {
                 if b.is_active(now_us) {
-                    out.push(BanRecord {
-                        target: *k,
-                        ban: *b,
-                    });
+                    out.push(Self::prefix_ban(k, b));
                 }
                 true
             })?;
@@ -1010,10 +1009,7 @@ impl Engine {
             } else {
                 self.bans
                     .retain_bucket((g - hosts) as usize, now_us, |k, b, _| {
-                        visit(Some(BanRecord {
-                            target: *k,
-                            ban: *b,
-                        }));
+                        visit(Some(Self::prefix_ban(k, b)));
                         true
                     })?;
             }
@@ -1057,10 +1053,7 @@ impl Engine {
                     }
                     // A slot left by a refused ban holds no ban.
                     if b.created_us != 0 {
-                        expired.push(BanRecord {
-                            target: *k,
-                            ban: *b,
-                        });
+                        expired.push(Self::prefix_ban(k, b));
                     }
                     false
                 })?;
@@ -1120,13 +1113,7 @@ impl Engine {
         }
         for i in 0..self.bans.bucket_count() {
             self.bans.retain_bucket(i, now_us, |k, b, r| {
-                sort(
-                    BanRecord {
-                        target: *k,
-                        ban: *b,
-                    },
-                    r,
-                );
+                sort(Self::prefix_ban(k, b), r);
                 false
             })?;
         }
