@@ -9,7 +9,6 @@
 use std::cell::UnsafeCell;
 use std::io;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// How a lock was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,8 +26,6 @@ pub enum LockOutcome {
 #[repr(C)]
 pub struct ShmMutex {
     raw: UnsafeCell<libc::pthread_mutex_t>,
-    /// Times a lock was recovered from a dead owner.
-    recovered: AtomicU64,
 }
 
 // SAFETY: pthread mutexes are designed to be shared; the attribute set in
@@ -43,7 +40,6 @@ impl Default for ShmMutex {
         // static initialiser and in any case is overwritten by `init`.
         ShmMutex {
             raw: UnsafeCell::new(unsafe { std::mem::zeroed() }),
-            recovered: AtomicU64::new(0),
         }
     }
 }
@@ -82,7 +78,6 @@ impl ShmMutex {
             libc::EOWNERDEAD => {
                 // SAFETY: we hold the lock (EOWNERDEAD means acquired).
                 check(unsafe { libc::pthread_mutex_consistent(self.raw.get()) })?;
-                self.recovered.fetch_add(1, Ordering::Relaxed);
                 Ok(LockOutcome::OwnerDied)
             }
             e => Err(io::Error::from_raw_os_error(e)),
@@ -95,11 +90,6 @@ impl ShmMutex {
         unsafe {
             libc::pthread_mutex_unlock(self.raw.get());
         }
-    }
-
-    /// How many times a dead owner's lock was recovered.
-    pub fn recoveries(&self) -> u64 {
-        self.recovered.load(Ordering::Relaxed)
     }
 }
 
