@@ -14,6 +14,7 @@ pub mod config;
 pub mod ip;
 pub mod queue;
 pub mod ratelimit;
+pub mod scanner;
 pub mod source;
 pub mod stats;
 pub mod table;
