@@ -401,3 +401,41 @@ fn more_than_1024_patterns_are_refused() {
     dup.push("P0".to_owned());
     assert!(ScannerPatterns::new(dup).is_ok());
 }
+
+/// 1,024 patterns of 64 bytes: the largest list accepted, whose DFA would
+/// take 32 MiB; it is matched by the smaller automaton, just as well.
+#[test]
+fn the_largest_list_accepted_stays_small_and_correct() {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let printable: Vec<char> = (0x21u8..0x7f).map(char::from).collect();
+    let patterns: Vec<String> = (0..1024)
+        .map(|_| {
+            (0..64)
+                .map(|_| printable[(next() % printable.len() as u64) as usize])
+                .collect()
+        })
+        .collect();
+    let p = ScannerPatterns::new(patterns.clone()).unwrap();
+    assert_eq!(p.patterns().len(), 1024);
+    assert!(
+        p.automaton_bytes() <= 8 << 20,
+        "{} bytes",
+        p.automaton_bytes()
+    );
+    let filler = "Yealink SIP-T46S 66.86.0.15 ".repeat(290);
+    assert_eq!(p.matches(filler.as_bytes()), None);
+    for i in [0, 511, 1023] {
+        let ua = format!("{filler}{}", patterns[i].to_ascii_lowercase());
+        assert_eq!(p.matches(ua.as_bytes()), Some(patterns[i].as_str()));
+    }
+    assert!(
+        ScannerPatterns::builtin().automaton_bytes() < 64 << 10,
+        "the built-in list's automaton is small"
+    );
+}
