@@ -19,6 +19,10 @@
 //!   (one stripe lock, the worst contention);
 //! * `sweep_*`: the once-a-second sweep over a full table, per entry and per
 //!   whole sweep, with everything live and with everything lapsed.
+//! * `scan_40B` / `scan_1000B`: the scanner User-Agent match of a 40-byte
+//!   and a 1,000-byte header that name no scanner (every byte is read),
+//!   against the built-in list and against 1,000 patterns (the size column
+//!   is the number of patterns).
 //!
 //! Each (group, size) runs in its own forked process: the shared mapping is
 //! never unmapped (by design, see src/shm/region.rs), so a 16 M table would
@@ -33,7 +37,7 @@
 //!   (default 3).
 //! * `RSEC_BENCH_PROCS`  process counts of the multi-process cases
 //!   (default `1,2,4`).
-//! * `RSEC_BENCH_CASES`  groups to run: any of `pike,ban,rl,wl,mp,sweep`
+//! * `RSEC_BENCH_CASES`  groups to run: any of `pike,ban,rl,wl,mp,sweep,scan`
 //!   (default all).
 //! * `RSEC_BENCH_CSV`    output file (default target/bench-engine/engine.csv).
 //!
@@ -48,6 +52,7 @@ use std::os::fd::FromRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use rsec::engine::scanner::ScannerPatterns;
 use rsec::engine::{BanOutcome, Cidr, Config, Engine, IpKey, Reason, RlKey};
 
 const US: u64 = 1_000_000;
@@ -120,7 +125,11 @@ impl Opts {
             procs: parse_list("RSEC_BENCH_PROCS", "1,2,4", |s| {
                 s.parse().expect("RSEC_BENCH_PROCS: not a number")
             }),
-            groups: parse_list("RSEC_BENCH_CASES", "pike,ban,rl,wl,mp,sweep", str::to_owned),
+            groups: parse_list(
+                "RSEC_BENCH_CASES",
+                "pike,ban,rl,wl,mp,sweep,scan",
+                str::to_owned,
+            ),
             csv: std::env::var_os("RSEC_BENCH_CSV").map_or_else(
                 || {
                     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -842,6 +851,93 @@ fn group_whitelist(o: &Opts, count: u32, out: &mut Out) {
     }
 }
 
+/// Real User-Agents, cut or repeated to the benchmark's header lengths.
+const USER_AGENTS: &[&str] = &[
+    "Yealink SIP-T46S 66.86.0.15",
+    "PolycomVVX-VVX_411-UA/6.3.0.14929",
+    "Grandstream GXP2170 1.0.11.3",
+    "Linphone/5.0 (belle-sip/5.0)",
+    "Zoiper rv2.10.19.3",
+    "MicroSIP/3.21.3",
+    "Asterisk PBX 18.9.0",
+    "FPBX-16.0.33(18.16.0)",
+    "snom760/10.1.54.13",
+    "Cisco-CP8845/12.8.1",
+    "Bria 6 release 6.5.5 stamp 112233",
+    "FreeSWITCH-mod_sofia/1.10.9-release~64bit",
+];
+
+/// Eight headers of exactly `len` bytes, each a different rotation of the
+/// real User-Agents (so the loop does not replay one byte sequence).
+fn headers_of(len: usize) -> Vec<Vec<u8>> {
+    (0..8)
+        .map(|k| {
+            let mut h = Vec::with_capacity(len + 64);
+            let mut i = k;
+            while h.len() < len {
+                h.extend_from_slice(USER_AGENTS[i % USER_AGENTS.len()].as_bytes());
+                h.push(b' ');
+                i += 1;
+            }
+            h.truncate(len);
+            h
+        })
+        .collect()
+}
+
+/// `n` scanner-like names: 6 to 16 lowercase letters, digits or dashes.
+fn random_patterns(n: usize) -> Vec<String> {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789-";
+    let mut rng = SplitMix(0x5ca9);
+    (0..n)
+        .map(|_| {
+            let len = 6 + (rng.next() % 11) as usize;
+            (0..len)
+                .map(|_| ALPHABET[(rng.next() % ALPHABET.len() as u64) as usize] as char)
+                .collect()
+        })
+        .collect()
+}
+
+/// The scanner match: its cost must follow the header's length and not
+/// the number of patterns, which the 1,000-pattern rows show beside the
+/// built-in list's.
+fn group_scanner(o: &Opts, out: &mut Out) {
+    let builtin = ScannerPatterns::builtin();
+    let mut names = random_patterns(1000 - ScannerPatterns::BUILTIN.len());
+    names.extend(ScannerPatterns::BUILTIN.iter().map(|&s| s.to_owned()));
+    let thousand = ScannerPatterns::new(names).unwrap();
+    for (what, p) in [("built-in list", &builtin), ("1,000 patterns", &thousand)] {
+        println!(
+            "# scanner {what}: {} patterns, automaton {} KiB",
+            p.patterns().len(),
+            p.automaton_bytes().div_ceil(1024)
+        );
+        for len in [40, 1000] {
+            let headers = headers_of(len);
+            for h in &headers {
+                // A match would stop early and time less than the whole header.
+                assert_eq!(p.matches(h), None, "{}", String::from_utf8_lossy(h));
+            }
+            out.case(
+                o,
+                &format!("scan_{len}B"),
+                p.patterns().len() as u64,
+                &format!("{what}, {len}-byte User-Agent naming no scanner"),
+                |_| {
+                    let t = Instant::now();
+                    let mut j = 0;
+                    for _ in 0..o.ops {
+                        black_box(p.matches(black_box(&headers[j])));
+                        j = (j + 1) % headers.len();
+                    }
+                    (t.elapsed(), o.ops)
+                },
+            );
+        }
+    }
+}
+
 // ---------------------------------------------------------------- driver
 
 /// Runs one group in a child process, whose exit returns its shared mapping
@@ -906,8 +1002,8 @@ fn summary(rows: &[Row], sizes: &[u64]) {
         }
     }
     println!(
-        "\nns/op by table size (whitelist: by number of prefixes; mp: aggregate; \
-         *_full: one whole sweep)"
+        "\nns/op by table size (whitelist: by number of prefixes; scan: by number \
+         of patterns; mp: aggregate; *_full: one whole sweep)"
     );
     let mut head = format!("{:<24}", "case");
     for s in sizes {
@@ -977,6 +1073,9 @@ fn main() {
                 group_whitelist(&o, count, out)
             });
         }
+    }
+    if o.wants("scan") {
+        run("scanner", &|out| group_scanner(&o, out));
     }
 
     let sizes: Vec<u64> = {

@@ -14,10 +14,11 @@ if (!exists("csv")) csv = 'target/bench-engine/engine.csv'
 if (!exists("out")) out = 'docs/engine-bench.png'
 if (!exists("title")) title = 'rsec engine benchmark'
 
-# Single-process cases against a table size. The whitelist's size column is
-# its number of prefixes, not a table size, and a whole sweep is not a
-# per-operation cost: both would mislead on this axis.
-single = system(sprintf("awk -F, 'NR > 1 && $3 == 1 && $1 !~ /^(wl_|mp_)/ && $1 !~ /_full$/ { print $1 }' '%s' | uniq", csv))
+# Single-process cases against a table size. The size column of the
+# whitelist and scanner cases counts prefixes and patterns, not table
+# entries, and a whole sweep is not a per-operation cost: all would mislead
+# on this axis.
+single = system(sprintf("awk -F, 'NR > 1 && $3 == 1 && $1 !~ /^(wl_|mp_|scan_)/ && $1 !~ /_full$/ { print $1 }' '%s' | uniq", csv))
 # Multi-process cases, one line per process count.
 multi = system(sprintf("awk -F, 'NR > 1 && $1 ~ /^mp_/ { print $1 \":\" $3 }' '%s' | uniq", csv))
 
