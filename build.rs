@@ -245,6 +245,20 @@ const CHECKS: &[LayoutCheck] = &[
         &[("type_", "type_"), ("len", "len"), ("u", "u")],
     ),
     (
+        "HdrField",
+        "hdr_field",
+        true,
+        &[
+            ("type_", "type_"),
+            ("name", "name"),
+            ("body", "body"),
+            ("len", "len"),
+            ("parsed", "parsed"),
+            ("next", "next"),
+            ("sibling", "sibling"),
+        ],
+    ),
+    (
         "SipMsgHead",
         "sip_msg",
         false,
@@ -368,6 +382,61 @@ const CHECKS: &[LayoutCheck] = &[
     ),
 ];
 
+/// Fields inside anonymous members, whose bindgen type names are not ours
+/// to rely on: (our type, path, their type, path).
+const NESTED: &[(&str, &str, &str, &str)] = &[
+    (
+        "MsgStart",
+        "u.request.method",
+        "msg_start",
+        "u.request.method",
+    ),
+    ("MsgStart", "u.request.uri", "msg_start", "u.request.uri"),
+    (
+        "MsgStart",
+        "u.request.version",
+        "msg_start",
+        "u.request.version",
+    ),
+    (
+        "MsgStart",
+        "u.request.method_value",
+        "msg_start",
+        "u.request.method_value",
+    ),
+    ("MsgStart", "u.reply.status", "msg_start", "u.reply.status"),
+    ("MsgStart", "u.reply.reason", "msg_start", "u.reply.reason"),
+    (
+        "MsgStart",
+        "u.reply.statuscode",
+        "msg_start",
+        "u.reply.statuscode",
+    ),
+];
+
+/// (our index into SipMsgHead::hdr_shortcuts, their sip_msg field).
+const SHORTCUTS: &[(&str, &str)] = &[
+    ("HDR_SHORTCUT_USER_AGENT", "user_agent"),
+    ("HDR_SHORTCUT_SECURITY_VERIFY", "security_verify"),
+];
+
+/// (our constant, theirs): enum members and defines.
+const CONSTANTS: &[(&str, &str)] = &[
+    ("SIP_REQUEST", "SIP_REQUEST"),
+    ("SIP_REPLY", "SIP_REPLY"),
+    ("HDR_OTHER_T", "_hdr_types_t_HDR_OTHER_T"),
+    ("HDR_USERAGENT_T", "_hdr_types_t_HDR_USERAGENT_T"),
+    ("HDR_EOH_T", "_hdr_types_t_HDR_EOH_T"),
+];
+
+/// (function, our signature, theirs in their types): each side's
+/// declaration must coerce to its function pointer type.
+const FUNCTIONS: &[(&str, &str, &str)] = &[(
+    "parse_headers_aux",
+    "unsafe extern \"C\" fn(*mut SipMsg, HdrFlags, c_int, c_int) -> c_int",
+    "unsafe extern \"C\" fn(*mut real::sip_msg, real::hdr_flags_t, c_int, c_int) -> c_int",
+)];
+
 fn layout_check(manifest: &Path, out: &Path, src: &Path) {
     if !src.join("sr_module.h").is_file() {
         panic!(
@@ -418,7 +487,9 @@ fn layout_check(manifest: &Path, out: &Path, src: &Path) {
             "-DHAVE_SELECT",
             "-DMOD_NAME=rsec",
         ])
-        .allowlist_type("module_exports|cmd_export_|cmd_param|param_export_|stat_export_|sip_msg|receive_info|ip_addr|msg_start|__str|scm_version|mi_recipe_|mi_export_|proc_export_")
+        .allowlist_type("module_exports|cmd_export_|cmd_param|param_export_|stat_export_|sip_msg|receive_info|ip_addr|msg_start|hdr_field|_hdr_types_t|hdr_flags_t|__str|scm_version|mi_recipe_|mi_export_|proc_export_")
+        .allowlist_var("SIP_REQUEST|SIP_REPLY")
+        .allowlist_function("parse_headers_aux")
         .derive_default(false)
         .layout_tests(false)
         .generate()
@@ -440,6 +511,41 @@ fn layout_check(manifest: &Path, out: &Path, src: &Path) {
                 "const _: () = assert!(offset_of!({ours}, {f}) == offset_of!(real::{theirs}, {g}), \"{ours}.{f} is not at the offset of {theirs}.{g} in OPENSIPS_SRC\");\n"
             ));
         }
+    }
+    // offset_of! takes no path through a union before Rust 1.82: the
+    // address of the field, less the address of the struct, in const eval.
+    checks.push_str(
+        "macro_rules! field_offset {\n\
+         \x20   ($t:ty, $($f:tt)+) => {{\n\
+         \x20       let m = ::std::mem::MaybeUninit::<$t>::uninit();\n\
+         \x20       let base = m.as_ptr();\n\
+         \x20       // SAFETY: only an address is computed; nothing is read.\n\
+         \x20       unsafe { (::std::ptr::addr_of!((*base).$($f)+) as *const u8).offset_from(base as *const u8) as usize }\n\
+         \x20   }};\n\
+         }\n",
+    );
+    for (ours, our_path, theirs, their_path) in NESTED {
+        checks.push_str(&format!(
+            "const _: () = assert!(field_offset!({ours}, {our_path}) == field_offset!(real::{theirs}, {their_path}), \"{ours}.{our_path} is not at the offset of {theirs}.{their_path} in OPENSIPS_SRC\");\n"
+        ));
+    }
+    for (index, field) in SHORTCUTS {
+        checks.push_str(&format!(
+            "const _: () = assert!(offset_of!(SipMsgHead, hdr_shortcuts) + {index} * size_of::<*mut HdrField>() == offset_of!(real::sip_msg, {field}), \"hdr_shortcuts[{index}] is not sip_msg.{field} in OPENSIPS_SRC\");\n"
+        ));
+    }
+    for (ours, theirs) in CONSTANTS {
+        checks.push_str(&format!(
+            "const _: () = assert!({ours} as i64 == real::{theirs} as i64, \"{ours} differs from {theirs} in OPENSIPS_SRC\");\n"
+        ));
+    }
+    checks.push_str(
+        "const _: fn(real::hdr_flags_t) -> HdrFlags = |flags| flags; // the same integer type\n",
+    );
+    for (f, ours, theirs) in FUNCTIONS {
+        checks.push_str(&format!(
+            "const _: {ours} = {f};\nconst _: {theirs} = real::{f};\n"
+        ));
     }
     fs::write(out.join("layout_checks.rs"), checks).unwrap();
     println!("cargo:rustc-cfg=rsec_layout_check");

@@ -13,6 +13,20 @@ use std::mem::{offset_of, size_of};
 const _: () = assert!(size_of::<Str>() == 16);
 const _: () = assert!(size_of::<IpAddr>() == 24);
 const _: () = assert!(size_of::<MsgStart>() == 64);
+const _: () = assert!(size_of::<RequestLine>() == 56 && size_of::<ReplyLine>() == 56);
+const _: () = assert!(offset_of!(MsgStart, u) + offset_of!(RequestLine, method) == 8);
+const _: () = assert!(size_of::<HdrField>() == 72);
+const _: () = assert!(offset_of!(HdrField, name) == 8 && offset_of!(HdrField, body) == 24);
+const _: () = assert!(offset_of!(HdrField, next) == 56);
+const _: () = assert!(offset_of!(SipMsgHead, headers) == 88);
+const _: () = assert!(offset_of!(SipMsgHead, hdr_shortcuts) == 112);
+// user_agent is the 26th shortcut: 112 + 25 pointers.
+const _: () = assert!(
+    offset_of!(SipMsgHead, hdr_shortcuts) + HDR_SHORTCUT_USER_AGENT * size_of::<*mut HdrField>()
+        == 312
+);
+const _: () = assert!(HDR_SHORTCUT_SECURITY_VERIFY == SIP_MSG_HDR_SHORTCUTS - 1);
+const _: () = assert!(offset_of!(SipMsgHead, body) == 472);
 const _: () = assert!(offset_of!(SipMsgHead, rcv) == 504);
 const _: () = assert!(size_of::<CmdParam>() == 24);
 const _: () = assert!(size_of::<CmdExport>() == 240);
@@ -41,5 +55,6 @@ mod real_headers {
 mod checks {
     use super::real_headers as real;
     use super::*;
+    use std::os::raw::c_int;
     include!(concat!(env!("OUT_DIR"), "/layout_checks.rs"));
 }

@@ -1,6 +1,6 @@
 //! OpenSIPS 3.6 ABI, declared by hand from the facts in its headers
 //! (sr_module.h, cmds.h, statistics.h, dprint.h, timer.h, ip_addr.h,
-//! parser/msg_parser.h). Only what rsec uses is declared; structs rsec
+//! parser/msg_parser.h, parser/parse_fline.h, parser/hf.h). Only what rsec uses is declared; structs rsec
 //! only points at are opaque. `layout.rs` checks sizes and offsets, and
 //! when OPENSIPS_SRC is set, build.rs compares them with the real headers.
 
@@ -43,18 +43,89 @@ pub struct ReceiveInfoHead {
     pub proto: c_int,
 }
 
-/// `struct msg_start`: the first line (request or reply union).
+/// `msg_start.type` of a request (parser/parse_fline.h).
+pub const SIP_REQUEST: c_int = 1;
+/// `msg_start.type` of a reply.
+pub const SIP_REPLY: c_int = 2;
+
+/// The request view of `msg_start.u`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct RequestLine {
+    pub method: Str,
+    pub uri: Str,
+    pub version: Str,
+    pub method_value: c_int,
+}
+
+/// The reply view of `msg_start.u`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ReplyLine {
+    pub version: Str,
+    pub status: Str,
+    pub reason: Str,
+    pub statuscode: c_uint,
+}
+
+/// `msg_start.u`: which view is valid says `msg_start.type`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub union FirstLineUnion {
+    pub request: RequestLine,
+    pub reply: ReplyLine,
+}
+
+/// `struct msg_start`: the first line.
 #[repr(C)]
 pub struct MsgStart {
     pub type_: c_int,
     pub len: c_int,
-    /// Union { request: 3 str + int, reply: 3 str + uint }, 56 bytes.
-    pub u: [*mut c_void; 7],
+    pub u: FirstLineUnion,
+}
+
+/// `hdr_flags_t`: one bit per header type, `1 << type` (parser/hf.h).
+pub type HdrFlags = u64;
+
+/// Header types (`enum _hdr_types_t`): the position of each in that enum,
+/// counted from HDR_VIA2_T = 2 in declaration order. HDR_OTHER_T is every
+/// header the parser has no type for (Server among them: OpenSIPS 3.6 has
+/// neither a type nor a shortcut for it).
+pub const HDR_OTHER_T: c_int = 0;
+pub const HDR_USERAGENT_T: c_int = 27;
+pub const HDR_EOH_T: c_int = 56;
+
+/// Flag asking `parse_headers` to go on until a User-Agent is found.
+pub const HDR_USERAGENT_F: HdrFlags = 1 << HDR_USERAGENT_T;
+/// Flag asking for the end of the headers: the header has every bit set.
+pub const HDR_EOH_F: HdrFlags = !0;
+
+/// `struct hdr_field`: one parsed header, in the message's list.
+#[repr(C)]
+pub struct HdrField {
+    pub type_: c_int,
+    pub name: Str,
+    /// The value, without the name, the colon or the line end.
+    pub body: Str,
+    pub len: c_int,
+    pub parsed: *mut c_void,
+    pub next: *mut HdrField,
+    pub sibling: *mut HdrField,
 }
 
 /// Number of `struct hdr_field *` shortcuts between `parsed_flag` and
 /// `body` in `struct sip_msg` (h_via1 … security_verify).
 pub const SIP_MSG_HDR_SHORTCUTS: usize = 45;
+
+/// Index in [`SipMsgHead::hdr_shortcuts`] of `user_agent`, the first
+/// User-Agent header: the 26th shortcut, after h_via1, callid, to, cseq,
+/// from, contact, maxforwards, route, record_route, path, content_type,
+/// content_length, authorization, expires, proxy_auth, supported,
+/// proxy_require, unsupported, allow, event, accept, accept_language,
+/// organization, priority and subject.
+pub const HDR_SHORTCUT_USER_AGENT: usize = 25;
+/// Index of `security_verify`, the last shortcut; checks the count above.
+pub const HDR_SHORTCUT_SECURITY_VERIFY: usize = 44;
 
 /// `struct sip_msg` up to and including `rcv`.
 #[repr(C)]
@@ -63,15 +134,30 @@ pub struct SipMsgHead {
     pub first_line: MsgStart,
     pub via1: *mut c_void,
     pub via2: *mut c_void,
-    pub headers: *mut c_void,
-    pub last_header: *mut c_void,
-    pub parsed_flag: u64,
-    pub hdr_shortcuts: [*mut c_void; SIP_MSG_HDR_SHORTCUTS],
+    pub headers: *mut HdrField,
+    pub last_header: *mut HdrField,
+    pub parsed_flag: HdrFlags,
+    pub hdr_shortcuts: [*mut HdrField; SIP_MSG_HDR_SHORTCUTS],
     pub body: *mut c_void,
     pub sdp_ops: *mut c_void,
     pub eoh: *mut c_char,
     pub unparsed: *mut c_char,
     pub rcv: ReceiveInfoHead,
+}
+
+extern "C" {
+    /// What the headers' `parse_headers(msg, flags, next)` macro calls, with
+    /// `sip_well_known_parse` 1: parses headers until every type in `flags`
+    /// has been seen or the headers end. 0 on success (a header type absent
+    /// from the message is not an error), -1 on a malformed header.
+    // The check-abi bindings declare it too, with the real sip_msg type.
+    #[cfg_attr(rsec_layout_check, allow(clashing_extern_declarations))]
+    pub fn parse_headers_aux(
+        msg: *mut SipMsg,
+        flags: HdrFlags,
+        next: c_int,
+        sip_well_known_parse: c_int,
+    ) -> c_int;
 }
 
 pub type CmdFunction = unsafe extern "C" fn(
