@@ -21,7 +21,8 @@ use std::os::raw::{c_int, c_void};
 use std::ptr::null;
 
 use super::sys::{
-    self, CmdExport, CmdFunction, CmdParam, SipMsg, SipMsgHead, Str as CStrArg, MAX_CMD_PARAMS,
+    self, CmdExport, CmdFunction, CmdParam, HdrFlags, SipMsg, SipMsgHead, Str as CStrArg,
+    MAX_CMD_PARAMS,
 };
 
 /// A script function parameter type.
@@ -92,11 +93,22 @@ impl Call {
         self.name
     }
 
-    /// The message's source address, if it has one.
-    pub fn source(&self) -> Option<IpAddr> {
+    /// The message's leading fields, or None without a real message: NULL
+    /// outside message routes, or the core's FAKED_REPLY marker (-1).
+    ///
+    /// Never held across a call into the parser, which writes the message.
+    fn head(&self) -> Option<&SipMsgHead> {
+        if self.msg as usize == usize::MAX {
+            return None;
+        }
         // SAFETY: `msg` is NULL or a valid sip_msg for the whole call (see
         // `new`); only the leading fields mirrored in SipMsgHead are read.
-        let m = unsafe { (self.msg as *const SipMsgHead).as_ref()? };
+        unsafe { (self.msg as *const SipMsgHead).as_ref() }
+    }
+
+    /// The message's source address, if it has one.
+    pub fn source(&self) -> Option<IpAddr> {
+        let m = self.head()?;
         let ip = &m.rcv.src_ip;
         match (ip.af, ip.len) {
             (sys::AF_INET, 4) => Some(IpAddr::V4(Ipv4Addr::new(
@@ -106,6 +118,97 @@ impl Call {
             _ => None,
         }
     }
+
+    /// True for a request (false for a reply, or without a message).
+    pub fn is_request(&self) -> bool {
+        self.head()
+            .is_some_and(|m| m.first_line.type_ == sys::SIP_REQUEST)
+    }
+
+    /// The method name of a request as it was received (`INVITE`,
+    /// `REGISTER`, or any token for an extension method); None for a reply.
+    pub fn method(&self) -> Option<&[u8]> {
+        let m = self.head()?;
+        if m.first_line.type_ != sys::SIP_REQUEST {
+            return None;
+        }
+        // SAFETY: type SIP_REQUEST says the request view of the union is
+        // the one the parser filled in.
+        let method = unsafe { m.first_line.u.request.method };
+        // SAFETY: the first line's strings point into the message buffer,
+        // which outlives the call.
+        unsafe { str_bytes(method) }
+    }
+
+    /// What the client says it is: a request's User-Agent header, a
+    /// reply's Server header (the first one when repeated). None when the
+    /// header is absent, or the headers up to it cannot be parsed.
+    ///
+    /// Parses the message's headers up to the one wanted if that has not
+    /// been done yet, as `$ua` or `$hdr(Server)` in the script would.
+    pub fn user_agent(&self) -> Option<&[u8]> {
+        // Copied out, so no reference into the message outlives this line:
+        // the parser writes the message below.
+        let kind = self.head()?.first_line.type_;
+        match kind {
+            sys::SIP_REQUEST => {
+                self.parse_headers(sys::HDR_USERAGENT_F)?;
+                let ua = self.head()?.hdr_shortcuts[sys::HDR_SHORTCUT_USER_AGENT];
+                // SAFETY: a shortcut is NULL or one of the message's parsed
+                // headers, which live as long as the message.
+                let h = unsafe { ua.as_ref()? };
+                // SAFETY: a parsed header's body points into the message
+                // buffer.
+                unsafe { str_bytes(h.body) }
+            }
+            sys::SIP_REPLY => {
+                // No header type, so no shortcut, for Server: every header
+                // is parsed and the list searched by name.
+                self.parse_headers(sys::HDR_EOH_F)?;
+                let mut h = self.head()?.headers;
+                // SAFETY: `headers` starts the message's list of parsed
+                // headers, each linked by `next`, NULL-terminated; all live
+                // as long as the message.
+                while let Some(hf) = unsafe { h.as_ref() } {
+                    // SAFETY: a parsed header's name points into the buffer.
+                    let name = unsafe { str_bytes(hf.name) };
+                    if hf.type_ == sys::HDR_OTHER_T
+                        && name.is_some_and(|n| n.eq_ignore_ascii_case(b"Server"))
+                    {
+                        // SAFETY: as for the name.
+                        return unsafe { str_bytes(hf.body) };
+                    }
+                    h = hf.next;
+                }
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// Has OpenSIPS parse the headers until those in `flags` are found (or
+    /// the headers end); a no-op when it already has.
+    fn parse_headers(&self, flags: HdrFlags) -> Option<()> {
+        if self.head()?.parsed_flag & flags == flags {
+            return Some(());
+        }
+        // SAFETY: `msg` is a real message (head() said so) that this
+        // process owns for the call, and no reference into it is held
+        // while the parser writes it; flags are the header's own bits.
+        let rc = unsafe { sys::parse_headers_aux(self.msg, flags, 0, 1) };
+        (rc >= 0).then_some(())
+    }
+}
+
+/// The bytes of an OpenSIPS `str`; None for a NULL or negative-length one.
+///
+/// # Safety
+/// A non-NULL `s.s` points to `s.len` readable bytes that outlive `'a`.
+unsafe fn str_bytes<'a>(s: CStrArg) -> Option<&'a [u8]> {
+    if s.s.is_null() || s.len < 0 {
+        return None;
+    }
+    Some(std::slice::from_raw_parts(s.s as *const u8, s.len as usize))
 }
 
 /// One export-table entry; `flags` are the parameters' in order.

@@ -18,6 +18,7 @@ mod engine_operability;
 mod engine_policy;
 mod engine_scanner;
 mod engine_window;
+mod ffi_message;
 mod multiprocess;
 mod opensips_cli;
 mod opensips_examples;
