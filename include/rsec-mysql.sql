@@ -1,7 +1,8 @@
--- rsec persistence schema for MySQL / MariaDB, version 1.
+-- rsec persistence schema for MySQL / MariaDB, version 2.
 -- Create it once per database shared by the nodes:
 --   mysql -u root opensips < include/rsec-mysql.sql
 -- rsec checks rsec_version at start-up and refuses any other version.
+-- A database made with version 1: include/rsec-mysql-upgrade-2.sql.
 
 CREATE TABLE IF NOT EXISTS rsec_version (
     table_name VARCHAR(32) NOT NULL PRIMARY KEY,
@@ -17,6 +18,8 @@ CREATE TABLE IF NOT EXISTS rsec_bans (
     created BIGINT UNSIGNED NOT NULL,
     expires BIGINT UNSIGNED NOT NULL,
     node_id VARCHAR(64) NOT NULL,
+    -- The operator's or rule's note ("abuse ticket 4411"), up to 64 bytes.
+    note VARBINARY(64) NOT NULL DEFAULT '',
     KEY rsec_bans_expires (expires)
 ) ENGINE=InnoDB;
 
@@ -31,7 +34,23 @@ CREATE TABLE IF NOT EXISTS rsec_ban_changes (
     expires BIGINT UNSIGNED NOT NULL,
     node_id VARCHAR(64) NOT NULL,
     changed TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    note VARBINARY(64) NOT NULL DEFAULT '',
     KEY rsec_ban_changes_changed (changed)
+) ENGINE=InnoDB;
+
+-- Repeat offenders: the last ban of every address or prefix banned by a
+-- rule, kept after the ban ends so that the next one within
+-- recidive_window is longer (ban_multiplier, up to ban_time_max). Loaded at
+-- start-up; rows past recidive_window are pruned. last_end and last_len
+-- are 0 for a ban until unbanned.
+CREATE TABLE IF NOT EXISTS rsec_offenders (
+    address VARCHAR(64) NOT NULL PRIMARY KEY,
+    offenses INT UNSIGNED NOT NULL,
+    last_start BIGINT UNSIGNED NOT NULL,
+    last_end BIGINT UNSIGNED NOT NULL,
+    last_len INT UNSIGNED NOT NULL,
+    node_id VARCHAR(64) NOT NULL,
+    KEY rsec_offenders_last_end (last_end)
 ) ENGINE=InnoDB;
 
 -- Prefixes never counted or banned, in addition to the whitelist modparam.
@@ -41,5 +60,5 @@ CREATE TABLE IF NOT EXISTS rsec_whitelist (
     description VARCHAR(255) NOT NULL DEFAULT ''
 ) ENGINE=InnoDB;
 
-INSERT INTO rsec_version (table_name, table_version) VALUES ('rsec', 1)
+INSERT INTO rsec_version (table_name, table_version) VALUES ('rsec', 2)
     ON DUPLICATE KEY UPDATE table_version = table_version;

@@ -6,12 +6,12 @@
 //! refuses anything outside a safe character set, so no escaping is needed.
 
 use crate::engine::queue::{Change, ChangeOp};
-use crate::engine::{Cidr, Reason};
+use crate::engine::{Cidr, Note, Offense, Reason};
 
 use super::mysql::{Conn, DbError, Row};
 
 /// The schema version this build reads and writes (include/rsec-mysql.sql).
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 const US: u64 = 1_000_000;
 
@@ -22,6 +22,7 @@ pub struct StoredBan {
     pub reason: Reason,
     pub created_s: u64,
     pub expires_s: u64,
+    pub note: Note,
 }
 
 /// One row of the change log.
@@ -75,6 +76,21 @@ pub fn check_schema(c: &Conn) -> Result<(), String> {
     }
 }
 
+/// Free text (a ban's note) as an SQL literal: hex digits only, so no
+/// byte of it can end the string or the statement.
+fn sql_bytes(b: &[u8]) -> String {
+    if b.is_empty() {
+        return "''".to_owned();
+    }
+    let mut s = String::with_capacity(3 + 2 * b.len());
+    s.push_str("X'");
+    for x in b {
+        s.push_str(&format!("{x:02x}"));
+    }
+    s.push('\'');
+    s
+}
+
 fn secs(us: u64) -> u64 {
     us / US
 }
@@ -89,19 +105,31 @@ pub fn write_batch(c: &Conn, node_id: &str, batch: &[Change]) -> Result<(), DbEr
             let addr = sql_text(&addr)?;
             let reason = ch.reason.as_str();
             let (created, expires) = (secs(ch.created_us), secs(ch.expires_us));
+            let note = sql_bytes(ch.note.as_bytes());
+            let logged = Logged {
+                addr,
+                reason,
+                created,
+                expires,
+                node,
+                note: &note,
+            };
             match ch.op {
                 ChangeOp::Ban => {
                     c.exec(&format!(
-                        "INSERT INTO rsec_bans (address, reason, created, expires, node_id) \
-                         VALUES ('{addr}', '{reason}', {created}, {expires}, '{node}') \
+                        "INSERT INTO rsec_bans (address, reason, created, expires, node_id, note) \
+                         VALUES ('{addr}', '{reason}', {created}, {expires}, '{node}', {note}) \
                          ON DUPLICATE KEY UPDATE reason = VALUES(reason), created = VALUES(created), \
-                         expires = VALUES(expires), node_id = VALUES(node_id)"
+                         expires = VALUES(expires), node_id = VALUES(node_id), note = VALUES(note)"
                     ))?;
-                    log_change(c, "ban", addr, reason, created, expires, node)?;
+                    log_change(c, "ban", &logged)?;
+                    if ch.offense.offenses > 0 {
+                        write_offense(c, addr, &ch.offense, node)?;
+                    }
                 }
                 ChangeOp::Unban => {
                     c.exec(&format!("DELETE FROM rsec_bans WHERE address = '{addr}'"))?;
-                    log_change(c, "unban", addr, reason, created, expires, node)?;
+                    log_change(c, "unban", &logged)?;
                 }
                 ChangeOp::Expire => {
                     // Only the ban that lapsed: a newer one for the same
@@ -123,20 +151,76 @@ pub fn write_batch(c: &Conn, node_id: &str, batch: &[Change]) -> Result<(), DbEr
     }
 }
 
-fn log_change(
-    c: &Conn,
-    op: &str,
-    addr: &str,
-    reason: &str,
+/// One row of the change log, its values already safe for SQL.
+struct Logged<'a> {
+    addr: &'a str,
+    reason: &'a str,
     created: u64,
     expires: u64,
-    node: &str,
-) -> Result<(), DbError> {
+    node: &'a str,
+    /// An SQL literal (see [`sql_bytes`]).
+    note: &'a str,
+}
+
+fn log_change(c: &Conn, op: &str, l: &Logged) -> Result<(), DbError> {
+    let Logged {
+        addr,
+        reason,
+        created,
+        expires,
+        node,
+        note,
+    } = l;
     c.exec(&format!(
-        "INSERT INTO rsec_ban_changes (op, address, reason, created, expires, node_id) \
-         VALUES ('{op}', '{addr}', '{reason}', {created}, {expires}, '{node}')"
+        "INSERT INTO rsec_ban_changes (op, address, reason, created, expires, node_id, note) \
+         VALUES ('{op}', '{addr}', '{reason}', {created}, {expires}, '{node}', {note})"
     ))
     .map(|_| ())
+}
+
+/// Writes a target's history unless the table already holds a later ban
+/// of it (from another node). `last_start` is assigned last: MySQL applies
+/// the assignments in order, and the others compare against the old one.
+fn write_offense(c: &Conn, addr: &str, o: &Offense, node: &str) -> Result<(), DbError> {
+    let newer = "VALUES(last_start) >= last_start";
+    c.exec(&format!(
+        "INSERT INTO rsec_offenders (address, offenses, last_start, last_end, last_len, node_id) \
+         VALUES ('{addr}', {}, {}, {}, {}, '{node}') ON DUPLICATE KEY UPDATE \
+         offenses = IF({newer}, VALUES(offenses), offenses), \
+         last_end = IF({newer}, VALUES(last_end), last_end), \
+         last_len = IF({newer}, VALUES(last_len), last_len), \
+         node_id = IF({newer}, VALUES(node_id), node_id), \
+         last_start = GREATEST(last_start, VALUES(last_start))",
+        o.offenses, o.last_start_s, o.last_end_s, o.last_len_s
+    ))
+    .map(|_| ())
+}
+
+/// Histories still within `window_s` of their last ban's end at `now_s`.
+pub fn load_offenders(
+    c: &Conn,
+    now_s: u64,
+    window_s: u32,
+) -> Result<Vec<(Cidr, Offense)>, DbError> {
+    let rows = c.query(&format!(
+        "SELECT address, offenses, last_start, last_end, last_len FROM rsec_offenders \
+         WHERE last_end = 0 OR last_end + {window_s} > {now_s}"
+    ))?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            let s = |i: usize| r.get(i).cloned().flatten();
+            Some((
+                Cidr::parse(&s(0)?).ok()?,
+                Offense {
+                    offenses: s(1)?.parse().ok()?,
+                    last_start_s: s(2)?.parse().ok()?,
+                    last_end_s: s(3)?.parse().ok()?,
+                    last_len_s: s(4)?.parse().ok()?,
+                },
+            ))
+        })
+        .collect())
 }
 
 fn parse_ban(r: &[Option<String>]) -> Option<StoredBan> {
@@ -146,13 +230,14 @@ fn parse_ban(r: &[Option<String>]) -> Option<StoredBan> {
         reason: Reason::parse(&s(1)?)?,
         created_s: s(2)?.parse().ok()?,
         expires_s: s(3)?.parse().ok()?,
+        note: Note::cut(s(4).unwrap_or_default().as_bytes()),
     })
 }
 
 /// Bans in force at `now_s`, and how many rows could not be read.
 pub fn load_bans(c: &Conn, now_s: u64) -> Result<(Vec<StoredBan>, usize), DbError> {
     let rows = c.query(&format!(
-        "SELECT address, reason, created, expires FROM rsec_bans WHERE expires = 0 OR expires > {now_s}"
+        "SELECT address, reason, created, expires, note FROM rsec_bans WHERE expires = 0 OR expires > {now_s}"
     ))?;
     let total = rows.len();
     let bans: Vec<StoredBan> = rows.iter().filter_map(|r| parse_ban(r)).collect();
@@ -173,7 +258,7 @@ pub fn last_change_id(c: &Conn) -> Result<u64, DbError> {
 /// Changes with id greater than `after`, oldest first, at most `limit`.
 pub fn changes_since(c: &Conn, after: u64, limit: u32) -> Result<Vec<LoggedChange>, DbError> {
     let rows: Vec<Row> = c.query(&format!(
-        "SELECT id, op, address, reason, created, expires, node_id FROM rsec_ban_changes \
+        "SELECT id, op, address, reason, created, expires, node_id, note FROM rsec_ban_changes \
          WHERE id > {after} ORDER BY id LIMIT {limit}"
     ))?;
     Ok(rows
@@ -181,7 +266,8 @@ pub fn changes_since(c: &Conn, after: u64, limit: u32) -> Result<Vec<LoggedChang
         .filter_map(|r| {
             let id = r.first()?.as_deref()?.parse().ok()?;
             let unban = r.get(1)?.as_deref()? == "unban";
-            let ban = parse_ban(&r[2..6])?;
+            let mut ban = parse_ban(&r[2..6])?;
+            ban.note = Note::cut(r.get(7)?.as_deref().unwrap_or_default().as_bytes());
             let node_id = r.get(6)?.clone()?;
             Some(LoggedChange {
                 id,
@@ -193,15 +279,19 @@ pub fn changes_since(c: &Conn, after: u64, limit: u32) -> Result<Vec<LoggedChang
         .collect())
 }
 
-/// Deletes change-log rows older than `max_age_s` and lapsed bans.
-pub fn prune(c: &Conn, max_age_s: u64, now_s: u64) -> Result<u64, DbError> {
+/// Deletes change-log rows older than `max_age_s`, lapsed bans and
+/// histories past `recidive_s` after their ban.
+pub fn prune(c: &Conn, max_age_s: u64, now_s: u64, recidive_s: u32) -> Result<u64, DbError> {
     let a = c.exec(&format!(
         "DELETE FROM rsec_ban_changes WHERE changed < NOW() - INTERVAL {max_age_s} SECOND"
     ))?;
     let b = c.exec(&format!(
         "DELETE FROM rsec_bans WHERE expires <> 0 AND expires <= {now_s}"
     ))?;
-    Ok(a + b)
+    let o = c.exec(&format!(
+        "DELETE FROM rsec_offenders WHERE last_end <> 0 AND last_end + {recidive_s} <= {now_s}"
+    ))?;
+    Ok(a + b + o)
 }
 
 /// Whitelisted prefixes stored in rsec_whitelist, and the rows refused.

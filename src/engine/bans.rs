@@ -14,14 +14,29 @@ pub enum Reason {
     Pike = 1,
     Auth = 2,
     RateLimit = 3,
+    /// Many addresses of one prefix banned at once: the prefix itself.
+    Subnet = 4,
+    /// Too many requests of one method (`pike_method_density`).
+    Method = 5,
+    /// One source failing authentication for many usernames.
+    Enum = 6,
+    /// A scanner's User-Agent or Server header.
+    Scanner = 7,
+    /// Abuse reported by the script (`sec_report`).
+    Report = 8,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 4] = [
+    pub const ALL: [Reason; 9] = [
         Reason::Manual,
         Reason::Pike,
         Reason::Auth,
         Reason::RateLimit,
+        Reason::Subnet,
+        Reason::Method,
+        Reason::Enum,
+        Reason::Scanner,
+        Reason::Report,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -30,6 +45,11 @@ impl Reason {
             Reason::Pike => "pike",
             Reason::Auth => "auth",
             Reason::RateLimit => "rl",
+            Reason::Subnet => "subnet",
+            Reason::Method => "method",
+            Reason::Enum => "enum",
+            Reason::Scanner => "scanner",
+            Reason::Report => "report",
         }
     }
 
@@ -86,20 +106,22 @@ impl Entry for Ban {
     }
 }
 
-/// Which prefix lengths shorter than a host have ever held a ban, so a
-/// lookup probes only those, and none at all while there are only host
-/// bans (which live with the host's counts, see `source.rs`). Bits are
-/// only set, never cleared: a stale bit costs one extra probe, a missing
-/// one would let a banned prefix through.
+/// Which prefix lengths have ever held a ban outside the hosts table, so a
+/// lookup probes only those, and none at all while there are only bans of
+/// tracked units (hosts, or IPv6 prefixes of `ipv6_track_prefix`), which
+/// live with their counts (see `source.rs`). Bits are only set, never
+/// cleared: a stale bit costs one extra probe, a missing one would let a
+/// banned prefix through. Lengths run 0 to 128: with IPv6 tracked per
+/// /64, a ban on one /128 is a prefix ban too.
 #[derive(Default)]
 pub struct PrefixIndex {
-    bits: [AtomicU64; 2],
+    bits: [AtomicU64; 3],
 }
 
 impl PrefixIndex {
-    /// Records that prefixes of this length (below 128) may be banned.
+    /// Records that prefixes of this length may be banned.
     pub fn mark(&self, prefix: u8) {
-        let p = prefix.min(127) as usize;
+        let p = prefix.min(128) as usize;
         self.bits[p / 64].fetch_or(1 << (p % 64), Ordering::Release);
     }
 
@@ -112,16 +134,17 @@ impl PrefixIndex {
     pub fn candidates(&self, ip: &IpKey) -> impl Iterator<Item = Cidr> + '_ {
         let ip = *ip;
         let mut words = [
+            self.bits[2].load(Ordering::Acquire),
             self.bits[1].load(Ordering::Acquire),
             self.bits[0].load(Ordering::Acquire),
         ];
         let mut w = 0;
         std::iter::from_fn(move || {
-            while w < 2 {
+            while w < words.len() {
                 if words[w] != 0 {
                     let bit = 63 - words[w].leading_zeros();
                     words[w] &= !(1 << bit);
-                    let p = (1 - w as u32) * 64 + bit;
+                    let p = (2 - w as u32) * 64 + bit;
                     return Some(Cidr::new(ip, p as u8));
                 }
                 w += 1;

@@ -6,6 +6,9 @@
 //! documented one in a second place.
 
 use super::ip::Cidr;
+use super::methods::MethodLimit;
+use super::scanner::ScannerPatterns;
+use super::suspect::ENUM_MAX;
 
 /// One integer setting as the module exports it.
 pub struct IntParam {
@@ -51,11 +54,21 @@ macro_rules! settings {
             $($(#[doc = $doc])* pub $field: u32,)*
             /// Prefixes never counted or banned.
             pub whitelist: Vec<Cidr>,
+            /// Per-method flood limits (`pike_method_density`).
+            pub method_limits: Vec<MethodLimit>,
+            /// What a scanner's User-Agent or Server header holds
+            /// (`scanner_patterns`, `scanner_patterns_add`).
+            pub scanner_patterns: Vec<String>,
         }
 
         impl Default for Config {
             fn default() -> Self {
-                Config { $($field: $default,)* whitelist: Vec::new() }
+                Config {
+                    $($field: $default,)*
+                    whitelist: Vec::new(),
+                    method_limits: Vec::new(),
+                    scanner_patterns: ScannerPatterns::BUILTIN.iter().map(|&p| p.to_owned()).collect(),
+                }
             }
         }
 
@@ -111,6 +124,37 @@ settings! {
     min_prefix_v4: "min_prefix_v4" = 8, [0, 32], "bits";
     /// Shortest IPv6 prefix a ban or whitelist entry may have (0 allows /0).
     min_prefix_v6: "min_prefix_v6" = 32, [0, 128], "bits";
+    /// IPv6 sources are counted and banned per prefix of this length: one
+    /// host owns a whole /64 and could rotate through it unseen per /128.
+    ipv6_track_prefix: "ipv6_track_prefix" = 64, [16, 128], "bits";
+    /// Units banned at once inside one prefix that ban the prefix (0 = off).
+    subnet_ban_threshold: "subnet_ban_threshold" = 0, [0, 65_535], "addresses";
+    subnet_prefix_v4: "subnet_prefix_v4" = 24, [1, 32], "bits";
+    subnet_prefix_v6: "subnet_prefix_v6" = 64, [1, 128], "bits";
+    subnet_ban_time_s: "subnet_ban_time" = 3600, [1, MAX_SECONDS], "s";
+    /// A ban made within this long of the previous one's end is a repeat
+    /// (0 = no escalation).
+    recidive_window_s: "recidive_window" = 86_400, [0, MAX_SECONDS], "s";
+    ban_multiplier: "ban_multiplier" = 2, [1, 1000], "times";
+    ban_time_max_s: "ban_time_max" = 604_800, [1, MAX_SECONDS], "s";
+    /// Failures of one username, from any sources, that block it (0 = off).
+    user_fail_threshold: "user_fail_threshold" = 10, [0, 255], "failures";
+    user_fail_window_s: "user_fail_window" = 60, [1, 86_400], "s";
+    user_block_time_s: "user_block_time" = 300, [1, MAX_SECONDS], "s";
+    /// Distinct usernames failing from one source in `auth_fail_window`
+    /// that ban it (0 = off).
+    enum_threshold: "enum_threshold" = 10, [0, ENUM_MAX as u32], "usernames";
+    /// Reported weight in `report_window` that bans.
+    report_threshold: "report_threshold" = 10, [1, 65_534], "weight";
+    report_window_s: "report_window" = 60, [1, 86_400], "s";
+    report_ban_time_s: "report_ban_time" = 900, [1, MAX_SECONDS], "s";
+    scanner_ban_time_s: "scanner_ban_time" = 3600, [1, MAX_SECONDS], "s";
+    /// Banned targets whose history is kept for escalation.
+    max_offenders: "max_offenders" = 65_536, [16, Config::MAX_ENTRIES], "entries";
+    /// Usernames whose failures are counted (blocked ones included).
+    max_users: "max_users" = 16_384, [16, Config::MAX_ENTRIES], "entries";
+    /// Sources with reported abuse or failed usernames tracked.
+    max_suspects: "max_suspects" = 16_384, [16, Config::MAX_ENTRIES], "entries";
 }
 
 /// A parameter outside its allowed range.
@@ -138,6 +182,41 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         for p in Self::INT_PARAMS {
             p.check((p.read)(self))?;
+        }
+        let at_least = |param: &'static str, v: u32, min: u32, min_param: &str| {
+            if v < min {
+                return Err(ConfigError {
+                    param,
+                    value: v as i64,
+                    why: format!("must be at least {min_param} ({min})"),
+                });
+            }
+            Ok(())
+        };
+        at_least(
+            "ipv6_track_prefix",
+            self.ipv6_track_prefix,
+            self.min_prefix_v6,
+            "min_prefix_v6",
+        )?;
+        at_least(
+            "subnet_prefix_v4",
+            self.subnet_prefix_v4,
+            self.min_prefix_v4,
+            "min_prefix_v4",
+        )?;
+        at_least(
+            "subnet_prefix_v6",
+            self.subnet_prefix_v6,
+            self.min_prefix_v6,
+            "min_prefix_v6",
+        )?;
+        if self.enum_threshold == 1 {
+            return Err(ConfigError {
+                param: "enum_threshold",
+                value: 1,
+                why: "must be 0 (off) or at least 2: one username is not an enumeration".to_owned(),
+            });
         }
         for c in &self.whitelist {
             if let Err(why) = self.check_breadth(c) {

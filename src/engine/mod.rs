@@ -11,13 +11,21 @@
 pub mod bans;
 pub mod bucket;
 pub mod config;
+pub mod history;
 pub mod ip;
+pub mod methods;
+pub mod note;
 pub mod queue;
 pub mod ratelimit;
+mod rules;
 pub mod scanner;
 pub mod source;
 pub mod stats;
+pub mod subnet;
+pub mod suspect;
 pub mod table;
+pub mod text;
+pub mod users;
 pub mod whitelist;
 pub mod window;
 
@@ -28,15 +36,25 @@ use ahash::RandomState;
 
 pub use bans::{Ban, Reason};
 pub use config::{Config, ConfigError, IntParam, TooBroad, MAX_SECONDS};
+pub use history::Offense;
 pub use ip::{Cidr, IpKey, ParseError};
+pub use note::Note;
 pub use ratelimit::{KeyError, RlKey};
+pub use rules::{ReportVerdict, ScannerVerdict, Side, UserBlock, UserInfo};
 pub use stats::Stats;
 pub use table::TableError;
+pub use text::TextError;
+pub use users::UserKey;
 
 use bans::PrefixIndex;
+use methods::{MethodCount, MethodKey};
+use note::NoteEntry;
 use ratelimit::RlState;
 use source::{Banned, HostBan, HostState, HostTiming};
+use subnet::BannedInside;
+use suspect::{Suspect, SuspectTiming};
 use table::{Found, Table, TableCounters};
+use users::UserState;
 use whitelist::Whitelist;
 
 use crate::shm::Region;
@@ -153,11 +171,20 @@ impl From<TableError> for EngineError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SourceInfo {
     pub ip: IpKey,
+    /// What the address is counted and banned as: itself, or (IPv6) its
+    /// prefix of `ipv6_track_prefix`.
+    pub unit: Cidr,
     pub pike_requests: u32,
     pub auth_failures: u32,
     pub last_seen_us: Option<u64>,
     pub ban: Option<BanRecord>,
     pub whitelisted: bool,
+    /// The unit's last ban and how many it had in a row, while remembered.
+    pub history: Option<Offense>,
+    /// Weight reported by `sec_report` in the current report window.
+    pub reports: u32,
+    /// Distinct usernames failed in the current auth window.
+    pub users_failed: u32,
 }
 
 /// One rate-limit key as listed to operators.
@@ -202,6 +229,27 @@ pub struct Engine {
     whitelist: Whitelist,
     stats: &'static Stats,
     queue: Option<queue::ChangeQueue>,
+    /// The last ban of every target banned lately (repeat offenders).
+    history: Table<Cidr, Offense>,
+    /// Units banned inside each prefix (prefix aggregation).
+    subnets: Table<Cidr, BannedInside>,
+    /// Notes of the bans that carry one.
+    notes: Table<Cidr, NoteEntry>,
+    /// Requests per source and listed method (`pike_method_density`).
+    methods: Option<Table<MethodKey, MethodCount>>,
+    /// Reported abuse and failed usernames per source.
+    suspects: Table<IpKey, Suspect>,
+    /// Authentication failures and blocks per username.
+    users: Table<UserKey, UserState>,
+    /// Keys the fingerprints of usernames (enumeration).
+    fingerprints: RandomState,
+    /// The scanners' signatures, compiled once before the fork (process
+    /// memory: they never change).
+    scanner: scanner::ScannerPatterns,
+    /// Decisions made on the side of an operation (a prefix banned when a
+    /// host ban tipped it over, an account blocked), process-local and
+    /// drained by the caller like `lapsed`.
+    side: parking_lot::Mutex<Vec<Side>>,
 }
 
 impl Engine {
@@ -220,7 +268,21 @@ impl Engine {
             + std::mem::size_of::<Stats>()
             + std::mem::size_of::<BanBudget>()
             + queue::ChangeQueue::shm_bytes(cfg.db_queue_size as usize)
+            + Table::<Cidr, Offense>::shm_bytes(cfg.max_offenders as usize)
+            + Table::<Cidr, BannedInside>::shm_bytes(cfg.max_bans as usize)
+            + Table::<Cidr, NoteEntry>::shm_bytes(cfg.max_bans as usize)
+            + Self::method_entries(&cfg).map_or(0, Table::<MethodKey, MethodCount>::shm_bytes)
+            + Table::<IpKey, Suspect>::shm_bytes(cfg.max_suspects as usize)
+            + Table::<UserKey, UserState>::shm_bytes(cfg.max_users as usize)
             + 64 * 1024;
+        let scanner =
+            scanner::ScannerPatterns::new(cfg.scanner_patterns.clone()).map_err(|why| {
+                EngineError::Config(ConfigError {
+                    param: "scanner_patterns",
+                    value: cfg.scanner_patterns.len() as i64,
+                    why,
+                })
+            })?;
         let mut region = Region::new(bytes).map_err(EngineError::Memory)?;
         let [a, b, c, d] = crate::shm::random_seeds();
         let hasher = RandomState::with_seeds(a, b, c, d);
@@ -232,7 +294,42 @@ impl Engine {
         let hosts = Table::new(&mut region, host_entries, hasher.clone(), timing).map_err(mem)?;
         let bans =
             Table::new(&mut region, cfg.max_bans as usize, hasher.clone(), ()).map_err(mem)?;
-        let rl = Table::new(&mut region, cfg.max_rl_keys as usize, hasher, ()).map_err(mem)?;
+        let rl =
+            Table::new(&mut region, cfg.max_rl_keys as usize, hasher.clone(), ()).map_err(mem)?;
+        let history = Table::new(
+            &mut region,
+            cfg.max_offenders as usize,
+            hasher.clone(),
+            cfg.recidive_window_s,
+        )
+        .map_err(mem)?;
+        let subnets =
+            Table::new(&mut region, cfg.max_bans as usize, hasher.clone(), ()).map_err(mem)?;
+        let notes =
+            Table::new(&mut region, cfg.max_bans as usize, hasher.clone(), ()).map_err(mem)?;
+        let methods = match Self::method_entries(&cfg) {
+            Some(n) => Some(
+                Table::new(&mut region, n, hasher.clone(), timing.pike_window_us).map_err(mem)?,
+            ),
+            None => None,
+        };
+        let suspects = Table::new(
+            &mut region,
+            cfg.max_suspects as usize,
+            hasher.clone(),
+            SuspectTiming {
+                report_window_us: cfg.report_window_s as u64 * US,
+                enum_window_s: cfg.auth_fail_window_s,
+            },
+        )
+        .map_err(mem)?;
+        let users = Table::new(
+            &mut region,
+            cfg.max_users as usize,
+            hasher.clone(),
+            cfg.user_fail_window_s as u64 * US,
+        )
+        .map_err(mem)?;
         let budget = region.alloc::<BanBudget>().map_err(mem)?;
         let prefixes = region.alloc::<PrefixIndex>().map_err(mem)?;
         let whitelist = Whitelist::new(&mut region).map_err(mem)?;
@@ -260,7 +357,21 @@ impl Engine {
             whitelist,
             stats,
             queue,
+            history,
+            subnets,
+            notes,
+            methods,
+            suspects,
+            users,
+            fingerprints: hasher,
+            scanner,
+            side: parking_lot::Mutex::new(Vec::new()),
         })
+    }
+
+    /// Entries of the per-method table: none without per-method limits.
+    fn method_entries(cfg: &Config) -> Option<usize> {
+        (!cfg.method_limits.is_empty()).then_some(cfg.max_tracked_ips as usize)
     }
 
     pub fn config(&self) -> &Config {
@@ -413,7 +524,7 @@ impl Engine {
         let mut freed = false;
         for i in 0..self.hosts.bucket_count() {
             self.hosts.retain_bucket(i, now_us, |k, s, r| {
-                match Self::host_ban(k, s).filter(|_| r == table::Retention::Free) {
+                match self.host_ban(k, s).filter(|_| r == table::Retention::Free) {
                     Some(rec) => {
                         self.note_lapsed(Some(rec));
                         freed = true;
@@ -455,15 +566,42 @@ impl Engine {
         }
     }
 
-    /// The ban an entry reclaimed by the hosts table held, if any.
-    fn host_ban(ip: &IpKey, s: &HostState) -> Option<BanRecord> {
+    /// The ban an entry of the hosts table holds, if any.
+    fn host_ban(&self, unit: &IpKey, s: &HostState) -> Option<BanRecord> {
         match s {
             HostState::Banned(b) => Some(BanRecord {
-                target: Cidr::host(*ip),
+                target: self.unit_target(unit),
                 ban: b.ban.get(),
             }),
             HostState::Watched(_) => None,
         }
+    }
+
+    /// The prefix length (in mapped space) sources of `ip`'s family are
+    /// counted and banned by: a host for IPv4, `ipv6_track_prefix` for
+    /// IPv6, where one host owns a whole /64 and could rotate through it.
+    fn unit_prefix(&self, ip: &IpKey) -> u8 {
+        if ip.is_v4() {
+            Cidr::HOST
+        } else {
+            self.cfg.ipv6_track_prefix as u8
+        }
+    }
+
+    /// The key `ip` is counted under in the hosts table.
+    pub fn unit(&self, ip: &IpKey) -> IpKey {
+        self.unit_target(ip).addr
+    }
+
+    /// The unit `ip` is counted and banned as: itself, or its IPv6 prefix.
+    pub fn unit_target(&self, ip: &IpKey) -> Cidr {
+        Cidr::new(*ip, self.unit_prefix(ip))
+    }
+
+    /// True when `target` is exactly one tracked unit: its ban lives in
+    /// the hosts table, with the unit's counts.
+    pub fn is_unit(&self, target: &Cidr) -> bool {
+        target.prefix == self.unit_prefix(&target.addr)
     }
 
     /// The active ban covering `ip`, if any; counts a hit on it when `hit`.
@@ -474,7 +612,8 @@ impl Engine {
         now_us: u64,
         hit: bool,
     ) -> Result<Option<(Cidr, Ban)>, TableError> {
-        let own = self.hosts.get(ip, now_us, |s| match s {
+        let unit = self.unit_target(ip);
+        let own = self.hosts.get(&unit.addr, now_us, |s| match s {
             HostState::Banned(b) => {
                 if hit {
                     b.ban.hit();
@@ -484,7 +623,7 @@ impl Engine {
             HostState::Watched(_) => None,
         })?;
         if let Some(b) = own.flatten() {
-            return Ok(Some((Cidr::host(*ip), b)));
+            return Ok(Some((unit, b)));
         }
         self.find_prefix_ban(ip, now_us, hit)
     }
@@ -525,6 +664,19 @@ impl Engine {
         reason: Reason,
         now_us: u64,
     ) -> Result<BanOutcome, TableError> {
+        self.ban_noted(target, seconds, reason, None, now_us)
+    }
+
+    /// [`Engine::ban`] with a note for operators ("abuse ticket 4411"),
+    /// kept with the ban and shown wherever it is.
+    pub fn ban_noted(
+        &self,
+        target: Cidr,
+        seconds: u32,
+        reason: Reason,
+        note: Option<&Note>,
+        now_us: u64,
+    ) -> Result<BanOutcome, TableError> {
         if let Some(refused) = self.refusal(&target) {
             return Ok(refused);
         }
@@ -546,18 +698,21 @@ impl Engine {
                 BanOutcome::AlreadyBanned(rec(b))
             }
         };
-        self.put_ban(&target, now_us, fresh, apply)
+        self.put_ban(&target, now_us, fresh, note, apply)
     }
 
     /// Installs `fresh` on `target` if it has no ban (taking one from the
     /// budget), or lets `existing` decide what to do with the ban in force.
     /// With the budget used up, reclaims bans that ran out and tries once
     /// more; counts what was created or refused.
+    /// A ban put in force keeps `note`, and is remembered for escalation
+    /// and prefix aggregation (see `rules.rs`).
     fn put_ban(
         &self,
         target: &Cidr,
         now_us: u64,
         fresh: Ban,
+        note: Option<&Note>,
         existing: impl FnOnce(&mut Ban) -> BanOutcome + Copy,
     ) -> Result<BanOutcome, TableError> {
         let r = match self.try_put_ban(target, now_us, fresh, existing) {
@@ -566,7 +721,12 @@ impl Engine {
             }
             r => r,
         };
-        self.ban_result(r, fresh.reason)
+        let o = self.ban_result(r, fresh.reason)?;
+        if let Some(rec) = o.made() {
+            self.keep_note(rec, note, now_us)?;
+            self.after_ban(rec, matches!(o, BanOutcome::Created(_)), now_us);
+        }
+        Ok(o)
     }
 
     /// One attempt of [`Engine::put_ban`].
@@ -582,7 +742,7 @@ impl Engine {
             ban: *b,
         };
         let mut lapsed = None;
-        let r = if target.is_host() {
+        let r = if self.is_unit(target) {
             self.hosts.upsert_observing(
                 &target.addr,
                 now_us,
@@ -605,7 +765,7 @@ impl Engine {
                         BanOutcome::Created(made(&held.get()))
                     }
                 },
-                |k, s| lapsed = Self::host_ban(k, s),
+                |k, s| lapsed = self.host_ban(k, s),
             )
         } else {
             // Mark before inserting so a concurrent lookup never misses the ban.
@@ -668,6 +828,7 @@ impl Engine {
         reason: Reason,
         created_us: u64,
         expires_us: u64,
+        note: Option<&Note>,
         now_us: u64,
     ) -> Result<Option<BanOutcome>, TableError> {
         if expires_us != 0 && expires_us <= now_us {
@@ -695,7 +856,7 @@ impl Engine {
                 BanOutcome::Updated(rec(b))
             }
         };
-        self.put_ban(&target, now_us, fresh, apply).map(Some)
+        self.put_ban(&target, now_us, fresh, note, apply).map(Some)
     }
 
     /// Lifts the ban on exactly `target`; returns it if one was active.
@@ -704,12 +865,12 @@ impl Engine {
     /// unbanned right after a flood is not banned again by its very next
     /// request.
     pub fn unban(&self, target: &Cidr, now_us: u64) -> Result<Option<BanRecord>, TableError> {
-        let r = if target.is_host() {
+        let r = if self.is_unit(target) {
             let mut lapsed = None;
             let r = self
                 .hosts
                 .inspect(&target.addr, now_us, |s, r| {
-                    let rec = Self::host_ban(&target.addr, s)?;
+                    let rec = self.host_ban(&target.addr, s)?;
                     *s = HostState::default();
                     if r == table::Retention::Free {
                         lapsed = Some(rec);
@@ -729,14 +890,16 @@ impl Engine {
             self.note_lapsed(lapsed);
             r
         };
-        if r.is_some() {
-            self.release_ban();
-            Stats::inc(&self.stats.bans_removed);
-        }
-        Ok(r.map(|ban| BanRecord {
+        let r = r.map(|ban| BanRecord {
             target: *target,
             ban,
-        }))
+        });
+        if let Some(rec) = &r {
+            self.ban_gone(rec);
+            self.forget_suspect(target, now_us)?;
+            Stats::inc(&self.stats.bans_removed);
+        }
+        Ok(r)
     }
 
     /// Counts one event from `ip` (with `count`, on its counts) and, past
@@ -754,9 +917,10 @@ impl Engine {
         banned: impl FnOnce(&mut Banned) -> R,
     ) -> Result<Counted<R>, TableError> {
         let (reason, seconds) = ban;
+        let unit = self.unit_target(ip);
         let mut lapsed = None;
         let r = self.hosts.upsert_observing(
-            ip,
+            &unit.addr,
             now_us,
             |s, _| match s {
                 HostState::Banned(b) => Counted::Below(banned(b)),
@@ -764,6 +928,9 @@ impl Engine {
                     Ok(r) => Counted::Below(r),
                     Err(()) if !self.reserve_ban() => Counted::OverUnbanned,
                     Err(()) => {
+                        // A repeat offender's history is read here, under
+                        // the host's lock, only on the way to a ban.
+                        let seconds = self.ban_length(&unit, reason, seconds, now_us);
                         let ban = HostBan::new(&Ban {
                             reason,
                             created_us: now_us,
@@ -775,24 +942,25 @@ impl Engine {
                             requests: w.requests,
                         });
                         Counted::JustBanned(BanRecord {
-                            target: Cidr::host(*ip),
+                            target: unit,
                             ban: ban.get(),
                         })
                     }
                 },
             },
-            |k, s| lapsed = Self::host_ban(k, s),
+            |k, s| lapsed = self.host_ban(k, s),
         );
         self.note_lapsed(lapsed);
         match r? {
             Counted::JustBanned(rec) => {
                 Stats::inc(&self.stats.bans_created[reason as usize]);
+                self.after_ban(&rec, true, now_us);
                 Ok(Counted::JustBanned(rec))
             }
             // No ban left in the budget. Some may have run out unnoticed:
             // reclaim them (outside the bucket lock) and ban after all.
             Counted::OverUnbanned if self.make_room(now_us)? => {
-                Ok(match self.ban(Cidr::host(*ip), seconds, reason, now_us)? {
+                Ok(match self.rule_ban(unit, reason, seconds, None, now_us)? {
                     BanOutcome::Created(rec) => Counted::JustBanned(rec),
                     BanOutcome::Updated(rec) | BanOutcome::AlreadyBanned(rec) => {
                         Counted::Banned(rec.ban.reason)
@@ -811,6 +979,27 @@ impl Engine {
 
     /// Flood check for one request from `ip`.
     pub fn pike_check(&self, ip: &IpKey, now_us: u64) -> Result<PikeVerdict, TableError> {
+        self.pike_check_method(ip, None, now_us)
+    }
+
+    /// Flood check for one request of `method` from `ip`: the overall
+    /// limit, then the method's own (`pike_method_density`) if it has one.
+    pub fn pike_check_method(
+        &self,
+        ip: &IpKey,
+        method: Option<&[u8]>,
+        now_us: u64,
+    ) -> Result<PikeVerdict, TableError> {
+        let v = self.pike_overall(ip, now_us)?;
+        match (v, method) {
+            (PikeVerdict::Allowed, Some(m)) if self.methods.is_some() => {
+                Ok(self.method_check(ip, m, now_us)?.unwrap_or(v))
+            }
+            _ => Ok(v),
+        }
+    }
+
+    fn pike_overall(&self, ip: &IpKey, now_us: u64) -> Result<PikeVerdict, TableError> {
         Stats::inc(&self.stats.pike_checked);
         if self.whitelist.contains(ip) {
             Stats::inc(&self.stats.whitelisted);
@@ -871,6 +1060,33 @@ impl Engine {
 
     /// Records one failed authentication from `ip`.
     pub fn auth_fail(&self, ip: &IpKey, now_us: u64) -> Result<AuthVerdict, TableError> {
+        self.auth_fail_user(ip, None, now_us)
+    }
+
+    /// Records one failed authentication from `ip` as `user`: against the
+    /// source, against the account (across all sources) and, with the
+    /// usernames the source failed for, against enumeration.
+    pub fn auth_fail_user(
+        &self,
+        ip: &IpKey,
+        user: Option<&[u8]>,
+        now_us: u64,
+    ) -> Result<AuthVerdict, TableError> {
+        let v = self.auth_source(ip, now_us)?;
+        let Some(user) = user.filter(|u| !u.is_empty()) else {
+            return Ok(v);
+        };
+        if v == AuthVerdict::Whitelisted {
+            return Ok(v);
+        }
+        self.user_failed(user, now_us)?;
+        match v {
+            AuthVerdict::Counted(_) => Ok(self.enumeration(ip, user, now_us)?.unwrap_or(v)),
+            _ => Ok(v),
+        }
+    }
+
+    fn auth_source(&self, ip: &IpKey, now_us: u64) -> Result<AuthVerdict, TableError> {
         Stats::inc(&self.stats.auth_failures);
         if self.whitelist.contains(ip) {
             return Ok(AuthVerdict::Whitelisted);
@@ -936,7 +1152,7 @@ impl Engine {
         let mut out = Vec::new();
         for i in 0..self.hosts.bucket_count() {
             self.hosts.retain_bucket(i, now_us, |k, s, _| {
-                if let Some(r) = Self::host_ban(k, s).filter(|r| r.ban.is_active(now_us)) {
+                if let Some(r) = self.host_ban(k, s).filter(|r| r.ban.is_active(now_us)) {
                     out.push(r);
                 }
                 true
@@ -1004,7 +1220,7 @@ impl Engine {
             };
             if g < hosts {
                 self.hosts.retain_bucket(g as usize, now_us, |k, s, _| {
-                    visit(Self::host_ban(k, s));
+                    visit(self.host_ban(k, s));
                     true
                 })?;
             } else {
@@ -1041,7 +1257,7 @@ impl Engine {
                     if r != table::Retention::Free {
                         return true;
                     }
-                    if let Some(rec) = Self::host_ban(k, s) {
+                    if let Some(rec) = self.host_ban(k, s) {
                         expired.push(rec);
                     }
                     false
@@ -1064,21 +1280,21 @@ impl Engine {
                     .retain_bucket(i, now_us, |_, _, r| r != table::Retention::Free)?;
             }
         }
-        for _ in &expired {
-            self.ban_ended();
+        for rec in &expired {
+            self.ban_ended(rec);
         }
         Ok(expired)
     }
 
     /// Accounts for a ban that ran out and was reclaimed.
-    fn ban_ended(&self) {
-        self.release_ban();
+    fn ban_ended(&self, rec: &BanRecord) {
+        self.ban_gone(rec);
         Stats::inc(&self.stats.bans_expired);
     }
 
     fn note_lapsed(&self, r: Option<BanRecord>) {
         if let Some(r) = r.filter(|r| r.ban.created_us != 0) {
-            self.ban_ended();
+            self.ban_ended(&r);
             let mut v = self.lapsed.lock();
             if v.len() < LAPSED_CAP {
                 v.push(r);
@@ -1105,7 +1321,7 @@ impl Engine {
         };
         for i in 0..self.hosts.bucket_count() {
             self.hosts.retain_bucket(i, now_us, |k, s, r| {
-                let Some(rec) = Self::host_ban(k, s) else {
+                let Some(rec) = self.host_ban(k, s) else {
                     return true;
                 };
                 sort(rec, r);
@@ -1121,8 +1337,8 @@ impl Engine {
         for rec in lapsed {
             self.note_lapsed(Some(rec));
         }
-        for _ in &removed {
-            self.release_ban();
+        for rec in &removed {
+            self.ban_gone(rec);
             Stats::inc(&self.stats.bans_removed);
         }
         Ok(removed)
@@ -1132,7 +1348,8 @@ impl Engine {
     pub fn source_info(&self, ip: &IpKey, now_us: u64) -> Result<SourceInfo, TableError> {
         let (pw, aw) = (self.pike_window_us(), self.auth_window_us());
         let timing = *self.hosts.ctx();
-        let s = self.hosts.get(ip, now_us, |s| *s)?;
+        let s = self.hosts.get(&self.unit(ip), now_us, |s| *s)?;
+        let suspect = self.suspect_counts(ip, now_us)?;
         let age = s.and_then(|s| match s {
             HostState::Watched(w) => w.age_us(now_us, &timing),
             HostState::Banned(b) => b.requests.age_us(now_us, pw),
@@ -1147,6 +1364,10 @@ impl Engine {
             last_seen_us: age.map(|age| now_us.saturating_sub(age)),
             ban: self.lookup_ban(ip, now_us)?,
             whitelisted: self.whitelist.contains(ip),
+            unit: self.unit_target(ip),
+            history: self.offense(&self.unit_target(ip), now_us)?,
+            reports: suspect.0,
+            users_failed: suspect.1,
         })
     }
 
@@ -1174,14 +1395,15 @@ impl Engine {
     }
 
     /// The `n` sources with the most requests in the current pike window.
-    pub fn top_sources(&self, n: usize, now_us: u64) -> Result<Vec<(IpKey, u32)>, TableError> {
+    /// Sources are their tracked units: hosts, or IPv6 prefixes.
+    pub fn top_sources(&self, n: usize, now_us: u64) -> Result<Vec<(Cidr, u32)>, TableError> {
         let w = self.pike_window_us();
-        let mut all: Vec<(IpKey, u32)> = Vec::new();
+        let mut all: Vec<(Cidr, u32)> = Vec::new();
         for i in 0..self.hosts.bucket_count() {
             self.hosts.retain_bucket(i, now_us, |k, s, _| {
                 let c = s.requests().total(now_us, w);
                 if c > 0 {
-                    all.push((*k, c));
+                    all.push((self.unit_target(k), c));
                 }
                 true
             })?;

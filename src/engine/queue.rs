@@ -11,7 +11,9 @@ use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::bans::Reason;
+use super::history::Offense;
 use super::ip::Cidr;
+use super::note::Note;
 use crate::shm::{LockedSlice, Region, ShmMutex};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -32,6 +34,11 @@ pub struct Change {
     pub created_us: u64,
     /// 0 = until unbanned.
     pub expires_us: u64,
+    /// The ban's note (empty for none).
+    pub note: Note,
+    /// For a ban by a rule, the target's history with this ban in it
+    /// (`offenses` 0: none to write).
+    pub offense: Offense,
 }
 
 #[derive(Default)]

@@ -2,85 +2,17 @@
 
 use super::bucket::RateBucket;
 use super::table::{Entry, Retention};
+use super::text::{Text, TextError};
 
 /// Longest key accepted by `sec_rl_check`.
 pub const MAX_KEY_LEN: usize = 255;
 
-/// Compared and hashed by its used bytes only: a lookup reads the key's
-/// length and text, not the whole 256-byte array.
-#[derive(Clone, Copy)]
-pub struct RlKey {
-    len: u8,
-    bytes: [u8; MAX_KEY_LEN],
-}
+/// A script-built key: compared and hashed by its used bytes only, so a
+/// lookup reads the key's length and text, not the whole 256-byte array.
+pub type RlKey = Text<MAX_KEY_LEN>;
 
-impl Default for RlKey {
-    fn default() -> Self {
-        RlKey {
-            len: 0,
-            bytes: [0; MAX_KEY_LEN],
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeyError {
-    Empty,
-    TooLong(usize),
-}
-
-impl std::fmt::Display for KeyError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            KeyError::Empty => write!(f, "key is empty"),
-            KeyError::TooLong(n) => write!(
-                f,
-                "key is {n} bytes, longer than the {MAX_KEY_LEN}-byte limit"
-            ),
-        }
-    }
-}
-
-impl RlKey {
-    pub fn new(key: &[u8]) -> Result<RlKey, KeyError> {
-        if key.is_empty() {
-            return Err(KeyError::Empty);
-        }
-        if key.len() > MAX_KEY_LEN {
-            return Err(KeyError::TooLong(key.len()));
-        }
-        let mut bytes = [0; MAX_KEY_LEN];
-        bytes[..key.len()].copy_from_slice(key);
-        Ok(RlKey {
-            len: key.len() as u8,
-            bytes,
-        })
-    }
-
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..self.len as usize]
-    }
-}
-
-impl PartialEq for RlKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_bytes() == other.as_bytes()
-    }
-}
-
-impl Eq for RlKey {}
-
-impl std::hash::Hash for RlKey {
-    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        h.write(self.as_bytes());
-    }
-}
-
-impl std::fmt::Debug for RlKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "RlKey({:?})", String::from_utf8_lossy(self.as_bytes()))
-    }
-}
+/// Why a key was refused (empty, or too long).
+pub type KeyError = TextError;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RlState {
@@ -108,4 +40,4 @@ impl Entry for RlState {
     }
 }
 
-crate::shm_safe!(RlKey, RlState);
+crate::shm_safe!(RlState);

@@ -58,12 +58,21 @@ pub struct Stats {
     pub rl_checked: Counter,
     pub rl_rejected: Counter,
     pub auth_failures: Counter,
-    pub bans_created: [Counter; 4],
+    pub bans_created: [Counter; Reason::ALL.len()],
     pub bans_removed: Counter,
     /// Bans that ran out and were reclaimed (by the sweep or by a worker
     /// reusing their slot).
     pub bans_expired: Counter,
     pub dropped_while_banned: Counter,
+    /// Bans of repeat offenders (a ban within `recidive_window` of the
+    /// previous one's end), whatever their length came to.
+    pub bans_repeat: Counter,
+    /// Accounts blocked (`user_fail_threshold`).
+    pub users_blocked: Counter,
+    /// `sec_report` calls.
+    pub reports: Counter,
+    /// `sec_scanner_check` calls.
+    pub scanner_checks: Counter,
     pub whitelisted: Counter,
     pub errors: Counter,
 }

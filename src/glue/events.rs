@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicI32, Ordering};
 
-use crate::engine::{BanRecord, US_PER_S};
+use crate::engine::{BanRecord, Note, UserBlock, US_PER_S};
 use crate::ffi::evi::{self, Value};
 use crate::ffi::log::shown;
 use crate::ffi::sys::EVI_ERROR;
@@ -13,18 +13,52 @@ use super::decisions::Lifted;
 
 static BAN_ID: AtomicI32 = AtomicI32::new(EVI_ERROR);
 static UNBAN_ID: AtomicI32 = AtomicI32::new(EVI_ERROR);
+static USER_BLOCKED_ID: AtomicI32 = AtomicI32::new(EVI_ERROR);
 
 pub const E_SEC_BAN: &str = "E_SEC_BAN";
 pub const E_SEC_UNBAN: &str = "E_SEC_UNBAN";
+pub const E_SEC_USER_BLOCKED: &str = "E_SEC_USER_BLOCKED";
 
 pub fn publish() -> bool {
-    match (evi::publish(E_SEC_BAN), evi::publish(E_SEC_UNBAN)) {
-        (Some(b), Some(u)) => {
+    match (
+        evi::publish(E_SEC_BAN),
+        evi::publish(E_SEC_UNBAN),
+        evi::publish(E_SEC_USER_BLOCKED),
+    ) {
+        (Some(b), Some(u), Some(ub)) => {
             BAN_ID.store(b, Ordering::Relaxed);
             UNBAN_ID.store(u, Ordering::Relaxed);
+            USER_BLOCKED_ID.store(ub, Ordering::Relaxed);
             true
         }
         _ => false,
+    }
+}
+
+/// An account was blocked (`user_fail_threshold`).
+pub fn user_blocked(b: &UserBlock) {
+    let id = USER_BLOCKED_ID.load(Ordering::Relaxed);
+    if id == EVI_ERROR {
+        return;
+    }
+    let user = String::from_utf8_lossy(b.user.as_bytes());
+    let ok = evi::raise(
+        id,
+        &[
+            ("user", Value::Str(&user)),
+            ("failures", Value::Int(b.failures as i32)),
+            ("seconds", Value::Int(secs(b.ends_us - b.blocked_us))),
+            ("expires", Value::Int(secs(b.ends_us))),
+        ],
+    );
+    if !ok {
+        rsec_log_throttled!(
+            Err,
+            "events",
+            "cannot raise {} for '{}'",
+            E_SEC_USER_BLOCKED,
+            shown(b.user.as_bytes())
+        );
     }
 }
 
@@ -33,12 +67,15 @@ fn secs(us: u64) -> i32 {
 }
 
 /// A ban was created (or a manual ban's expiry replaced) by `source`.
-pub fn ban(rec: &BanRecord, source: &str) {
+pub fn ban(rec: &BanRecord, note: Option<&Note>, source: &str) {
     let id = BAN_ID.load(Ordering::Relaxed);
     if id == EVI_ERROR {
         return;
     }
     let ip = rec.target.to_string();
+    let note_text = note.map_or_else(String::new, |n| {
+        String::from_utf8_lossy(n.as_bytes()).into_owned()
+    });
     let seconds = if rec.ban.is_permanent() {
         0
     } else {
@@ -52,6 +89,7 @@ pub fn ban(rec: &BanRecord, source: &str) {
             ("seconds", Value::Int(seconds)),
             ("expires", Value::Int(secs(rec.ban.expires_us))),
             ("source", Value::Str(source)),
+            ("note", Value::Str(&note_text)),
         ],
     );
     if !ok {

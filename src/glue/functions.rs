@@ -3,9 +3,10 @@
 //! generated from it), and each body a plain function of its decoded
 //! arguments returning the script return code.
 
+use crate::engine::methods::method_index;
 use crate::engine::{
-    AuthVerdict, BanOutcome, Cidr, Engine, IpKey, PikeVerdict, Reason, RlKey, TableError,
-    MAX_SECONDS,
+    AuthVerdict, BanOutcome, Cidr, Engine, IpKey, Note, PikeVerdict, Reason, ReportVerdict, RlKey,
+    ScannerVerdict, TableError, MAX_SECONDS,
 };
 use crate::ffi::log::shown;
 use crate::ffi::script::{Call, Int, Opt, Str};
@@ -15,7 +16,7 @@ use crate::ffi::sys::{
 };
 use crate::{rsec_log, rsec_log_throttled, script_functions};
 
-use super::decisions::{self, Origin};
+use super::decisions::{self, Length, Origin, Repeat};
 use super::{engine, now_us};
 
 /// Return codes shared by every function (never 0: that would stop the script).
@@ -36,11 +37,19 @@ script_functions! {
     fn sec_pike_check(call, ip: Opt<Str>) in MSG_ROUTES => pike_check;
     /// Takes one request from the budget of `key`: `limit` per `period` s.
     fn sec_rl_check(call, key: Str, limit: Int, period: Opt<Int>) in ANY_ROUTE => rl_check;
-    fn sec_ban_ip(call, ip: Str, seconds: Opt<Int>, reason: Opt<Str>) in ANY_ROUTE => ban_ip;
+    /// Bans an address or prefix, with an optional note for operators.
+    fn sec_ban_ip(call, ip: Str, seconds: Opt<Int>, reason: Opt<Str>, note: Opt<Str>) in ANY_ROUTE => ban_ip;
     fn sec_unban_ip(call, ip: Str) in ANY_ROUTE => unban_ip;
     fn sec_is_banned(call, ip: Opt<Str>) in MSG_ROUTES => is_banned;
     /// Records a failed authentication of the source (or `ip`), as `user`.
     fn sec_auth_fail(call, ip: Opt<Str>, user: Opt<Str>) in MSG_ROUTES => auth_fail;
+    /// Counts `weight` of abuse (what, in `reason`) against the source.
+    fn sec_report(call, reason: Str, weight: Opt<Int>, ip: Opt<Str>) in ANY_ROUTE => report;
+    /// 1 when the account is blocked for failing authentication too often.
+    fn sec_user_blocked(call, user: Str) in ANY_ROUTE => user_blocked;
+    /// Bans the source of a request whose User-Agent (or a reply whose
+    /// Server) is a scanner's.
+    fn sec_scanner_check(call) in MSG_ROUTES => scanner_check;
 }
 
 /// Returns the error code from a function body after logging why.
@@ -112,22 +121,38 @@ fn table<T>(call: &Call, r: Result<T, TableError>) -> Result<T, i32> {
 fn pike_check(call: &Call, ip: Option<&[u8]>) -> i32 {
     let e = or_return!(ready(call));
     let ip = or_return!(source(call, ip));
+    // Only read when some method has its own limit.
+    let method = if e.config().method_limits.is_empty() {
+        None
+    } else {
+        call.method()
+    };
     match or_return!(table(
         call,
-        decisions::pike_check(e, Origin::Script(call.name()), &ip, now_us())
+        decisions::pike_check(e, Origin::Script(call.name()), &ip, method, now_us())
     )) {
         PikeVerdict::Allowed | PikeVerdict::Whitelisted => RC_OK,
         PikeVerdict::Banned(_) => RC_NO,
         PikeVerdict::JustBanned(rec) => {
             let c = e.config();
+            let (n, what) = match (rec.ban.reason, method) {
+                (Reason::Method, Some(m)) => (
+                    method_index(&c.method_limits, m).map_or(0, |i| c.method_limits[i].density),
+                    format!("{} requests", shown(m)),
+                ),
+                _ => (c.pike_density, "requests".to_owned()),
+            };
             rsec_log!(
                 Notice,
                 call.name(),
-                "banned {} for {}s: more than {} requests in {}s",
+                "banned {} for {} ({}): more than {} {} in {}s{}",
                 rec.target,
-                c.pike_ban_time_s,
-                c.pike_density,
-                c.pike_sampling_time_s
+                Length(&rec),
+                rec.ban.reason.as_str(),
+                n,
+                what,
+                c.pike_sampling_time_s,
+                Repeat(e, &rec)
             );
             RC_JUST_BANNED
         }
@@ -184,9 +209,29 @@ fn rl_check(call: &Call, key: &[u8], limit: i32, period: Option<i32>) -> i32 {
     }
 }
 
-fn ban_ip(call: &Call, ip: &[u8], seconds: Option<i32>, reason: Option<&[u8]>) -> i32 {
+fn ban_ip(
+    call: &Call,
+    ip: &[u8],
+    seconds: Option<i32>,
+    reason: Option<&[u8]>,
+    note: Option<&[u8]>,
+) -> i32 {
     let e = or_return!(ready(call));
     let target = or_return!(prefix(call, ip));
+    let note = match note.filter(|n| !n.is_empty()).map(Note::new).transpose() {
+        Ok(n) => n,
+        Err(err) => {
+            rsec_log!(
+                Err,
+                call.name(),
+                "bad note '{}' for {}: {}",
+                shown(note.unwrap_or_default()),
+                target,
+                err
+            );
+            return RC_ERROR;
+        }
+    };
     let seconds = match seconds {
         None => e.config().ban_time_s,
         Some(s) if s >= 0 && s as u32 <= MAX_SECONDS => s as u32,
@@ -210,9 +255,10 @@ fn ban_ip(call: &Call, ip: &[u8], seconds: Option<i32>, reason: Option<&[u8]>) -
                 rsec_log!(
                     Err,
                     call.name(),
-                    "bad reason '{}' for {}: use manual, pike, auth or rl",
+                    "bad reason '{}' for {}: use {}",
                     shown(r),
-                    target
+                    target,
+                    REASONS
                 );
                 return RC_ERROR;
             }
@@ -226,6 +272,7 @@ fn ban_ip(call: &Call, ip: &[u8], seconds: Option<i32>, reason: Option<&[u8]>) -
             target,
             seconds,
             reason,
+            note.as_ref(),
             now_us()
         )
     ));
@@ -234,10 +281,11 @@ fn ban_ip(call: &Call, ip: &[u8], seconds: Option<i32>, reason: Option<&[u8]>) -
             rsec_log!(
                 Notice,
                 call.name(),
-                "banned {} for {} ({})",
+                "banned {} for {} ({}){}",
                 rec.target,
-                Duration(seconds),
-                reason.as_str()
+                Length(&rec),
+                reason.as_str(),
+                NoteText(note.as_ref())
             );
             RC_OK
         }
@@ -312,21 +360,33 @@ fn auth_fail(call: &Call, ip: Option<&[u8]>, user: Option<&[u8]>) -> i32 {
     let ip = or_return!(source(call, ip));
     match or_return!(table(
         call,
-        decisions::auth_fail(e, Origin::Script(call.name()), &ip, now_us())
+        decisions::auth_fail(e, Origin::Script(call.name()), &ip, user, now_us())
     )) {
         AuthVerdict::Counted(_) | AuthVerdict::Whitelisted => RC_OK,
         AuthVerdict::AlreadyBanned(_) => RC_NO,
         AuthVerdict::JustBanned(rec) => {
             let c = e.config();
+            let why = if rec.ban.reason == Reason::Enum {
+                format!(
+                    "failed authentication for {} distinct usernames in {}s (enum_threshold {})",
+                    c.enum_threshold, c.auth_fail_window_s, c.enum_threshold
+                )
+            } else {
+                format!(
+                    "{} failed authentications in {}s (auth_fail_threshold {})",
+                    c.auth_fail_threshold, c.auth_fail_window_s, c.auth_fail_threshold
+                )
+            };
             rsec_log!(
                 Notice,
                 call.name(),
-                "banned {} for {}s: {} failed authentications in {}s (last user '{}')",
+                "banned {} for {} ({}): {}, last user '{}'{}",
                 rec.target,
-                c.auth_ban_time_s,
-                c.auth_fail_threshold,
-                c.auth_fail_window_s,
-                shown(user.unwrap_or_default())
+                Length(&rec),
+                rec.ban.reason.as_str(),
+                why,
+                shown(user.unwrap_or_default()),
+                Repeat(e, &rec)
             );
             RC_JUST_BANNED
         }
@@ -342,15 +402,140 @@ fn auth_fail(call: &Call, ip: Option<&[u8]>, user: Option<&[u8]>) -> i32 {
     }
 }
 
-/// Seconds, printed as "300s" or "until unbanned".
-struct Duration(u32);
+/// The reasons a script or MI may give a ban.
+pub const REASONS: &str = "manual, pike, auth, rl, subnet, method, enum, scanner or report";
 
-impl std::fmt::Display for Duration {
+/// A ban's note as appended to its log line: `, note 'abuse ticket 4411'`.
+pub struct NoteText<'a>(pub Option<&'a Note>);
+
+impl std::fmt::Display for NoteText<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.0 == 0 {
-            write!(f, "until unbanned")
-        } else {
-            write!(f, "{}s", self.0)
+        match self.0 {
+            Some(n) => write!(f, ", note '{}'", shown(n.as_bytes())),
+            None => Ok(()),
         }
+    }
+}
+
+/// Heaviest single report: a window counts up to 65,534.
+const MAX_WEIGHT: i32 = 1000;
+
+fn report(call: &Call, reason: &[u8], weight: Option<i32>, ip: Option<&[u8]>) -> i32 {
+    let e = or_return!(ready(call));
+    let word = match Note::new(reason) {
+        Ok(w) => w,
+        Err(err) => {
+            rsec_log!(
+                Err,
+                call.name(),
+                "bad reason '{}': {} (a word saying what was reported, 1 to {} bytes)",
+                shown(reason),
+                err,
+                Note::MAX
+            );
+            return RC_ERROR;
+        }
+    };
+    let weight = match weight {
+        None => 1,
+        Some(w) if (1..=MAX_WEIGHT).contains(&w) => w as u32,
+        Some(w) => {
+            rsec_log!(
+                Err,
+                call.name(),
+                "bad weight {} for report '{}': must be 1 to {}",
+                w,
+                shown(reason),
+                MAX_WEIGHT
+            );
+            return RC_ERROR;
+        }
+    };
+    let ip = or_return!(source(call, ip));
+    let v = or_return!(table(
+        call,
+        decisions::report(e, Origin::Script(call.name()), &ip, &word, weight, now_us())
+    ));
+    match v {
+        ReportVerdict::Counted(_) | ReportVerdict::Whitelisted => RC_OK,
+        ReportVerdict::AlreadyBanned(_) => RC_NO,
+        ReportVerdict::JustBanned(rec, total) => {
+            let c = e.config();
+            rsec_log!(
+                Notice,
+                call.name(),
+                "banned {} for {} (report): reported weight {} in {}s reached report_threshold {}, last report '{}'{}",
+                rec.target,
+                Length(&rec),
+                total,
+                c.report_window_s,
+                c.report_threshold,
+                shown(reason),
+                Repeat(e, &rec)
+            );
+            RC_JUST_BANNED
+        }
+        ReportVerdict::OverLimitUnbanned => {
+            rsec_log_throttled!(
+                Err,
+                call.name(),
+                "{} reached report_threshold but the ban table is full (max_bans)",
+                ip
+            );
+            RC_JUST_BANNED
+        }
+    }
+}
+
+fn scanner_check(call: &Call) -> i32 {
+    let e = or_return!(ready(call));
+    let ip = or_return!(source(call, None));
+    let header = call.user_agent();
+    let (v, pattern) = or_return!(table(
+        call,
+        decisions::scanner_check(e, Origin::Script(call.name()), &ip, header, now_us())
+    ));
+    match v {
+        ScannerVerdict::Clean | ScannerVerdict::Whitelisted => RC_OK,
+        ScannerVerdict::AlreadyBanned(_) => RC_NO,
+        ScannerVerdict::JustBanned(rec) => {
+            rsec_log!(
+                Notice,
+                call.name(),
+                "banned {} for {} (scanner): {} '{}' matches scanner pattern '{}'{}",
+                rec.target,
+                Length(&rec),
+                if call.is_request() {
+                    "User-Agent"
+                } else {
+                    "Server"
+                },
+                shown(header.unwrap_or_default()),
+                pattern.unwrap_or_default(),
+                Repeat(e, &rec)
+            );
+            RC_JUST_BANNED
+        }
+        ScannerVerdict::OverLimitUnbanned => {
+            rsec_log_throttled!(
+                Err,
+                call.name(),
+                "{} is a scanner but the ban table is full (max_bans)",
+                ip
+            );
+            RC_JUST_BANNED
+        }
+    }
+}
+
+fn user_blocked(call: &Call, user: &[u8]) -> i32 {
+    let e = or_return!(ready(call));
+    if user.is_empty() {
+        rsec_log!(Err, call.name(), "bad user '': empty");
+        return RC_ERROR;
+    }
+    match or_return!(table(call, e.user(user, now_us()))) {
+        Some(u) if u.blocked.is_some() => RC_OK,
+        _ => RC_NO,
     }
 }

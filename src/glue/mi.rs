@@ -6,7 +6,8 @@
 //! going.
 
 use crate::engine::{
-    BanOutcome, BanRecord, Cidr, Engine, IpKey, Reason, RlKey, TableError, MAX_SECONDS, US_PER_S,
+    BanOutcome, BanRecord, Cidr, Engine, IpKey, Note, Reason, RlKey, TableError, UserInfo, UserKey,
+    MAX_SECONDS, US_PER_S,
 };
 use crate::ffi::mi::{self, MiError, MiResult, Obj, Params};
 use crate::{mi_commands, rsec_log};
@@ -17,7 +18,7 @@ use super::{engine, now_us};
 mi_commands! {
     fn sec_ban_list(; ip) + (cursor, limit) + (ip, cursor, limit) => ban_list,
         "list active bans (a page of at most limit, from cursor), optionally those covering an ip or inside a prefix";
-    fn sec_ban(ip; seconds, reason) => ban, "ban an ip or prefix: ip [seconds] [reason]";
+    fn sec_ban(ip; seconds, reason, note) => ban, "ban an ip or prefix: ip [seconds] [reason] [note]";
     fn sec_unban(ip) => unban, "lift the ban on an ip or prefix";
     fn sec_ban_flush() => ban_flush, "lift every ban; returns how many";
     fn sec_ip_info(ip) => ip_info, "everything rsec knows of one source";
@@ -28,6 +29,8 @@ mi_commands! {
     fn sec_whitelist_del(cidr) => whitelist_del, "remove a prefix from the whitelist";
     fn sec_db_sync() => db_sync, "import other nodes' bans from the database now";
     fn sec_whitelist_reload() => whitelist_reload, "reload rsec_whitelist from the database";
+    fn sec_user_list(; user) => user_list, "accounts with recent authentication failures, blocked ones first";
+    fn sec_user_unblock(user) => user_unblock, "lift the block of an account and forget its failures";
 }
 
 fn ready() -> Result<&'static Engine, MiError> {
@@ -42,7 +45,7 @@ fn cidr(param: &str, s: &str) -> Result<Cidr, MiError> {
     Cidr::parse(s).map_err(|err| MiError::bad(param, s, err.why()))
 }
 
-fn ban_obj(o: &Obj, r: &BanRecord, now: u64) {
+fn ban_obj(e: &Engine, o: &Obj, r: &BanRecord, now: u64) {
     o.str("ip", &r.target.to_string())
         .str("reason", r.ban.reason.as_str())
         .num("created", (r.ban.created_us / US_PER_S) as f64)
@@ -56,6 +59,9 @@ fn ban_obj(o: &Obj, r: &BanRecord, now: u64) {
             },
         )
         .num("hits", r.ban.hits as f64);
+    if let Ok(Some(n)) = e.note_of(r, now) {
+        o.str("note", &String::from_utf8_lossy(n.as_bytes()));
+    }
 }
 
 /// Bans per `sec_ban_list` reply when no limit is given: every ban of a
@@ -88,7 +94,7 @@ fn ban_list(p: Params) -> MiResult {
         o.num("count", bans.len() as f64);
         let arr = o.array("bans");
         for b in &bans {
-            ban_obj(&arr.object(), b, now);
+            ban_obj(e, &arr.object(), b, now);
         }
         o.bool("more", next.is_some());
         if let Some(c) = next {
@@ -105,25 +111,33 @@ fn ban(p: Params) -> MiResult {
         .map_or(e.config().ban_time_s, |s| s as u32);
     let reason = match p.str(c"reason")? {
         None => Reason::Manual,
-        Some(r) => Reason::parse(&r)
-            .ok_or_else(|| MiError::bad("reason", &r, "use manual, pike, auth or rl"))?,
+        Some(r) => Reason::parse(&r).ok_or_else(|| {
+            MiError::bad("reason", &r, format!("use {}", super::functions::REASONS))
+        })?,
     };
+    let note = p
+        .str(c"note")?
+        .filter(|n| !n.is_empty())
+        .map(|n| Note::new(n.as_bytes()).map_err(|err| MiError::bad("note", &n, err)))
+        .transpose()?;
     match table(decisions::ban(
         e,
         Origin::Mi,
         target,
         seconds,
         reason,
+        note.as_ref(),
         now_us(),
     ))? {
         BanOutcome::Created(rec) | BanOutcome::Updated(rec) => {
             rsec_log!(
                 Notice,
                 "mi",
-                "banned {} for {}s ({}) from MI",
+                "banned {} for {}s ({}) from MI{}",
                 rec.target,
                 seconds,
-                reason.as_str()
+                reason.as_str(),
+                super::functions::NoteText(note.as_ref())
             );
             Ok(mi::ok("OK"))
         }
@@ -173,6 +187,7 @@ fn ip_info(p: Params) -> MiResult {
     let c = e.config();
     Ok(mi::object(|o| {
         o.str("ip", &addr.to_string())
+            .str("tracked_as", &info.unit.to_string())
             .bool("whitelisted", info.whitelisted)
             .bool("banned", info.ban.is_some());
         o.object("pike")
@@ -183,11 +198,26 @@ fn ip_info(p: Params) -> MiResult {
             .num("failures", info.auth_failures as f64)
             .num("threshold", c.auth_fail_threshold as f64)
             .num("window", c.auth_fail_window_s as f64);
+        o.object("enum")
+            .num("usernames", info.users_failed as f64)
+            .num("threshold", c.enum_threshold as f64)
+            .num("window", c.auth_fail_window_s as f64);
+        o.object("report")
+            .num("weight", info.reports as f64)
+            .num("threshold", c.report_threshold as f64)
+            .num("window", c.report_window_s as f64);
+        if let Some(h) = &info.history {
+            o.object("history")
+                .num("offenses", h.offenses as f64)
+                .num("last_ban", h.last_start_s as f64)
+                .num("last_seconds", h.last_len_s as f64)
+                .num("last_ends", h.last_end_s as f64);
+        }
         if let Some(t) = info.last_seen_us {
             o.num("last_seen", (t / US_PER_S) as f64);
         }
         if let Some(b) = &info.ban {
-            ban_obj(&o.object("ban"), b, now);
+            ban_obj(e, &o.object("ban"), b, now);
         }
     }))
 }
@@ -291,4 +321,67 @@ fn whitelist_reload(_: Params) -> MiResult {
     Ok(mi::object(|o| {
         o.num("entries", n as f64);
     }))
+}
+
+fn user_obj(o: &Obj, u: &UserInfo, now: u64) {
+    o.str("user", &String::from_utf8_lossy(u.user.as_bytes()))
+        .num("failures", u.failures as f64)
+        .bool("blocked", u.blocked.is_some());
+    if let Some((at, ends)) = u.blocked {
+        o.num("blocked_at", (at / US_PER_S) as f64)
+            .num("expires", (ends / US_PER_S) as f64)
+            .num(
+                "seconds_left",
+                ends.saturating_sub(now).div_ceil(US_PER_S) as f64,
+            );
+    }
+}
+
+fn user_param(p: &Params) -> Result<Option<String>, MiError> {
+    let u = p.str(c"user")?;
+    if let Some(u) = &u {
+        if let Err(err) = UserKey::new(u.as_bytes()) {
+            return Err(MiError::bad("user", u, err));
+        }
+    }
+    Ok(u)
+}
+
+fn user_list(p: Params) -> MiResult {
+    let e = ready()?;
+    let now = now_us();
+    let users = match user_param(&p)? {
+        Some(u) => table(e.user(u.as_bytes(), now))?.into_iter().collect(),
+        None => table(e.users_list(now))?,
+    };
+    Ok(mi::object(|o| {
+        o.num("count", users.len() as f64);
+        let arr = o.array("users");
+        for u in &users {
+            user_obj(&arr.object(), u, now);
+        }
+    }))
+}
+
+fn user_unblock(p: Params) -> MiResult {
+    let e = ready()?;
+    let user = user_param(&p)?.ok_or_else(|| MiError::new(400, "missing user"))?;
+    match table(e.user_unblock(user.as_bytes(), now_us()))? {
+        Some(_) => {
+            rsec_log!(
+                Notice,
+                "mi",
+                "unblocked account '{}' from MI",
+                crate::ffi::log::shown(user.as_bytes())
+            );
+            Ok(mi::ok("OK"))
+        }
+        None => Err(MiError::new(
+            404,
+            format!(
+                "account '{}' is not blocked",
+                crate::ffi::log::shown(user.as_bytes())
+            ),
+        )),
+    }
 }

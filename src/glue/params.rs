@@ -7,6 +7,8 @@ use std::os::raw::c_int;
 
 use crate::db::store::valid_node_id;
 use crate::db::DbUrl;
+use crate::engine::methods::parse_method_density;
+use crate::engine::scanner::effective_patterns;
 use crate::engine::{ip::parse_cidr_list, Config, ConfigError};
 use crate::ffi::param::{self, IntCell, StrCell};
 use crate::ffi::sys::ParamExport;
@@ -41,6 +43,12 @@ str_params! {
     DB_URL: "db_url";
     /// This node's name in the shared tables (default: the host name).
     NODE_ID: "node_id";
+    /// Per-method flood limits: `REGISTER:10,INVITE:20`.
+    METHOD_DENSITY: "pike_method_density";
+    /// Scanner signatures replacing the built-in list ("" for none).
+    SCANNER_PATTERNS: "scanner_patterns";
+    /// Scanner signatures added to the list in force.
+    SCANNER_PATTERNS_ADD: "scanner_patterns_add";
 }
 
 /// Every modparam, then the terminator.
@@ -63,6 +71,8 @@ pub static PARAMS: [ParamExport; N_INT + STR_PARAMS.len() + 1] = {
 pub enum ParamError {
     Config(ConfigError),
     Whitelist(String),
+    /// A string modparam that does not parse: its name and why.
+    Str(&'static str, String),
     Db(&'static str, String),
 }
 
@@ -71,6 +81,7 @@ impl std::fmt::Display for ParamError {
         match self {
             ParamError::Config(e) => e.fmt(f),
             ParamError::Whitelist(e) => write!(f, "modparam 'whitelist': {e}"),
+            ParamError::Str(p, e) => write!(f, "modparam '{p}': {e}"),
             ParamError::Db(p, e) => write!(f, "modparam '{p}': {e}"),
         }
     }
@@ -86,6 +97,19 @@ pub fn config() -> Result<(Config, Option<Settings>), ParamError> {
     if let Some(s) = WHITELIST.value() {
         cfg.whitelist = parse_cidr_list(&s).map_err(|e| ParamError::Whitelist(e.to_string()))?;
     }
+    if let Some(s) = METHOD_DENSITY.value() {
+        cfg.method_limits =
+            parse_method_density(&s).map_err(|e| ParamError::Str("pike_method_density", e))?;
+    }
+    let (set, add) = (SCANNER_PATTERNS.value(), SCANNER_PATTERNS_ADD.value());
+    cfg.scanner_patterns = effective_patterns(set.as_deref(), add.as_deref()).map_err(|e| {
+        for param in ["scanner_patterns_add", "scanner_patterns"] {
+            if let Some(why) = e.strip_prefix(param).and_then(|r| r.strip_prefix(": ")) {
+                return ParamError::Str(param, why.to_owned());
+            }
+        }
+        ParamError::Str("scanner_patterns", e)
+    })?;
     let db = match DB_URL.value().filter(|u| !u.trim().is_empty()) {
         None => {
             cfg.db_queue_size = 0;

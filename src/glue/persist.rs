@@ -155,8 +155,36 @@ fn load_state(
         // Straight into the engine, not through decisions: this runs in
         // mod_init, before events can be raised; the persistence process
         // announces them once OpenSIPS runs (decisions::announce_loaded).
-        let r = e.restore_ban(b.target, b.reason, b.created_s * US, b.expires_s * US, now);
+        let r = e.restore_ban(
+            b.target,
+            b.reason,
+            b.created_s * US,
+            b.expires_s * US,
+            Some(&b.note),
+            now,
+        );
         installed.extend(enforced(&b.target, r));
+    }
+    let window = e.config().recidive_window_s;
+    if window > 0 {
+        let offenders = store::load_offenders(c, now / US, window)?;
+        for (target, o) in &offenders {
+            if let Err(err) = e.restore_offense(target, *o, now) {
+                rsec_log!(
+                    Err,
+                    "persistence",
+                    "cannot restore the history of {}: {}",
+                    target,
+                    err
+                );
+            }
+        }
+        rsec_log!(
+            Info,
+            "persistence",
+            "loaded the history of {} repeat-offender candidates",
+            offenders.len()
+        );
     }
     shared.cursor.store(cursor, Ordering::Relaxed);
     shared.loaded.store(1, Ordering::Relaxed);
@@ -272,7 +300,7 @@ fn run() {
     let (Some(p), Some(e)) = (PERSIST.get(), engine()) else {
         return;
     };
-    decisions::announce_loaded(&p.loaded_at_start);
+    decisions::announce_loaded(e, &p.loaded_at_start);
     let s = &p.settings;
     let sync_every = Duration::from_secs(e.config().db_sync_interval_s as u64);
     let mut conn: Option<Conn> = None;
@@ -352,7 +380,12 @@ fn service(c: &Conn, p: &Persist, e: &Engine, sched: &mut Schedule) -> Result<()
     }
 
     if Instant::now() >= sched.next_prune {
-        store::prune(c, LOG_RETENTION_S, now_us() / US)?;
+        store::prune(
+            c,
+            LOG_RETENTION_S,
+            now_us() / US,
+            e.config().recidive_window_s,
+        )?;
         sched.next_prune = Instant::now() + Duration::from_secs(600);
     }
     Ok(())
@@ -371,7 +404,7 @@ fn connect(p: &Persist, e: &Engine) -> Result<Conn, String> {
             "loaded {} bans in force (database was unreachable at start-up)",
             installed.len()
         );
-        decisions::announce_loaded(&installed);
+        decisions::announce_loaded(e, &installed);
     }
     Ok(c)
 }
@@ -440,14 +473,7 @@ fn import(c: &Conn, p: &Persist, e: &Engine, seen: &mut Seen) -> Result<(), DbEr
                     rsec_log!(Err, "persistence", "cannot lift ban {}: {}", b.target, err);
                 }
             } else {
-                let r = decisions::restore(
-                    e,
-                    b.target,
-                    b.reason,
-                    b.created_s * US,
-                    b.expires_s * US,
-                    now,
-                );
+                let r = decisions::restore(e, &b, now);
                 // decisions::restore raised the event for what it put in force.
                 enforced(&b.target, r);
             }

@@ -59,6 +59,15 @@ stats! {
     "bans_auth" => st_bans_auth = |e| e.stats().bans_created_for(Reason::Auth);
     "bans_manual" => st_bans_manual = |e| e.stats().bans_created_for(Reason::Manual);
     "bans_rl" => st_bans_rl = |e| e.stats().bans_created_for(Reason::RateLimit);
+    "bans_subnet" => st_bans_subnet = |e| e.stats().bans_created_for(Reason::Subnet);
+    "bans_method" => st_bans_method = |e| e.stats().bans_created_for(Reason::Method);
+    "bans_enum" => st_bans_enum = |e| e.stats().bans_created_for(Reason::Enum);
+    "bans_scanner" => st_bans_scanner = |e| e.stats().bans_created_for(Reason::Scanner);
+    "bans_report" => st_bans_report = |e| e.stats().bans_created_for(Reason::Report);
+    "bans_repeat" => st_bans_repeat = |e| Stats::get(&e.stats().bans_repeat);
+    "users_blocked" => st_users_blocked = |e| Stats::get(&e.stats().users_blocked);
+    "reports" => st_reports = |e| Stats::get(&e.stats().reports);
+    "scanner_checks" => st_scanner_checks = |e| Stats::get(&e.stats().scanner_checks);
     "bans_active" => st_bans_active = |e| e.bans_active();
     "bans_expired" => st_bans_expired = |e| Stats::get(&e.stats().bans_expired);
     "bans_removed" => st_bans_removed = |e| Stats::get(&e.stats().bans_removed);

@@ -73,7 +73,7 @@ fn schema_check_refuses_missing_and_mismatched() {
     store::check_schema(&c).unwrap();
     db.sql("UPDATE rsec_version SET table_version = 7 WHERE table_name = 'rsec'");
     let e = store::check_schema(&c).unwrap_err();
-    assert!(e.contains("version 7") && e.contains("needs 1"), "{e}");
+    assert!(e.contains("version 7") && e.contains("needs 2"), "{e}");
 }
 
 #[test]
@@ -126,6 +126,7 @@ fn batches_write_rows_and_change_log_that_load_back() {
         reason: r,
         created_us: now,
         expires_us: exp,
+        ..Change::default()
     };
     let batch = vec![
         ban("192.0.2.7", Reason::Pike, now + 300 * S),

@@ -155,10 +155,13 @@ fn exports_table_and_abi_call() {
         let expect: Vec<(&str, Vec<c_int>)> = vec![
             ("sec_pike_check", vec![s | o]),
             ("sec_rl_check", vec![s, i, i | o]),
-            ("sec_ban_ip", vec![s, i | o, s | o]),
+            ("sec_ban_ip", vec![s, i | o, s | o, s | o]),
             ("sec_unban_ip", vec![s]),
             ("sec_is_banned", vec![s | o]),
             ("sec_auth_fail", vec![s | o, s | o]),
+            ("sec_report", vec![s, i | o, s | o]),
+            ("sec_user_blocked", vec![s]),
+            ("sec_scanner_check", vec![]),
         ];
         assert_eq!(
             cmds.iter()
@@ -198,19 +201,45 @@ fn exports_table_and_abi_call() {
             "db_timeout",
             "min_prefix_v4",
             "min_prefix_v6",
+            "ipv6_track_prefix",
+            "subnet_ban_threshold",
+            "subnet_prefix_v4",
+            "subnet_prefix_v6",
+            "subnet_ban_time",
+            "recidive_window",
+            "ban_multiplier",
+            "ban_time_max",
+            "user_fail_threshold",
+            "user_fail_window",
+            "user_block_time",
+            "enum_threshold",
+            "report_threshold",
+            "report_window",
+            "report_ban_time",
+            "scanner_ban_time",
+            "max_offenders",
+            "max_users",
+            "max_suspects",
         ] {
             assert!(
                 params.contains(&(n.to_owned(), INT_PARAM)),
                 "int modparam {n} missing: {params:?}"
             );
         }
-        for n in ["whitelist", "db_url", "node_id"] {
+        for n in [
+            "whitelist",
+            "db_url",
+            "node_id",
+            "pike_method_density",
+            "scanner_patterns",
+            "scanner_patterns_add",
+        ] {
             assert!(
                 params.contains(&(n.to_owned(), STR_PARAM)),
                 "string modparam {n} missing"
             );
         }
-        assert_eq!(params.len(), 19, "{params:?}");
+        assert_eq!(params.len(), 41, "{params:?}");
 
         // The persistence process is exported but not started without db_url.
         let procs = exp.procs.cast::<ProcExport>();
@@ -268,7 +297,9 @@ fn exports_table_and_abi_call() {
                 "sec_whitelist_add",
                 "sec_whitelist_del",
                 "sec_db_sync",
-                "sec_whitelist_reload"
+                "sec_whitelist_reload",
+                "sec_user_list",
+                "sec_user_unblock"
             ]
         );
         let ban = &mi.iter().find(|(n, _)| n == "sec_ban").unwrap().1;
@@ -279,7 +310,13 @@ fn exports_table_and_abi_call() {
             &vec![
                 vec!["ip".to_owned()],
                 vec!["ip".into(), "seconds".into()],
-                vec!["ip".into(), "seconds".into(), "reason".into()]
+                vec!["ip".into(), "seconds".into(), "reason".into()],
+                vec![
+                    "ip".into(),
+                    "seconds".into(),
+                    "reason".into(),
+                    "note".into()
+                ]
             ]
         );
         // The page parameters go together, as their own lists, each of a
@@ -315,8 +352,8 @@ fn exports_table_and_abi_call() {
         );
         assert_eq!(
             *sym::<c_int>(core_h, c"fake_events_published"),
-            2,
-            "E_SEC_BAN and E_SEC_UNBAN published"
+            3,
+            "E_SEC_BAN, E_SEC_UNBAN and E_SEC_USER_BLOCKED published"
         );
 
         let mut msg: Box<FakeMsg> = Box::new(std::mem::zeroed());
@@ -418,6 +455,7 @@ fn imported_symbols_resolve_against_real_opensips() {
         "log_facility",
         "log_level",
         "log_prefix",
+        "parse_headers_aux",
         "register_timer",
         "init_mi_result_object",
         "init_mi_result_string",

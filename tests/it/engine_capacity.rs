@@ -41,6 +41,7 @@ fn config(max_tracked_ips: u32, max_bans: u32, lock_stripes: u32) -> Config {
         min_prefix_v4: 8,
         min_prefix_v6: 32,
         whitelist: Vec::new(),
+        ..Config::default()
     }
 }
 
@@ -520,13 +521,16 @@ fn spoofed_flood_cannot_grow_memory_or_hide_a_real_flooder() {
     let mut attacker_verdicts = Vec::new();
     let mut t = T0;
     for i in 0..100_000u32 {
-        // Half IPv4, half IPv6, never the attacker.
+        // Half IPv4, half IPv6 (each in a /64 of its own: IPv6 is tracked
+        // per /64, and addresses of one /64 are one source), never the
+        // attacker.
         let r = rng.next();
         let src = if i % 2 == 0 {
             v4(r as u32)
         } else {
             let mut b = [0u8; 16];
-            b[..8].copy_from_slice(&0x2001_0db8_0000_0000u64.to_be_bytes());
+            b[..4].copy_from_slice(&0x2001_0db8u32.to_be_bytes());
+            b[4..8].copy_from_slice(&(r as u32).to_be_bytes());
             b[8..].copy_from_slice(&r.to_be_bytes());
             IpKey(b)
         };

@@ -219,7 +219,8 @@ fn top_sources_ranks_by_current_rate() {
         got,
         vec![
             ("10.0.0.50".into(), 50),
-            ("2001:db8::20".into(), 20),
+            // IPv6 sources are tracked per /64 (ipv6_track_prefix).
+            ("2001:db8::/64".into(), 20),
             ("10.0.0.5".into(), 5)
         ]
     );
@@ -236,7 +237,7 @@ fn restore_ban_is_idempotent_at_stored_precision() {
     assert!(matches!(o, BanOutcome::Created(_)), "{o:?}");
     let stored_expires = (now + 120 * S) / S * S;
     let again = e
-        .restore_ban(c, Reason::Pike, now / S * S, stored_expires, now + 10)
+        .restore_ban(c, Reason::Pike, now / S * S, stored_expires, None, now + 10)
         .unwrap();
     let o = again;
     assert!(
@@ -249,6 +250,7 @@ fn restore_ban_is_idempotent_at_stored_precision() {
             Reason::Manual,
             now / S * S,
             stored_expires + 600 * S,
+            None,
             now + 10,
         )
         .unwrap();
@@ -260,6 +262,7 @@ fn restore_ban_is_idempotent_at_stored_precision() {
             Reason::Auth,
             T0,
             T0 + S,
+            None,
             T0 + 2 * S
         )
         .unwrap(),

@@ -42,6 +42,7 @@ fn small() -> Config {
         min_prefix_v4: 8,
         min_prefix_v6: 32,
         whitelist: Vec::new(),
+        ..Config::default()
     }
 }
 
@@ -260,7 +261,7 @@ fn a_ban_covering_a_whitelisted_address_is_refused() {
             assert_eq!(o, BanOutcome::Whitelisted(cidr(blocker)), "{target}");
         }
         let o = e
-            .restore_ban(cidr(target), Reason::Pike, T0, T0 + 60 * SEC, T0)
+            .restore_ban(cidr(target), Reason::Pike, T0, T0 + 60 * SEC, None, T0)
             .unwrap();
         assert_eq!(
             o,
@@ -298,7 +299,7 @@ fn prefixes_shorter_than_the_minimum_are_refused() {
             "{target}"
         );
         assert_eq!(
-            e.restore_ban(cidr(target), Reason::Manual, T0, 0, T0)
+            e.restore_ban(cidr(target), Reason::Manual, T0, 0, None, T0)
                 .unwrap(),
             Some(BanOutcome::TooBroad(why)),
             "{target}"
@@ -800,12 +801,23 @@ fn list_bans_shows_active_bans_only() {
 #[test]
 fn rl_key_validation() {
     assert_eq!(RlKey::new(b""), Err(KeyError::Empty));
-    assert_eq!(RlKey::new(&[b'k'; 256]), Err(KeyError::TooLong(256)));
-    assert_eq!(RlKey::new(&[b'k'; 1000]), Err(KeyError::TooLong(1000)));
+    assert_eq!(
+        RlKey::new(&[b'k'; 256]),
+        Err(KeyError::TooLong { len: 256, max: 255 })
+    );
+    assert_eq!(
+        RlKey::new(&[b'k'; 1000]),
+        Err(KeyError::TooLong {
+            len: 1000,
+            max: 255
+        })
+    );
     let k = RlKey::new(&[b'k'; 255]).unwrap();
     assert_eq!(k.as_bytes(), &[b'k'; 255][..]);
     assert_eq!(RlKey::new(b"x").unwrap().as_bytes(), b"x");
-    assert!(KeyError::TooLong(256).to_string().contains("256"));
+    assert!(KeyError::TooLong { len: 256, max: 255 }
+        .to_string()
+        .contains("256"));
     assert!(KeyError::Empty.to_string().contains("empty"));
     // Keys differing only by trailing NULs are different keys.
     assert_ne!(RlKey::new(b"user").unwrap(), RlKey::new(b"user\0").unwrap());

@@ -200,6 +200,7 @@ fn config() -> Config {
         min_prefix_v4: 8,
         min_prefix_v6: 32,
         whitelist: Vec::new(),
+        ..Config::default()
     }
 }
 

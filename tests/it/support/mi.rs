@@ -274,7 +274,7 @@ pub fn parse_metrics(body: &str) -> (BTreeMap<String, f64>, BTreeMap<String, Str
 }
 
 /// Every statistic of the `rsec:` group, in export order, as documented in the README.
-pub const RSEC_STATS: [&str; 22] = [
+pub const RSEC_STATS: [&str; 31] = [
     "requests_checked",
     "pike_blocked",
     "rl_checked",
@@ -285,6 +285,15 @@ pub const RSEC_STATS: [&str; 22] = [
     "bans_auth",
     "bans_manual",
     "bans_rl",
+    "bans_subnet",
+    "bans_method",
+    "bans_enum",
+    "bans_scanner",
+    "bans_report",
+    "bans_repeat",
+    "users_blocked",
+    "reports",
+    "scanner_checks",
     "bans_active",
     "bans_expired",
     "bans_removed",

@@ -1,0 +1,600 @@
+//! The rules that look past one loud address: repeat offenders, prefix
+//! aggregation, per-method floods, accounts under attack, enumeration,
+//! scanners and abuse reported by the script, and the notes bans carry.
+//!
+//! Each rule bans through the same path as every other ban (`put_ban`), so
+//! its decisions are counted by reason, raised as events, persisted and
+//! listed like any ban. What a rule decides on the side of another
+//! operation (a prefix banned when one more host ban tipped it over, an
+//! account blocked) is queued in `side` and drained by the caller, as
+//! lapsed bans are.
+
+use super::history::Recidive;
+use super::methods::{method_index, MethodKey};
+use super::note::{Note, NoteEntry};
+use super::stats::Stats;
+use super::table::TableError;
+use super::users::UserKey;
+use super::{
+    AuthVerdict, BanOutcome, BanRecord, Cidr, Engine, IpKey, Offense, PikeVerdict, Reason,
+    LAPSED_CAP, US,
+};
+
+/// A decision made on the side of another operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The prefix was banned: `count` units inside it were banned at once
+    /// (`subnet_ban_threshold`).
+    SubnetBanned { rec: BanRecord, count: u32 },
+    /// The prefix reached the threshold but may not be banned (it holds a
+    /// whitelisted address, or is broader than the minimum prefix).
+    SubnetRefused {
+        subnet: Cidr,
+        count: u32,
+        why: BanOutcome,
+    },
+    /// An account was blocked.
+    UserBlocked(UserBlock),
+}
+
+/// An account blocked for failing authentication too often.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UserBlock {
+    pub user: UserKey,
+    /// Failures in `user_fail_window` that blocked it.
+    pub failures: u32,
+    pub blocked_us: u64,
+    pub ends_us: u64,
+}
+
+/// One account as listed to operators.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UserInfo {
+    pub user: UserKey,
+    /// Failures in the current `user_fail_window`.
+    pub failures: u32,
+    /// When its block was made and ends, if it is blocked.
+    pub blocked: Option<(u64, u64)>,
+}
+
+/// Outcome of a report of abuse (`sec_report`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportVerdict {
+    /// Weight reported in the window so far, below the threshold.
+    Counted(u32),
+    Whitelisted,
+    /// This report took the weight in the window (given) to the threshold.
+    JustBanned(BanRecord, u32),
+    AlreadyBanned(Reason),
+    OverLimitUnbanned,
+}
+
+/// Outcome of a scanner check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScannerVerdict {
+    /// No signature in the header (or no header).
+    Clean,
+    Whitelisted,
+    JustBanned(BanRecord),
+    AlreadyBanned(Reason),
+    OverLimitUnbanned,
+}
+
+impl Engine {
+    fn recidive(&self) -> Recidive {
+        Recidive {
+            window_s: self.cfg.recidive_window_s,
+            multiplier: self.cfg.ban_multiplier,
+            max_s: self.cfg.ban_time_max_s,
+        }
+    }
+
+    fn escalates(&self) -> bool {
+        self.cfg.recidive_window_s > 0
+    }
+
+    /// How long a rule's ban of `target` lasts: the rule's own length, or,
+    /// for a repeat offender, the previous ban's times `ban_multiplier`
+    /// up to `ban_time_max`. Manual bans keep the length asked for.
+    pub(super) fn ban_length(
+        &self,
+        target: &Cidr,
+        reason: Reason,
+        base_s: u32,
+        now_us: u64,
+    ) -> u32 {
+        if reason == Reason::Manual || !self.escalates() {
+            return base_s;
+        }
+        let r = self.recidive();
+        self.history
+            .get(target, now_us, |o| o.escalate(now_us / US, base_s, &r))
+            .ok()
+            .flatten()
+            .unwrap_or(base_s)
+    }
+
+    /// Bans `target` for a rule: the rule's length, escalated for a repeat
+    /// offender; a ban already in force is left as it is.
+    pub(super) fn rule_ban(
+        &self,
+        target: Cidr,
+        reason: Reason,
+        base_s: u32,
+        note: Option<&Note>,
+        now_us: u64,
+    ) -> Result<BanOutcome, TableError> {
+        let seconds = self.ban_length(&target, reason, base_s, now_us);
+        self.ban_noted(target, seconds, reason, note, now_us)
+    }
+
+    /// What follows a ban put in force (`created`: a new one, not a
+    /// replaced one): its history is recorded and, for a unit's new ban,
+    /// its prefix's count rises and may ban the prefix. Never called with
+    /// a bucket lock held.
+    pub(super) fn after_ban(&self, rec: &BanRecord, created: bool, now_us: u64) {
+        if rec.ban.reason != Reason::Manual && self.escalates() {
+            let len_s = if rec.ban.is_permanent() {
+                0
+            } else {
+                ((rec.ban.expires_us.saturating_sub(rec.ban.created_us) + US / 2) / US) as u32
+            };
+            let window = self.cfg.recidive_window_s;
+            match self.history.upsert(&rec.target, now_us, |o, _| {
+                o.record(rec.ban.created_us / US, len_s, window) && o.offenses > 1
+            }) {
+                Ok(true) => Stats::inc(&self.stats.bans_repeat),
+                Ok(false) => {}
+                Err(_) => Stats::inc(&self.stats.errors),
+            }
+        }
+        if !created || !self.is_unit(&rec.target) {
+            return;
+        }
+        let Some(subnet) = self.subnet_of(&rec.target) else {
+            return;
+        };
+        let count = match self.subnets.upsert(&subnet, now_us, |c, _| {
+            c.count += 1;
+            c.count
+        }) {
+            Ok(n) => n,
+            Err(_) => {
+                Stats::inc(&self.stats.errors);
+                return;
+            }
+        };
+        if count < self.cfg.subnet_ban_threshold {
+            return;
+        }
+        let side = match self.rule_ban(
+            subnet,
+            Reason::Subnet,
+            self.cfg.subnet_ban_time_s,
+            None,
+            now_us,
+        ) {
+            Ok(BanOutcome::Created(rec)) => Side::SubnetBanned { rec, count },
+            Ok(BanOutcome::Updated(_) | BanOutcome::AlreadyBanned(_)) => return,
+            Ok(why) => Side::SubnetRefused { subnet, count, why },
+            Err(_) => {
+                Stats::inc(&self.stats.errors);
+                return;
+            }
+        };
+        self.push_side(side);
+    }
+
+    /// The prefix whose count a unit's ban adds to, when aggregation is
+    /// on and the prefix is broader than the unit.
+    fn subnet_of(&self, unit: &Cidr) -> Option<Cidr> {
+        let prefix = if unit.addr.is_v4() {
+            96 + self.cfg.subnet_prefix_v4 as u8
+        } else {
+            self.cfg.subnet_prefix_v6 as u8
+        };
+        (self.cfg.subnet_ban_threshold > 0 && prefix < unit.prefix)
+            .then(|| Cidr::new(unit.addr, prefix))
+    }
+
+    /// A ban ended (expired, lifted, flushed): its place in the budget, its
+    /// prefix's count and its note are given back. May run with a bucket
+    /// lock of the hosts or bans table held (never of these tables).
+    pub(super) fn ban_gone(&self, rec: &BanRecord) {
+        self.release_ban();
+        if self.is_unit(&rec.target) {
+            if let Some(subnet) = self.subnet_of(&rec.target) {
+                let _ = self.subnets.get(&subnet, 0, |c| {
+                    c.count = c.count.saturating_sub(1);
+                });
+            }
+        }
+        let _ = self.notes.remove(&rec.target, 0);
+    }
+
+    /// Keeps `note` with a ban just put in force; a replaced ban without a
+    /// new note keeps its old one, with the new expiry.
+    pub(super) fn keep_note(
+        &self,
+        rec: &BanRecord,
+        note: Option<&Note>,
+        now_us: u64,
+    ) -> Result<(), TableError> {
+        let r = match note.filter(|n| !n.is_empty()) {
+            Some(n) => self
+                .notes
+                .upsert(&rec.target, now_us, |e, _| {
+                    *e = NoteEntry {
+                        created_us: rec.ban.created_us,
+                        expires_us: rec.ban.expires_us,
+                        note: *n,
+                    }
+                })
+                .map(|_| ()),
+            None => self
+                .notes
+                .get(&rec.target, now_us, |e| {
+                    if e.created_us == rec.ban.created_us {
+                        e.expires_us = rec.ban.expires_us;
+                    }
+                })
+                .map(|_| ()),
+        };
+        match r {
+            // The ban stands without its note; the full table is counted.
+            Err(TableError::Full) => Ok(()),
+            r => r,
+        }
+    }
+
+    /// The note of a ban, if it has one.
+    pub fn note_of(&self, rec: &BanRecord, now_us: u64) -> Result<Option<Note>, TableError> {
+        Ok(self
+            .notes
+            .get(&rec.target, now_us, |e| {
+                (e.created_us == rec.ban.created_us).then_some(e.note)
+            })?
+            .flatten())
+    }
+
+    /// The history of `target` (a unit or a prefix), while remembered.
+    pub fn offense(&self, target: &Cidr, now_us: u64) -> Result<Option<Offense>, TableError> {
+        self.history.get(target, now_us, |o| *o)
+    }
+
+    /// Installs a history read from the database, unless a later one is
+    /// already known.
+    pub fn restore_offense(
+        &self,
+        target: &Cidr,
+        o: Offense,
+        now_us: u64,
+    ) -> Result<(), TableError> {
+        if !self.escalates() {
+            return Ok(());
+        }
+        self.history.upsert(target, now_us, |cur, _| {
+            if cur.offenses == 0 || o.last_start_s > cur.last_start_s {
+                *cur = o;
+            }
+        })
+    }
+
+    /// The per-method limit for one request already allowed by the
+    /// overall one: `None` when `method` has no limit or is within it.
+    pub(super) fn method_check(
+        &self,
+        ip: &IpKey,
+        method: &[u8],
+        now_us: u64,
+    ) -> Result<Option<PikeVerdict>, TableError> {
+        let Some(table) = &self.methods else {
+            return Ok(None);
+        };
+        let Some(i) = method_index(&self.cfg.method_limits, method) else {
+            return Ok(None);
+        };
+        let unit = self.unit_target(ip);
+        let window = self.pike_window_us();
+        let key = MethodKey {
+            unit: unit.addr,
+            method: i as u8,
+        };
+        let n = table.upsert(&key, now_us, |c, _| c.requests.add(now_us, window, 1))?;
+        if n <= self.cfg.method_limits[i].density {
+            return Ok(None);
+        }
+        Stats::inc(&self.stats.pike_blocked);
+        Ok(Some(
+            match self.rule_ban(unit, Reason::Method, self.cfg.pike_ban_time_s, None, now_us)? {
+                BanOutcome::Created(rec) => PikeVerdict::JustBanned(rec),
+                BanOutcome::Updated(rec) | BanOutcome::AlreadyBanned(rec) => {
+                    PikeVerdict::Banned(rec.ban.reason)
+                }
+                BanOutcome::TableFull => PikeVerdict::OverLimitUnbanned,
+                // A unit is never broader than allowed, and the whitelist
+                // was checked first: only a change racing this check.
+                BanOutcome::Whitelisted(_) | BanOutcome::TooBroad(_) => PikeVerdict::Whitelisted,
+            },
+        ))
+    }
+
+    /// Counts a failure against `user` across all sources; past
+    /// `user_fail_threshold` in `user_fail_window` the account is blocked.
+    pub(super) fn user_failed(&self, user: &[u8], now_us: u64) -> Result<(), TableError> {
+        let threshold = self.cfg.user_fail_threshold;
+        if threshold == 0 {
+            return Ok(());
+        }
+        let key = UserKey::cut(user);
+        let window = self.cfg.user_fail_window_s as u64 * US;
+        let ends = now_us + self.cfg.user_block_time_s as u64 * US;
+        let r = self.users.upsert(&key, now_us, |st, _| {
+            if st.is_blocked(now_us) {
+                return None;
+            }
+            let n = st.failures.add(now_us, window, 1);
+            if n < threshold {
+                return None;
+            }
+            st.blocked_us = now_us;
+            st.block_ends_us = ends;
+            // Failures before the block do not count against the account
+            // once it is over.
+            st.failures.clear();
+            Some(n)
+        });
+        match r {
+            Ok(Some(failures)) => {
+                Stats::inc(&self.stats.users_blocked);
+                self.push_side(Side::UserBlocked(UserBlock {
+                    user: key,
+                    failures,
+                    blocked_us: now_us,
+                    ends_us: ends,
+                }));
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            // Every slot of the bucket holds a blocked account: counted.
+            Err(TableError::Full) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The enumeration rule: `ip` failed as `user`; once it failed for
+    /// `enum_threshold` distinct usernames within `auth_fail_window` it is
+    /// banned, whatever the per-user counts.
+    pub(super) fn enumeration(
+        &self,
+        ip: &IpKey,
+        user: &[u8],
+        now_us: u64,
+    ) -> Result<Option<AuthVerdict>, TableError> {
+        let threshold = self.cfg.enum_threshold;
+        if threshold == 0 {
+            return Ok(None);
+        }
+        let unit = self.unit_target(ip);
+        let fp = self.fingerprints.hash_one(user) as u32;
+        let (now_s, window_s) = ((now_us / US) as u32, self.cfg.auth_fail_window_s);
+        let n = self.suspects.upsert(&unit.addr, now_us, |s, _| {
+            s.user_failed(fp, now_s, window_s)
+        })?;
+        if n < threshold {
+            return Ok(None);
+        }
+        Ok(Some(
+            match self.rule_ban(unit, Reason::Enum, self.cfg.auth_ban_time_s, None, now_us)? {
+                BanOutcome::Created(rec) => AuthVerdict::JustBanned(rec),
+                BanOutcome::Updated(rec) | BanOutcome::AlreadyBanned(rec) => {
+                    AuthVerdict::AlreadyBanned(rec.ban.reason)
+                }
+                BanOutcome::TableFull => AuthVerdict::OverLimitUnbanned,
+                BanOutcome::Whitelisted(_) | BanOutcome::TooBroad(_) => AuthVerdict::Whitelisted,
+            },
+        ))
+    }
+
+    /// Counts `weight` of abuse reported against `ip` (`word` says what,
+    /// and becomes the ban's note); at `report_threshold` in
+    /// `report_window` the source is banned.
+    pub fn report(
+        &self,
+        ip: &IpKey,
+        word: &Note,
+        weight: u32,
+        now_us: u64,
+    ) -> Result<ReportVerdict, TableError> {
+        Stats::inc(&self.stats.reports);
+        if self.whitelist.contains(ip) {
+            return Ok(ReportVerdict::Whitelisted);
+        }
+        if let Some((_, ban)) = self.find_ban(ip, now_us, false)? {
+            return Ok(ReportVerdict::AlreadyBanned(ban.reason));
+        }
+        let unit = self.unit_target(ip);
+        let window = self.cfg.report_window_s as u64 * US;
+        let total = self.suspects.upsert(&unit.addr, now_us, |s, _| {
+            s.reports.add(now_us, window, weight)
+        })?;
+        if total < self.cfg.report_threshold {
+            return Ok(ReportVerdict::Counted(total));
+        }
+        Ok(
+            match self.rule_ban(
+                unit,
+                Reason::Report,
+                self.cfg.report_ban_time_s,
+                Some(word),
+                now_us,
+            )? {
+                BanOutcome::Created(rec) => ReportVerdict::JustBanned(rec, total),
+                BanOutcome::Updated(rec) | BanOutcome::AlreadyBanned(rec) => {
+                    ReportVerdict::AlreadyBanned(rec.ban.reason)
+                }
+                BanOutcome::TableFull => ReportVerdict::OverLimitUnbanned,
+                BanOutcome::Whitelisted(_) | BanOutcome::TooBroad(_) => ReportVerdict::Whitelisted,
+            },
+        )
+    }
+
+    /// Looks for a scanner's signature in `header` (User-Agent of a
+    /// request, Server of a reply) from `ip`; one found bans the source on
+    /// the spot. The pattern found, if any, comes with the verdict.
+    pub fn scanner_check(
+        &self,
+        ip: &IpKey,
+        header: Option<&[u8]>,
+        now_us: u64,
+    ) -> Result<(ScannerVerdict, Option<&str>), TableError> {
+        Stats::inc(&self.stats.scanner_checks);
+        match header.and_then(|h| self.scanner.matches(h)) {
+            None => Ok((ScannerVerdict::Clean, None)),
+            Some(p) => Ok((self.scanner_found(ip, p, now_us)?, Some(p))),
+        }
+    }
+
+    /// The scanners' signatures in force.
+    pub fn scanner_patterns(&self) -> &[String] {
+        self.scanner.patterns()
+    }
+
+    /// A scanner's signature (`pattern`) was seen from `ip`: banned on the
+    /// spot.
+    pub fn scanner_found(
+        &self,
+        ip: &IpKey,
+        pattern: &str,
+        now_us: u64,
+    ) -> Result<ScannerVerdict, TableError> {
+        if self.whitelist.contains(ip) {
+            return Ok(ScannerVerdict::Whitelisted);
+        }
+        if let Some((_, ban)) = self.find_ban(ip, now_us, false)? {
+            return Ok(ScannerVerdict::AlreadyBanned(ban.reason));
+        }
+        let note = Note::cut(pattern.as_bytes());
+        Ok(
+            match self.rule_ban(
+                self.unit_target(ip),
+                Reason::Scanner,
+                self.cfg.scanner_ban_time_s,
+                Some(&note),
+                now_us,
+            )? {
+                BanOutcome::Created(rec) => ScannerVerdict::JustBanned(rec),
+                BanOutcome::Updated(rec) | BanOutcome::AlreadyBanned(rec) => {
+                    ScannerVerdict::AlreadyBanned(rec.ban.reason)
+                }
+                BanOutcome::TableFull => ScannerVerdict::OverLimitUnbanned,
+                BanOutcome::Whitelisted(_) | BanOutcome::TooBroad(_) => ScannerVerdict::Whitelisted,
+            },
+        )
+    }
+
+    /// Reported weight and distinct failed usernames of `ip`'s unit now.
+    pub(super) fn suspect_counts(&self, ip: &IpKey, now_us: u64) -> Result<(u32, u32), TableError> {
+        let window = self.cfg.report_window_s as u64 * US;
+        let (now_s, enum_s) = ((now_us / US) as u32, self.cfg.auth_fail_window_s);
+        Ok(self
+            .suspects
+            .get(&self.unit(ip), now_us, |s| {
+                (
+                    s.reports.total(now_us, window),
+                    s.users_failed(now_s, enum_s),
+                )
+            })?
+            .unwrap_or((0, 0)))
+    }
+
+    /// Forgets what the rules counted against a unit whose ban an operator
+    /// lifted, so its next request starts afresh (its history stays).
+    pub(super) fn forget_suspect(&self, target: &Cidr, now_us: u64) -> Result<(), TableError> {
+        if !self.is_unit(target) {
+            return Ok(());
+        }
+        self.suspects.remove(&target.addr, now_us)?;
+        if let Some(t) = &self.methods {
+            for i in 0..self.cfg.method_limits.len() {
+                t.remove(
+                    &MethodKey {
+                        unit: target.addr,
+                        method: i as u8,
+                    },
+                    now_us,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn user_info(
+        key: &UserKey,
+        st: &super::users::UserState,
+        now_us: u64,
+        window: u64,
+    ) -> UserInfo {
+        UserInfo {
+            user: *key,
+            failures: st.failures.total(now_us, window),
+            blocked: st
+                .is_blocked(now_us)
+                .then_some((st.blocked_us, st.block_ends_us)),
+        }
+    }
+
+    /// The account `user`, if it failed lately or is blocked.
+    pub fn user(&self, user: &[u8], now_us: u64) -> Result<Option<UserInfo>, TableError> {
+        let key = UserKey::cut(user);
+        let window = self.cfg.user_fail_window_s as u64 * US;
+        self.users
+            .get(&key, now_us, |st| Self::user_info(&key, st, now_us, window))
+    }
+
+    /// Every account with failures in the window or blocked, blocked ones
+    /// first.
+    pub fn users_list(&self, now_us: u64) -> Result<Vec<UserInfo>, TableError> {
+        let window = self.cfg.user_fail_window_s as u64 * US;
+        let mut out = Vec::new();
+        for i in 0..self.users.bucket_count() {
+            self.users.retain_bucket(i, now_us, |k, st, r| {
+                if r != super::table::Retention::Free {
+                    out.push(Self::user_info(k, st, now_us, window));
+                }
+                true
+            })?;
+        }
+        out.sort_by(|a, b| {
+            b.blocked
+                .is_some()
+                .cmp(&a.blocked.is_some())
+                .then(b.failures.cmp(&a.failures))
+                .then(a.user.as_bytes().cmp(b.user.as_bytes()))
+        });
+        Ok(out)
+    }
+
+    /// Lifts the block of `user` and forgets its failures; the account as
+    /// it was, if it was blocked.
+    pub fn user_unblock(&self, user: &[u8], now_us: u64) -> Result<Option<UserInfo>, TableError> {
+        let key = UserKey::cut(user);
+        let window = self.cfg.user_fail_window_s as u64 * US;
+        let was = self.users.remove(&key, now_us)?;
+        Ok(was
+            .filter(|st| st.is_blocked(now_us))
+            .map(|st| Self::user_info(&key, &st, now_us, window)))
+    }
+
+    fn push_side(&self, s: Side) {
+        let mut v = self.side.lock();
+        if v.len() < LAPSED_CAP {
+            v.push(s);
+        }
+    }
+
+    /// Decisions made on the side since the last call (see [`Side`]).
+    pub fn drain_side(&self) -> Vec<Side> {
+        std::mem::take(&mut *self.side.lock())
+    }
+}
