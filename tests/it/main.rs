@@ -28,3 +28,4 @@ mod opensips_hostile;
 mod opensips_integration;
 mod opensips_operability;
 mod opensips_persistence;
+mod opensips_threats;

@@ -103,6 +103,12 @@ impl<'a> Sipp<'a> {
         self
     }
 
+    /// A value for `[k]` in the scenario (-key k v).
+    pub fn key(mut self, k: &str, v: &str) -> Self {
+        self.extra.extend(["-key".into(), k.into(), v.into()]);
+        self
+    }
+
     pub fn timeout(mut self, secs: u32) -> Self {
         self.timeout_s = secs;
         self
