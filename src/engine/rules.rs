@@ -586,6 +586,57 @@ impl Engine {
             .map(|st| Self::user_info(&key, &st, now_us, window)))
     }
 
+    /// The rules' tables as allocated: (name, entries, bytes per entry
+    /// with its share of its bucket's lock and tags).
+    pub fn rule_tables(&self) -> Vec<(&'static str, usize, usize)> {
+        use super::history::Offense;
+        use super::methods::{MethodCount, MethodKey};
+        use super::subnet::BannedInside;
+        use super::suspect::Suspect;
+        use super::table::Table;
+        use super::users::UserState;
+        let mut v = vec![
+            (
+                "offender histories",
+                self.history.capacity(),
+                Table::<Cidr, Offense>::bytes_per_entry(),
+            ),
+            (
+                "accounts",
+                self.users.capacity(),
+                Table::<UserKey, UserState>::bytes_per_entry(),
+            ),
+            (
+                "suspects",
+                self.suspects.capacity(),
+                Table::<IpKey, Suspect>::bytes_per_entry(),
+            ),
+            (
+                "ban notes",
+                self.notes.capacity(),
+                Table::<Cidr, NoteEntry>::bytes_per_entry(),
+            ),
+            (
+                "prefix counts",
+                self.subnets.capacity(),
+                Table::<Cidr, BannedInside>::bytes_per_entry(),
+            ),
+        ];
+        if let Some(m) = &self.methods {
+            v.push((
+                "per-method counts",
+                m.capacity(),
+                Table::<MethodKey, MethodCount>::bytes_per_entry(),
+            ));
+        }
+        v
+    }
+
+    /// Heap bytes of the compiled scanner patterns (in every process).
+    pub fn scanner_bytes(&self) -> usize {
+        self.scanner.automaton_bytes()
+    }
+
     fn push_side(&self, s: Side) {
         let mut v = self.side.lock();
         if v.len() < LAPSED_CAP {

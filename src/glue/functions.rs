@@ -380,7 +380,7 @@ fn auth_fail(call: &Call, ip: Option<&[u8]>, user: Option<&[u8]>) -> i32 {
             rsec_log!(
                 Notice,
                 call.name(),
-                "banned {} for {} ({}): {}, last user '{}'{}",
+                "banned {} for {} ({}): {} (last user '{}'){}",
                 rec.target,
                 Length(&rec),
                 rec.ban.reason.as_str(),

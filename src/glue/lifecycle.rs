@@ -46,6 +46,19 @@ pub fn mod_init() -> c_int {
         ),
         format!("{rl} rl keys in {}", buckets(rb)),
     ];
+    let rules: Vec<String> = engine
+        .rule_tables()
+        .iter()
+        .map(|(name, n, b)| format!("{n} {name} ({b} bytes each)"))
+        .collect();
+    rsec_log!(
+        Info,
+        "mod_init",
+        "rule tables ready: {}; {} scanner patterns ({} KiB compiled)",
+        rules.join(", "),
+        engine.scanner_patterns().len(),
+        engine.scanner_bytes().div_ceil(1024)
+    );
     if c.lock_stripes != Config::default().lock_stripes {
         rsec_log!(
             Notice,

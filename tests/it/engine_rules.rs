@@ -662,3 +662,22 @@ fn notes_follow_their_ban_and_never_a_later_one() {
 fn get(c: &rsec::engine::stats::Counter) -> u64 {
     Stats::get(c)
 }
+
+#[test]
+fn rule_tables_cost_what_the_readme_says() {
+    let e = engine(methods("REGISTER:10"));
+    let got: Vec<(&str, usize)> = e.rule_tables().iter().map(|(n, _, b)| (*n, *b)).collect();
+    // The figures in README.md ("Memory is fixed at start-up").
+    assert_eq!(
+        got,
+        vec![
+            ("offender histories", 40),
+            ("accounts", 108),
+            ("suspects", 296),
+            ("ban notes", 116),
+            ("prefix counts", 28),
+            ("per-method counts", 44),
+        ]
+    );
+    assert_eq!(Engine::bytes_per_source(), 64);
+}

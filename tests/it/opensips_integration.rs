@@ -1002,7 +1002,8 @@ fn ipv6_flood_banned_ipv4_unaffected() {
         "exactly one request from ::1 crosses the threshold"
     );
     assert_eq!(
-        os.log_lines_with(&["rsec:sec_pike_check", "banned ::1 for 300s"])
+        // IPv6 is counted and banned per /64 (ipv6_track_prefix).
+        os.log_lines_with(&["rsec:sec_pike_check", "banned ::/64 for 300s"])
             .len(),
         1
     );

@@ -1206,7 +1206,10 @@ fn bad_db_settings_refuse_start() {
         out.contains("version 99"),
         "names the version found:\n{out}"
     );
-    db.sql("UPDATE rsec_version SET table_version = 1 WHERE table_name = 'rsec'");
+    db.sql(&format!(
+        "UPDATE rsec_version SET table_version = {} WHERE table_name = 'rsec'",
+        rsec::db::store::SCHEMA_VERSION
+    ));
 
     // Nothing listens on the port: OpenSIPS starts, serves SIP, logs why.
     let port = opensips::free_tcp_port();
