@@ -1,4 +1,4 @@
-//! The four OpenSIPS setups compared, and starting one of them.
+//! The OpenSIPS setups compared, and starting one of them.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -15,6 +15,11 @@ pub enum Setup {
     /// rsec as another build (RSEC_SO_BEFORE, e.g. the module before a
     /// change), with the same configuration: before/after in one run.
     RsecBefore,
+    /// rsec with every threat rule on: the flood check with per-method
+    /// limits, the scanner check, escalation, prefix aggregation, accounts,
+    /// enumeration and reports configured (no rate limit: compared with
+    /// pike alone).
+    RsecAll,
 }
 
 impl Setup {
@@ -25,6 +30,7 @@ impl Setup {
             "pike+rl" | "pike+ratelimit" => Setup::PikeRl,
             "rsec" => Setup::Rsec,
             "rsec-before" => Setup::RsecBefore,
+            "rsec-all" => Setup::RsecAll,
             _ => return None,
         })
     }
@@ -36,6 +42,7 @@ impl Setup {
             Setup::PikeRl => "pike+rl",
             Setup::Rsec => "rsec",
             Setup::RsecBefore => "rsec-before",
+            Setup::RsecAll => "rsec-all",
         }
     }
 
@@ -45,6 +52,7 @@ impl Setup {
             Setup::Pike => include_str!("../cfg/in_opensips_pike.cfg"),
             Setup::PikeRl => include_str!("../cfg/in_opensips_pike_rl.cfg"),
             Setup::Rsec | Setup::RsecBefore => include_str!("../cfg/in_opensips_rsec.cfg"),
+            Setup::RsecAll => include_str!("../cfg/in_opensips_rsec_all.cfg"),
         }
     }
 
@@ -55,7 +63,7 @@ impl Setup {
             Setup::None => &[],
             Setup::Pike => &["pike.so"],
             Setup::PikeRl => &["pike.so", "ratelimit.so"],
-            Setup::Rsec | Setup::RsecBefore => &["librsec.so", "rsec.so"],
+            Setup::Rsec | Setup::RsecBefore | Setup::RsecAll => &["librsec.so", "rsec.so"],
         }
     }
 }
@@ -114,7 +122,7 @@ pub fn start(
     }
     // rsec counts at most 65,534 requests per window (pike takes any).
     let density = match setup {
-        Setup::Rsec | Setup::RsecBefore => limits.density.min(65_534),
+        Setup::Rsec | Setup::RsecBefore | Setup::RsecAll => limits.density.min(65_534),
         _ => limits.density,
     };
     let vars = [
