@@ -35,6 +35,8 @@ CREATE TABLE IF NOT EXISTS rsec_ban_changes (
     node_id VARCHAR(64) NOT NULL,
     changed TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
     note VARBINARY(64) NOT NULL DEFAULT '',
+    -- For op 'block' / 'unblock': the account (address is empty).
+    user VARBINARY(64) NOT NULL DEFAULT '',
     KEY rsec_ban_changes_changed (changed)
 ) ENGINE=InnoDB;
 
@@ -51,6 +53,17 @@ CREATE TABLE IF NOT EXISTS rsec_offenders (
     last_len INT UNSIGNED NOT NULL,
     node_id VARCHAR(64) NOT NULL,
     KEY rsec_offenders_last_end (last_end)
+) ENGINE=InnoDB;
+
+-- Accounts blocked for failing authentication from many sources
+-- (user_fail_threshold), until expires (Unix seconds). Loaded at start-up;
+-- blocks and unblocks reach the other nodes through rsec_ban_changes.
+CREATE TABLE IF NOT EXISTS rsec_user_blocks (
+    user VARBINARY(64) NOT NULL PRIMARY KEY,
+    blocked BIGINT UNSIGNED NOT NULL,
+    expires BIGINT UNSIGNED NOT NULL,
+    node_id VARCHAR(64) NOT NULL,
+    KEY rsec_user_blocks_expires (expires)
 ) ENGINE=InnoDB;
 
 -- Prefixes never counted or banned, in addition to the whitelist modparam.

@@ -6,7 +6,7 @@
 //! refuses anything outside a safe character set, so no escaping is needed.
 
 use crate::engine::queue::{Change, ChangeOp};
-use crate::engine::{Cidr, Note, Offense, Reason};
+use crate::engine::{Cidr, Note, Offense, Reason, UserKey};
 
 use super::mysql::{Conn, DbError, Row};
 
@@ -25,12 +25,28 @@ pub struct StoredBan {
     pub note: Note,
 }
 
+/// An account's block as stored: Unix seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoredBlock {
+    pub user: UserKey,
+    pub blocked_s: u64,
+    pub expires_s: u64,
+}
+
+/// What one row of the change log says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logged {
+    Ban(StoredBan),
+    Unban(StoredBan),
+    Block(StoredBlock),
+    Unblock(UserKey),
+}
+
 /// One row of the change log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoggedChange {
     pub id: u64,
-    pub unban: bool,
-    pub ban: StoredBan,
+    pub what: Logged,
     pub node_id: String,
 }
 
@@ -106,13 +122,15 @@ pub fn write_batch(c: &Conn, node_id: &str, batch: &[Change]) -> Result<(), DbEr
             let reason = ch.reason.as_str();
             let (created, expires) = (secs(ch.created_us), secs(ch.expires_us));
             let note = sql_bytes(ch.note.as_bytes());
-            let logged = Logged {
+            let user = sql_bytes(ch.user.as_bytes());
+            let logged = LogRow {
                 addr,
                 reason,
                 created,
                 expires,
                 node,
                 note: &note,
+                user: "''",
             };
             match ch.op {
                 ChangeOp::Ban => {
@@ -130,6 +148,34 @@ pub fn write_batch(c: &Conn, node_id: &str, batch: &[Change]) -> Result<(), DbEr
                 ChangeOp::Unban => {
                     c.exec(&format!("DELETE FROM rsec_bans WHERE address = '{addr}'"))?;
                     log_change(c, "unban", &logged)?;
+                }
+                ChangeOp::Block => {
+                    c.exec(&format!(
+                        "INSERT INTO rsec_user_blocks (user, blocked, expires, node_id) \
+                         VALUES ({user}, {created}, {expires}, '{node}') ON DUPLICATE KEY UPDATE \
+                         blocked = VALUES(blocked), expires = VALUES(expires), node_id = VALUES(node_id)"
+                    ))?;
+                    log_change(
+                        c,
+                        "block",
+                        &LogRow {
+                            addr: "",
+                            user: &user,
+                            ..logged
+                        },
+                    )?;
+                }
+                ChangeOp::Unblock => {
+                    c.exec(&format!("DELETE FROM rsec_user_blocks WHERE user = {user}"))?;
+                    log_change(
+                        c,
+                        "unblock",
+                        &LogRow {
+                            addr: "",
+                            user: &user,
+                            ..logged
+                        },
+                    )?;
                 }
                 ChangeOp::Expire => {
                     // Only the ban that lapsed: a newer one for the same
@@ -152,30 +198,62 @@ pub fn write_batch(c: &Conn, node_id: &str, batch: &[Change]) -> Result<(), DbEr
 }
 
 /// One row of the change log, its values already safe for SQL.
-struct Logged<'a> {
+#[derive(Clone, Copy)]
+struct LogRow<'a> {
     addr: &'a str,
     reason: &'a str,
     created: u64,
     expires: u64,
     node: &'a str,
-    /// An SQL literal (see [`sql_bytes`]).
+    /// SQL literals (see [`sql_bytes`]).
     note: &'a str,
+    user: &'a str,
 }
 
-fn log_change(c: &Conn, op: &str, l: &Logged) -> Result<(), DbError> {
-    let Logged {
+fn log_change(c: &Conn, op: &str, l: &LogRow) -> Result<(), DbError> {
+    let LogRow {
         addr,
         reason,
         created,
         expires,
         node,
         note,
+        user,
     } = l;
     c.exec(&format!(
-        "INSERT INTO rsec_ban_changes (op, address, reason, created, expires, node_id, note) \
-         VALUES ('{op}', '{addr}', '{reason}', {created}, {expires}, '{node}', {note})"
+        "INSERT INTO rsec_ban_changes (op, address, reason, created, expires, node_id, note, user) \
+         VALUES ('{op}', '{addr}', '{reason}', {created}, {expires}, '{node}', {note}, {user})"
     ))
     .map(|_| ())
+}
+
+/// Bytes from the hex digits MySQL's HEX() gives.
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Accounts blocked at `now_s`.
+pub fn load_user_blocks(c: &Conn, now_s: u64) -> Result<Vec<StoredBlock>, DbError> {
+    let rows = c.query(&format!(
+        "SELECT HEX(user), blocked, expires FROM rsec_user_blocks WHERE expires > {now_s}"
+    ))?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            let s = |i: usize| r.get(i).cloned().flatten();
+            Some(StoredBlock {
+                user: UserKey::new(&unhex(&s(0)?)?).ok()?,
+                blocked_s: s(1)?.parse().ok()?,
+                expires_s: s(2)?.parse().ok()?,
+            })
+        })
+        .collect())
 }
 
 /// Writes a target's history unless the table already holds a later ban
@@ -258,23 +336,33 @@ pub fn last_change_id(c: &Conn) -> Result<u64, DbError> {
 /// Changes with id greater than `after`, oldest first, at most `limit`.
 pub fn changes_since(c: &Conn, after: u64, limit: u32) -> Result<Vec<LoggedChange>, DbError> {
     let rows: Vec<Row> = c.query(&format!(
-        "SELECT id, op, address, reason, created, expires, node_id, note FROM rsec_ban_changes \
-         WHERE id > {after} ORDER BY id LIMIT {limit}"
+        "SELECT id, op, address, reason, created, expires, node_id, note, HEX(user) \
+         FROM rsec_ban_changes WHERE id > {after} ORDER BY id LIMIT {limit}"
     ))?;
     Ok(rows
         .iter()
         .filter_map(|r| {
             let id = r.first()?.as_deref()?.parse().ok()?;
-            let unban = r.get(1)?.as_deref()? == "unban";
-            let mut ban = parse_ban(&r[2..6])?;
-            ban.note = Note::cut(r.get(7)?.as_deref().unwrap_or_default().as_bytes());
             let node_id = r.get(6)?.clone()?;
-            Some(LoggedChange {
-                id,
-                unban,
-                ban,
-                node_id,
-            })
+            let num = |i: usize| r.get(i)?.as_deref()?.parse::<u64>().ok();
+            let user = || UserKey::new(&unhex(r.get(8)?.as_deref()?)?).ok();
+            let ban = || {
+                let mut ban = parse_ban(&r[2..6])?;
+                ban.note = Note::cut(r.get(7)?.as_deref().unwrap_or_default().as_bytes());
+                Some(ban)
+            };
+            let what = match r.get(1)?.as_deref()? {
+                "ban" => Logged::Ban(ban()?),
+                "unban" => Logged::Unban(ban()?),
+                "block" => Logged::Block(StoredBlock {
+                    user: user()?,
+                    blocked_s: num(4)?,
+                    expires_s: num(5)?,
+                }),
+                "unblock" => Logged::Unblock(user()?),
+                _ => return None,
+            };
+            Some(LoggedChange { id, what, node_id })
         })
         .collect())
 }
@@ -291,7 +379,10 @@ pub fn prune(c: &Conn, max_age_s: u64, now_s: u64, recidive_s: u32) -> Result<u6
     let o = c.exec(&format!(
         "DELETE FROM rsec_offenders WHERE last_end <> 0 AND last_end + {recidive_s} <= {now_s}"
     ))?;
-    Ok(a + b + o)
+    let u = c.exec(&format!(
+        "DELETE FROM rsec_user_blocks WHERE expires <= {now_s}"
+    ))?;
+    Ok(a + b + o + u)
 }
 
 /// Whitelisted prefixes stored in rsec_whitelist, and the rows refused.

@@ -14,6 +14,7 @@ use super::bans::Reason;
 use super::history::Offense;
 use super::ip::Cidr;
 use super::note::Note;
+use super::users::UserKey;
 use crate::shm::{LockedSlice, Region, ShmMutex};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -23,6 +24,10 @@ pub enum ChangeOp {
     Ban = 1,
     Unban = 2,
     Expire = 3,
+    /// An account blocked (`user`, from `created_us` to `expires_us`).
+    Block = 4,
+    /// An account's block lifted.
+    Unblock = 5,
 }
 
 /// One decision to persist. Times are wall-clock microseconds.
@@ -39,6 +44,8 @@ pub struct Change {
     /// For a ban by a rule, the target's history with this ban in it
     /// (`offenses` 0: none to write).
     pub offense: Offense,
+    /// The account of a Block or Unblock (`target` is then unused).
+    pub user: UserKey,
 }
 
 #[derive(Default)]

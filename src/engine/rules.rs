@@ -575,6 +575,33 @@ impl Engine {
         Ok(out)
     }
 
+    /// Installs a block known from elsewhere (the database at start-up, or
+    /// another node); the block put in force, None when it had run out or
+    /// the same block was in force already.
+    pub fn restore_user_block(
+        &self,
+        user: &UserKey,
+        blocked_us: u64,
+        ends_us: u64,
+        now_us: u64,
+    ) -> Result<Option<UserBlock>, TableError> {
+        if ends_us <= now_us {
+            return Ok(None);
+        }
+        let installed = self.users.upsert(user, now_us, |st, _| {
+            let same = st.is_blocked(now_us) && st.block_ends_us / US == ends_us / US;
+            st.blocked_us = blocked_us.max(1);
+            st.block_ends_us = ends_us;
+            !same
+        })?;
+        Ok(installed.then_some(UserBlock {
+            user: *user,
+            failures: 0,
+            blocked_us,
+            ends_us,
+        }))
+    }
+
     /// Lifts the block of `user` and forgets its failures; the account as
     /// it was, if it was blocked.
     pub fn user_unblock(&self, user: &[u8], now_us: u64) -> Result<Option<UserInfo>, TableError> {

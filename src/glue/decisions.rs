@@ -10,11 +10,11 @@
 
 use std::ffi::CStr;
 
-use crate::db::store::StoredBan;
+use crate::db::store::{StoredBan, StoredBlock};
 use crate::engine::queue::{Change, ChangeOp};
 use crate::engine::{
     AuthVerdict, BanOutcome, BanRecord, Cidr, Engine, IpKey, Note, PikeVerdict, Reason,
-    ReportVerdict, ScannerVerdict, Side, TableError, US_PER_S,
+    ReportVerdict, ScannerVerdict, Side, TableError, UserBlock, UserInfo, UserKey, US_PER_S,
 };
 use crate::ffi::log::shown;
 use crate::{rsec_log, rsec_log_throttled};
@@ -119,6 +119,7 @@ fn run<R>(e: &Engine, origin: Origin, op: impl FnOnce(&Engine) -> R) -> R {
                     e.config().user_fail_window_s,
                     e.config().user_fail_threshold
                 );
+                persist_block(e, ChangeOp::Block, &b);
                 events::user_blocked(&b);
             }
         }
@@ -213,16 +214,81 @@ fn persist(e: &Engine, op: ChangeOp, rec: &BanRecord) {
         expires_us: rec.ban.expires_us,
         note,
         offense,
+        ..Change::default()
     };
+    push(q, change);
+}
+
+/// Queues one change; a full queue is counted (db_queue_drops) and
+/// logged at most once per interval.
+fn push(q: &crate::engine::queue::ChangeQueue, change: Change) {
     if !q.push(change) {
         rsec_log_throttled!(
             Err,
             "persistence",
-            "db queue full ({} waiting): {} ban changes not persisted so far (raise db_queue_size)",
+            "db queue full ({} waiting): {} changes not persisted so far (raise db_queue_size)",
             q.depth(),
             q.dropped()
         );
     }
+}
+
+/// Queues an account's block or unblock for the database.
+fn persist_block(e: &Engine, op: ChangeOp, b: &UserBlock) {
+    let Some(q) = e.queue() else { return };
+    let change = Change {
+        op,
+        user: b.user,
+        created_us: b.blocked_us,
+        expires_us: b.ends_us,
+        ..Change::default()
+    };
+    push(q, change);
+}
+
+/// Lifts an account's block (MI, or another node's unblock).
+pub fn user_unblock(
+    e: &Engine,
+    origin: Origin,
+    user: &UserKey,
+    now_us: u64,
+) -> Result<Option<UserInfo>, TableError> {
+    let r = e.user_unblock(user.as_bytes(), now_us)?;
+    if let Some(u) = &r {
+        if origin != Origin::Database {
+            let (blocked_us, ends_us) = u.blocked.unwrap_or_default();
+            persist_block(
+                e,
+                ChangeOp::Unblock,
+                &UserBlock {
+                    user: *user,
+                    failures: u.failures,
+                    blocked_us,
+                    ends_us,
+                },
+            );
+        }
+    }
+    Ok(r)
+}
+
+/// Installs a block read from the database (start-up or another node)
+/// and announces it.
+pub fn restore_user_block(
+    e: &Engine,
+    b: &StoredBlock,
+    now_us: u64,
+) -> Result<Option<UserBlock>, TableError> {
+    let r = e.restore_user_block(
+        &b.user,
+        b.blocked_s * US_PER_S,
+        b.expires_s * US_PER_S,
+        now_us,
+    )?;
+    if let Some(ub) = &r {
+        events::user_blocked(ub);
+    }
+    Ok(r)
 }
 
 pub fn pike_check(
@@ -350,9 +416,12 @@ pub fn sweep(e: &Engine, now_us: u64) -> Result<Vec<BanRecord>, TableError> {
 
 /// Announces bans installed before OpenSIPS could raise events (loaded in
 /// mod_init): they came from the database, so they are not queued again.
-pub fn announce_loaded(e: &Engine, loaded: &[BanRecord]) {
-    for rec in loaded {
+pub fn announce_loaded(e: &Engine, loaded: &super::persist::Loaded) {
+    for rec in &loaded.bans {
         let note = e.note_of(rec, super::now_us()).ok().flatten();
         events::ban(rec, note.as_ref(), Origin::Database.name());
+    }
+    for b in &loaded.blocks {
+        events::user_blocked(b);
     }
 }

@@ -366,7 +366,8 @@ fn user_list(p: Params) -> MiResult {
 fn user_unblock(p: Params) -> MiResult {
     let e = ready()?;
     let user = user_param(&p)?.ok_or_else(|| MiError::new(400, "missing user"))?;
-    match table(e.user_unblock(user.as_bytes(), now_us()))? {
+    let key = UserKey::cut(user.as_bytes());
+    match table(decisions::user_unblock(e, Origin::Mi, &key, now_us()))? {
         Some(_) => {
             rsec_log!(
                 Notice,

@@ -12,9 +12,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::db::store::Logged;
 use crate::db::{store, Conn, DbError, DbUrl};
-use crate::engine::{BanOutcome, BanRecord, Cidr, Engine, TableError, US_PER_S as US};
+use crate::engine::{BanOutcome, BanRecord, Cidr, Engine, TableError, UserBlock, US_PER_S as US};
 use crate::ffi::guard::guard;
+use crate::ffi::log::shown;
 use crate::ffi::process::ProcTable;
 use crate::ffi::sys::{PROC_FLAG_INITCHILD, PROC_FLAG_NEEDS_SCRIPT};
 use crate::rsec_log;
@@ -64,7 +66,7 @@ struct Persist {
     shared: &'static Shared,
     /// Bans loaded in mod_init, announced (E_SEC_BAN) by the persistence
     /// process once OpenSIPS runs.
-    loaded_at_start: Vec<BanRecord>,
+    loaded_at_start: Loaded,
 }
 
 static PERSIST: OnceLock<Persist> = OnceLock::new();
@@ -92,7 +94,7 @@ pub fn init(e: &Engine, settings: Settings) -> Result<(), InitError> {
     let shared = region.alloc::<Shared>().map_err(|err| err.to_string())?;
     // Region has no Drop: the mapping outlives this handle, like the engine's.
     let now = now_us();
-    let mut loaded = Vec::new();
+    let mut loaded = Loaded::default();
     let timeout_s = e.config().db_timeout_s;
     match Conn::connect(&settings.url, timeout_s) {
         Ok(c) => {
@@ -103,8 +105,9 @@ pub fn init(e: &Engine, settings: Settings) -> Result<(), InitError> {
             rsec_log!(
                 Info,
                 "mod_init",
-                "loaded {} bans in force from {}",
-                loaded.len(),
+                "loaded {} bans in force and {} blocked accounts from {}",
+                loaded.bans.len(),
+                loaded.blocks.len(),
                 settings.url.redacted()
             );
         }
@@ -132,13 +135,21 @@ pub fn init(e: &Engine, settings: Settings) -> Result<(), InitError> {
 }
 
 /// Loads bans in force, the stored whitelist and the change cursor.
+/// What a load from the database put in force, to be announced once
+/// OpenSIPS runs (mod_init cannot raise events).
+#[derive(Default)]
+pub struct Loaded {
+    pub bans: Vec<BanRecord>,
+    pub blocks: Vec<UserBlock>,
+}
+
 fn load_state(
     c: &Conn,
     e: &Engine,
     s: &Settings,
     shared: &Shared,
     now: u64,
-) -> Result<Vec<BanRecord>, DbError> {
+) -> Result<Loaded, DbError> {
     reload_whitelist(c, e, s)?;
     let cursor = store::last_change_id(c)?;
     let (bans, bad) = store::load_bans(c, now / US)?;
@@ -165,6 +176,20 @@ fn load_state(
         );
         installed.extend(enforced(&b.target, r));
     }
+    // Straight into the engine, like the bans: events come once OpenSIPS runs.
+    let mut blocks = Vec::new();
+    for b in &store::load_user_blocks(c, now / US)? {
+        match e.restore_user_block(&b.user, b.blocked_s * US, b.expires_s * US, now) {
+            Ok(r) => blocks.extend(r),
+            Err(err) => rsec_log!(
+                Err,
+                "persistence",
+                "cannot restore the block of '{}': {}",
+                shown(b.user.as_bytes()),
+                err
+            ),
+        }
+    }
     let window = e.config().recidive_window_s;
     if window > 0 {
         let offenders = store::load_offenders(c, now / US, window)?;
@@ -189,7 +214,10 @@ fn load_state(
     shared.cursor.store(cursor, Ordering::Relaxed);
     shared.loaded.store(1, Ordering::Relaxed);
     shared.last_sync_s.store(now / US, Ordering::Relaxed);
-    Ok(installed)
+    Ok(Loaded {
+        bans: installed,
+        blocks,
+    })
 }
 
 /// The ban a stored row put in force, if it changed anything; a row this
@@ -402,7 +430,7 @@ fn connect(p: &Persist, e: &Engine) -> Result<Conn, String> {
             Notice,
             "persistence",
             "loaded {} bans in force (database was unreachable at start-up)",
-            installed.len()
+            installed.bans.len()
         );
         decisions::announce_loaded(e, &installed);
     }
@@ -467,15 +495,39 @@ fn import(c: &Conn, p: &Persist, e: &Engine, seen: &mut Seen) -> Result<(), DbEr
             if !seen.first_time(ch.id, start) || ch.node_id == p.settings.node_id {
                 continue;
             }
-            let b = ch.ban;
-            if ch.unban {
-                if let Err(err) = decisions::unban(e, Origin::Database, &b.target, now) {
-                    rsec_log!(Err, "persistence", "cannot lift ban {}: {}", b.target, err);
+            match &ch.what {
+                Logged::Unban(b) => {
+                    if let Err(err) = decisions::unban(e, Origin::Database, &b.target, now) {
+                        rsec_log!(Err, "persistence", "cannot lift ban {}: {}", b.target, err);
+                    }
                 }
-            } else {
-                let r = decisions::restore(e, &b, now);
-                // decisions::restore raised the event for what it put in force.
-                enforced(&b.target, r);
+                Logged::Ban(b) => {
+                    let r = decisions::restore(e, b, now);
+                    // decisions::restore raised the event for what it put in force.
+                    enforced(&b.target, r);
+                }
+                Logged::Block(b) => {
+                    if let Err(err) = decisions::restore_user_block(e, b, now) {
+                        rsec_log!(
+                            Err,
+                            "persistence",
+                            "cannot block account '{}': {}",
+                            shown(b.user.as_bytes()),
+                            err
+                        );
+                    }
+                }
+                Logged::Unblock(u) => {
+                    if let Err(err) = decisions::user_unblock(e, Origin::Database, u, now) {
+                        rsec_log!(
+                            Err,
+                            "persistence",
+                            "cannot unblock account '{}': {}",
+                            shown(u.as_bytes()),
+                            err
+                        );
+                    }
+                }
             }
         }
         p.shared.cursor.store(cursor, Ordering::Relaxed);

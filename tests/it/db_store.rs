@@ -1,10 +1,10 @@
 //! The persistence layer against a real MariaDB started by the test, and
 //! db_url parsing. Runs on every machine with mariadb-server installed.
 
-use rsec::db::store;
+use rsec::db::store::{self, Logged, StoredBlock};
 use rsec::db::{Conn, DbUrl};
 use rsec::engine::queue::{Change, ChangeOp};
-use rsec::engine::{Cidr, Reason};
+use rsec::engine::{Cidr, Note, Offense, Reason, UserKey};
 
 use crate::support::mariadb;
 use mariadb::MariaDb;
@@ -165,7 +165,11 @@ fn batches_write_rows_and_change_log_that_load_back() {
     let log = store::changes_since(&c, 0, 100).unwrap();
     assert_eq!(log.len(), 5);
     assert!(log.windows(2).all(|w| w[0].id < w[1].id));
-    assert!(log[4].unban && log[4].ban.target.to_string() == "192.0.2.7");
+    assert!(
+        matches!(log[4].what, Logged::Unban(b) if b.target.to_string() == "192.0.2.7"),
+        "{:?}",
+        log[4]
+    );
     assert_eq!(store::last_change_id(&c).unwrap(), log[4].id);
     assert_eq!(store::changes_since(&c, log[2].id, 100).unwrap().len(), 2);
 
@@ -213,4 +217,74 @@ fn unix_socket_url_connects() {
     .unwrap();
     let c = Conn::connect(&url, 5).unwrap();
     store::check_schema(&c).unwrap();
+}
+
+#[test]
+fn account_blocks_notes_and_histories_are_written_and_read_back() {
+    let Some(db) = MariaDb::start_new(
+        "account_blocks_notes_and_histories_are_written_and_read_back",
+        true,
+    ) else {
+        return;
+    };
+    let c = Conn::connect(&DbUrl::parse(&db.url()).unwrap(), 5).unwrap();
+    let now = 1_800_000_000 * S;
+    // A username with bytes no SQL string could hold as they are.
+    let user = UserKey::new(b"10'01\\\n\xff").unwrap();
+    let note = Note::new(b"ticket '4411'; DROP TABLE rsec_bans; --").unwrap();
+    let offense = Offense {
+        offenses: 3,
+        last_start_s: 1_800_000_000,
+        last_end_s: 1_800_001_200,
+        last_len_s: 1200,
+    };
+    let batch = vec![
+        Change {
+            op: ChangeOp::Block,
+            user,
+            created_us: now,
+            expires_us: now + 300 * S,
+            ..Change::default()
+        },
+        Change {
+            op: ChangeOp::Ban,
+            target: Cidr::parse("192.0.2.7").unwrap(),
+            reason: Reason::Pike,
+            created_us: now,
+            expires_us: now + 1200 * S,
+            note,
+            offense,
+            ..Change::default()
+        },
+        Change {
+            op: ChangeOp::Unblock,
+            user: UserKey::new(b"other").unwrap(),
+            ..Change::default()
+        },
+    ];
+    store::write_batch(&c, "node-a", &batch).unwrap();
+    let blocks = store::load_user_blocks(&c, now / S).unwrap();
+    assert_eq!(
+        blocks,
+        vec![StoredBlock {
+            user,
+            blocked_s: now / S,
+            expires_s: now / S + 300
+        }]
+    );
+    assert!(store::load_user_blocks(&c, now / S + 300)
+        .unwrap()
+        .is_empty());
+    let (bans, _) = store::load_bans(&c, now / S).unwrap();
+    assert_eq!(bans[0].note, note);
+    assert_eq!(
+        store::load_offenders(&c, now / S, 3600).unwrap(),
+        vec![(Cidr::parse("192.0.2.7").unwrap(), offense)]
+    );
+    let log = store::changes_since(&c, 0, 10).unwrap();
+    let what: Vec<Logged> = log.iter().map(|l| l.what).collect();
+    assert!(matches!(what[0], Logged::Block(b) if b.user == user && b.expires_s == now / S + 300));
+    assert!(matches!(what[1], Logged::Ban(b) if b.note == note));
+    assert!(matches!(what[2], Logged::Unblock(u) if u.as_bytes() == b"other"));
+    assert_eq!(db.sql("SELECT COUNT(*) FROM rsec_bans").trim(), "1");
 }

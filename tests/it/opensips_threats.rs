@@ -511,3 +511,80 @@ fn reports_add_up_to_a_ban_and_notes_are_listed_raised_and_stored() {
     })
     .unwrap_or_else(|| panic!("notes not stored: {}", db.sql("SELECT * FROM rsec_bans")));
 }
+
+#[test]
+fn an_account_block_is_stored_loaded_by_a_new_node_and_its_unblock_synced() {
+    let env = require!(
+        "an_account_block_is_stored_loaded_by_a_new_node_and_its_unblock_synced",
+        false
+    );
+    let Some(db) = MariaDb::start_new(
+        "an_account_block_is_stored_loaded_by_a_new_node_and_its_unblock_synced",
+        true,
+    ) else {
+        return;
+    };
+    let _g = heavy();
+    let dir = TestDir::new("threats_user_db");
+    let node = |id: &str| {
+        format!(
+            "modparam(\"rsec\", \"db_url\", \"{}\")\nmodparam(\"rsec\", \"node_id\", \"{id}\")\nmodparam(\"rsec\", \"db_sync_interval\", 1)",
+            db.url()
+        )
+    };
+    let blocked = |os: &OpenSips, n: usize| {
+        request(os, "127.0.0.9", "OPTIONS", "userq", "1001", "");
+        let evs = events(os, n, &[("check", "userq")]);
+        evs.last().unwrap().get("r").to_owned()
+    };
+    let (a, mi_a) = start(env, &dir, "node-a", &[("EXTRA", node("a"))]);
+    for n in 1..=10 {
+        request(
+            &a,
+            &format!("127.0.9.{n}"),
+            "OPTIONS",
+            "authfail",
+            "1001",
+            "",
+        );
+    }
+    events(&a, 1, &[("ev", "userblock"), ("user", "1001")]);
+    opensips::poll(Duration::from_secs(10), Duration::from_millis(200), || {
+        db.sql("SELECT COUNT(*) FROM rsec_user_blocks")
+            .trim()
+            .ends_with('1')
+            .then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "block not stored: {}",
+            db.sql("SELECT * FROM rsec_user_blocks")
+        )
+    });
+
+    // A node started now loads the block from the database and announces it.
+    let (b, _mi_b) = start(env, &dir, "node-b", &[("EXTRA", node("b"))]);
+    assert_eq!(blocked(&b, 1), "1", "node b enforces node a's block");
+    let ev = events(&b, 1, &[("ev", "userblock"), ("user", "1001")]);
+    assert_eq!(ev.len(), 1, "{ev:?}");
+
+    // Lifted on a: b follows within a few sync intervals.
+    mi_a.ok("sec_user_unblock", r#"{"user":"1001"}"#);
+    assert_eq!(blocked(&a, 1), "-1");
+    let lifted = opensips::poll(Duration::from_secs(10), Duration::from_millis(300), || {
+        let n = b
+            .events()
+            .iter()
+            .filter(|e| e.get("check") == "userq")
+            .count();
+        (blocked(&b, n + 1) == "-1").then_some(())
+    });
+    assert!(lifted.is_some(), "node b still blocks 1001\n{}", b.tail(20));
+    assert_eq!(
+        db.sql("SELECT COUNT(*) FROM rsec_user_blocks")
+            .trim()
+            .lines()
+            .last(),
+        Some("0")
+    );
+}
