@@ -35,6 +35,7 @@ fn small() -> Config {
         max_tracked_ips: 1024,
         max_rl_keys: 256,
         max_bans: 256,
+        max_whitelist: 1024,
         lock_stripes: 8,
         db_queue_size: 0,
         db_sync_interval_s: 5,

@@ -193,6 +193,7 @@ fn config() -> Config {
         max_tracked_ips: 4096,
         max_rl_keys: 1024,
         max_bans: 1024,
+        max_whitelist: 1024,
         lock_stripes: 16,
         db_queue_size: 0,
         db_sync_interval_s: 5,
