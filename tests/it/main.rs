@@ -16,6 +16,7 @@ mod engine_capacity;
 mod engine_ip;
 mod engine_operability;
 mod engine_policy;
+mod engine_whitelist;
 mod engine_window;
 mod multiprocess;
 mod opensips_cli;
