@@ -20,29 +20,38 @@
 //! scratch. Every shared word is an atomic, so a read racing a write is
 //! well-defined (and then discarded).
 //!
-//! Memory, fixed at start-up by `max_whitelist`: each buffer holds one
-//! 24-byte entry per allowed prefix and at least two 8-byte slots per
-//! prefix (a power of two, so the set stays at most half full and probes
-//! short). That is 80 bytes per entry for both buffers when `max_whitelist`
-//! is a power of two (5 MiB for the default 65,536), up to 112 just above
-//! one.
+//! Memory, fixed at start-up by `max_whitelist`: each buffer holds, per
+//! allowed entry, a 16-byte address, a 1-byte prefix length and at least
+//! two 8-byte slots (a power of two, so the set is at most half full and
+//! probes stay short). That is 66 bytes per entry for both buffers when
+//! `max_whitelist` is a power of two (4.1 MiB for the default 65,536), up
+//! to 98 just above one.
 
 use std::collections::HashSet;
 use std::io;
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 
-use ahash::RandomState;
-
 use super::ip::{Cidr, IpKey};
 use crate::shm::{Region, ShmMutex};
 
-/// One prefix: its masked address in two halves, and its length.
+/// One prefix's masked address, in two halves. Its length is in its slot
+/// (where a probe compares it before reading the entry) and in the
+/// buffer's packed array of lengths (for listing).
 #[derive(Default)]
 struct WlEntry {
     hi: AtomicU64,
     lo: AtomicU64,
-    prefix: AtomicU64,
 }
+
+/// Prefix lengths packed per 64-bit word, one byte each.
+const PER_WORD: usize = 8;
+
+/// A slot: the entry's index plus one in the low 32 bits (0: empty), its
+/// prefix length in the next 8, and the top 24 bits of its hash in the
+/// rest, so a probe that meets another entry's slot rarely reads that
+/// entry.
+const INDEX_BITS: u64 = 0xffff_ffff;
+const TAG_SHIFT: u32 = 40;
 
 /// Prefix lengths 0 ..= 128 as bits.
 const LENGTH_WORDS: usize = 3;
@@ -57,16 +66,23 @@ struct WlHead {
     len: AtomicU64,
     /// Bit p set when some entry is a /p: the lengths a lookup probes.
     lengths: [AtomicU64; LENGTH_WORDS],
+    /// Slots in use, less one: the set is sized for the entries held, not
+    /// for `max_whitelist`, so a short list is probed in a few hot cache
+    /// lines rather than at random over the whole allocation.
+    mask: AtomicU64,
 }
 
+/// Fewest slots in use: two cache lines.
+const MIN_SLOTS: usize = 16;
+
 /// One copy of the whole whitelist: the entries in order (for listing and
-/// the rare scan) and the hash set over them. A slot is 0 when empty, else
-/// the top 32 bits of the entry's hash (so a probe that meets another
-/// entry's slot rarely has to read that entry) and its index plus one.
+/// the rare scan) and the hash set over them.
 struct Buffer {
     head: &'static WlHead,
     slots: &'static [AtomicU64],
     entries: &'static [WlEntry],
+    /// The entries' prefix lengths, `PER_WORD` to a word.
+    prefixes: &'static [AtomicU64],
 }
 
 pub struct Whitelist {
@@ -74,8 +90,8 @@ pub struct Whitelist {
     /// Index (0 or 1) of the buffer readers use.
     active: &'static AtomicU64,
     bufs: [Buffer; 2],
-    /// Seeded once before the fork, so every process hashes alike.
-    hasher: RandomState,
+    /// Hash keys drawn once before the fork, so every process hashes alike.
+    keys: [u64; 4],
     capacity: usize,
 }
 
@@ -122,6 +138,19 @@ fn lengths_of(mut words: [u64; LENGTH_WORDS]) -> impl Iterator<Item = u8> {
     })
 }
 
+/// The 128-bit product of `a` and `b`, its halves xored, so that the low
+/// bits (the home slot) depend on the high bits of the inputs too.
+fn fold_mul(a: u64, b: u64) -> u64 {
+    let m = a as u128 * b as u128;
+    m as u64 ^ (m >> 64) as u64
+}
+
+/// A slot's bits above the index, for an entry of hash `h` and length
+/// `prefix`.
+fn slot_key(h: u64, prefix: u8) -> u64 {
+    (h >> TAG_SHIFT) << TAG_SHIFT | (prefix as u64) << 32
+}
+
 fn halves(a: u128) -> (u64, u64) {
     ((a >> 64) as u64, a as u64)
 }
@@ -132,12 +161,19 @@ impl Buffer {
             head: region.alloc()?,
             slots: region.alloc_slice(slot_count(capacity))?,
             entries: region.alloc_slice(capacity)?,
+            prefixes: region.alloc_slice(capacity.div_ceil(PER_WORD))?,
         })
     }
 
     /// Entries held; bounded, as a reader racing a rebuild may read anything.
     fn len(&self) -> usize {
         (self.head.len.load(Ordering::Relaxed) as usize).min(self.entries.len())
+    }
+
+    /// Always within the slots (which are a power of two), whatever a
+    /// reader racing a rebuild reads.
+    fn mask(&self) -> usize {
+        self.head.mask.load(Ordering::Relaxed) as usize & (self.slots.len() - 1)
     }
 
     fn lengths(&self) -> [u64; LENGTH_WORDS] {
@@ -148,10 +184,11 @@ impl Buffer {
         let e = &self.entries[i];
         let addr =
             (e.hi.load(Ordering::Relaxed) as u128) << 64 | e.lo.load(Ordering::Relaxed) as u128;
+        let word = self.prefixes[i / PER_WORD].load(Ordering::Relaxed);
         Cidr {
             addr: IpKey(addr.to_be_bytes()),
             // A torn read may hold anything; a stored prefix is at most 128.
-            prefix: e.prefix.load(Ordering::Relaxed).min(128) as u8,
+            prefix: ((word >> (8 * (i % PER_WORD))) as u8).min(128),
         }
     }
 
@@ -163,23 +200,23 @@ impl Buffer {
     /// `h` is its hash.
     fn find(&self, h: u64, addr: u128, prefix: u8) -> bool {
         let (hi, lo) = halves(addr);
-        let mask = self.slots.len() - 1;
-        let tag = h >> 32;
+        let mask = self.mask();
+        let want = slot_key(h, prefix);
         let mut i = h as usize & mask;
         // Bounded by the table size: a reader racing a rebuild may meet a
         // table in any state, even one with no empty slot left.
-        for _ in 0..self.slots.len() {
+        for _ in 0..=mask {
             let s = self.slots[i].load(Ordering::Relaxed);
             if s == 0 {
                 return false;
             }
-            if s >> 32 == tag {
+            if s & !INDEX_BITS == want {
                 // Checked: an index read mid-rebuild may be anything.
-                if let Some(e) = self.entries.get((s as u32 as usize).wrapping_sub(1)) {
-                    if e.lo.load(Ordering::Relaxed) == lo
-                        && e.hi.load(Ordering::Relaxed) == hi
-                        && e.prefix.load(Ordering::Relaxed) == prefix as u64
-                    {
+                if let Some(e) = self
+                    .entries
+                    .get(((s & INDEX_BITS) as usize).wrapping_sub(1))
+                {
+                    if e.lo.load(Ordering::Relaxed) == lo && e.hi.load(Ordering::Relaxed) == hi {
                         return true;
                     }
                 }
@@ -201,12 +238,13 @@ impl Drop for Held<'_> {
 
 impl Whitelist {
     /// Shared bytes for a whitelist of at most `capacity` entries (see the
-    /// module comment: 80 to 112 per entry).
+    /// module comment: 66 to 98 per entry).
     pub fn shm_bytes(capacity: usize) -> usize {
         let capacity = capacity.max(1);
         let buffer = std::mem::size_of::<WlHead>()
             + slot_count(capacity) * std::mem::size_of::<AtomicU64>()
-            + capacity * std::mem::size_of::<WlEntry>();
+            + capacity * std::mem::size_of::<WlEntry>()
+            + capacity.div_ceil(PER_WORD) * std::mem::size_of::<AtomicU64>();
         std::mem::size_of::<ShmMutex>() + std::mem::size_of::<AtomicU64>() + 2 * buffer + 256
     }
 
@@ -226,12 +264,13 @@ impl Whitelist {
             Buffer::alloc(region, capacity)?,
             Buffer::alloc(region, capacity)?,
         ];
-        let [a, b, c, d] = crate::shm::random_seeds();
+        // Odd, so that no multiply by a key loses its low bits.
+        let keys = crate::shm::random_seeds().map(|k| k | 1);
         Ok(Whitelist {
             lock,
             active,
             bufs,
-            hasher: RandomState::with_seeds(a, b, c, d),
+            keys,
             capacity,
         })
     }
@@ -241,8 +280,16 @@ impl Whitelist {
         self.capacity
     }
 
+    /// Two folded multiplies (ahash's fallback mixing, without the cost of
+    /// its streaming interface): this runs on every request, once per
+    /// prefix length in use. One multiply alone clusters runs of
+    /// consecutive hosts; two spread them as evenly as random keys would.
+    /// The keys are drawn at start-up, so nobody can pick addresses that
+    /// collide in advance.
     fn hash(&self, addr: u128, prefix: u8) -> u64 {
-        self.hasher.hash_one((addr, prefix))
+        let (hi, lo) = halves(addr);
+        let [k0, k1, k2, k3] = self.keys;
+        fold_mul(fold_mul(hi ^ k0, lo ^ k1) ^ prefix as u64 ^ k2, k3)
     }
 
     /// Runs `f` over the active buffer until it ran over a buffer no writer
@@ -364,7 +411,6 @@ impl Whitelist {
         // sees any of them sees the odd (or a later) sequence after its
         // acquire fence, and retries.
         fence(Ordering::Release);
-        let mask = b.slots.len() - 1;
         if torn {
             for s in b.slots {
                 s.store(0, Ordering::Relaxed);
@@ -373,7 +419,9 @@ impl Whitelist {
             // With linear probing and no deletions, each entry sits in the
             // run of occupied slots that starts at its home slot, and each
             // run starts at some entry's home: clearing from every home to
-            // the first empty slot empties the table, each slot once.
+            // the first empty slot empties the table, each slot once. Slots
+            // past the mask were never used since the last full clear.
+            let mask = b.mask();
             for i in 0..b.len() {
                 let c = b.entry(i);
                 let mut j = self.hash(c.addr.as_u128(), c.prefix) as usize & mask;
@@ -383,6 +431,11 @@ impl Whitelist {
                 }
             }
         }
+        let mask = (list.len() * 2)
+            .next_power_of_two()
+            .max(MIN_SLOTS)
+            .min(b.slots.len())
+            - 1;
         let mut lengths = [0u64; LENGTH_WORDS];
         for (i, c) in list.iter().enumerate() {
             let a = c.addr.as_u128();
@@ -390,19 +443,26 @@ impl Whitelist {
             let e = &b.entries[i];
             e.hi.store(hi, Ordering::Relaxed);
             e.lo.store(lo, Ordering::Relaxed);
-            e.prefix.store(c.prefix as u64, Ordering::Relaxed);
             let h = self.hash(a, c.prefix);
             let mut j = h as usize & mask;
             while b.slots[j].load(Ordering::Relaxed) != 0 {
                 j = (j + 1) & mask;
             }
-            b.slots[j].store(h & !0xffff_ffff | (i as u64 + 1), Ordering::Relaxed);
+            b.slots[j].store(slot_key(h, c.prefix) | (i as u64 + 1), Ordering::Relaxed);
             lengths[c.prefix as usize / 64] |= 1 << (c.prefix % 64);
+        }
+        for (w, chunk) in b.prefixes.iter().zip(list.chunks(PER_WORD)) {
+            let packed = chunk
+                .iter()
+                .rev()
+                .fold(0u64, |acc, c| acc << 8 | c.prefix as u64);
+            w.store(packed, Ordering::Relaxed);
         }
         for (w, v) in b.head.lengths.iter().zip(lengths) {
             w.store(v, Ordering::Relaxed);
         }
         b.head.len.store(list.len() as u64, Ordering::Relaxed);
+        b.head.mask.store(mask as u64, Ordering::Relaxed);
         b.head.seq.store(odd + 1, Ordering::Release);
     }
 

@@ -470,3 +470,21 @@ fn whitelist_readers_racing_a_writer_see_one_list_or_the_other() {
     assert!(reads.load(Ordering::Relaxed) > 0);
     assert_eq!(w.list(), a);
 }
+
+#[test]
+fn whitelist_memory_per_entry_is_as_documented() {
+    // 66 bytes per entry at a power-of-two capacity: in each of the two
+    // buffers, a 16-byte address, a 1-byte length and two 8-byte slots.
+    let per = |cap: usize| Whitelist::shm_bytes(cap) as f64 / cap as f64;
+    assert!((66.0..66.1).contains(&per(65_536)), "{}", per(65_536));
+    assert!((66.0..66.1).contains(&per(1 << 20)), "{}", per(1 << 20));
+    // Just above one, the slots double: 98.
+    assert!((98.0..98.1).contains(&per(65_537)), "{}", per(65_537));
+    let e = rsec::engine::Engine::new(rsec::engine::Config::default()).unwrap();
+    eprintln!(
+        "default engine: {} KiB mapped, whitelist {} KiB",
+        e.shm_bytes() / 1024,
+        Whitelist::shm_bytes(65_536) / 1024
+    );
+    assert_eq!(e.whitelist().capacity(), 65_536);
+}
