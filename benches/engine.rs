@@ -12,8 +12,9 @@
 //!   spoofed flood: every call evicts);
 //! * `ban_miss` / `ban_hit`: `lookup_ban` with the ban table full;
 //! * `rl_known`: `rl_check` on known "ip:port" keys, table full;
-//! * `wl_hit` / `wl_miss`: `is_whitelisted` with a few prefixes (the size
-//!   column is the number of prefixes there);
+//! * `wl_hit` / `wl_miss`: `is_whitelisted` with 10, 10,000 and 65,536
+//!   prefixes (the size column is the number of prefixes there): the cost
+//!   must not grow with them;
 //! * `mp_distinct` / `mp_hot`: `pike_check` from 1, 2, 4 forked processes on
 //!   the same tables, each on its own known sources, or all on one source
 //!   (one stripe lock, the worst contention);
@@ -35,6 +36,8 @@
 //!   (default `1,2,4`).
 //! * `RSEC_BENCH_CASES`  groups to run: any of `pike,ban,rl,wl,mp,sweep`
 //!   (default all).
+//! * `RSEC_BENCH_WL_SIZES` whitelist sizes of the `wl` group (default
+//!   `10,10000,65536`; at most 65536, the default `max_whitelist`).
 //! * `RSEC_BENCH_CSV`    output file (default target/bench-engine/engine.csv).
 //!
 //! Memory and time: at 16 M entries the rate-limit table maps 4.7 GiB, the
@@ -72,6 +75,7 @@ struct Opts {
     reps: u32,
     procs: Vec<usize>,
     groups: Vec<String>,
+    wl_sizes: Vec<u32>,
     csv: std::path::PathBuf,
 }
 
@@ -121,6 +125,15 @@ impl Opts {
                 s.parse().expect("RSEC_BENCH_PROCS: not a number")
             }),
             groups: parse_list("RSEC_BENCH_CASES", "pike,ban,rl,wl,mp,sweep", str::to_owned),
+            wl_sizes: parse_list("RSEC_BENCH_WL_SIZES", "10,10000,65536", |s| {
+                let n: u32 = s.parse().expect("RSEC_BENCH_WL_SIZES: not a number");
+                assert!(
+                    (1..=Config::default().max_whitelist).contains(&n),
+                    "RSEC_BENCH_WL_SIZES: {n} is outside 1..={}",
+                    Config::default().max_whitelist
+                );
+                n
+            }),
             csv: std::env::var_os("RSEC_BENCH_CSV").map_or_else(
                 || {
                     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -801,25 +814,39 @@ fn group_rl(o: &Opts, n: u32, out: &mut Out) {
     }
 }
 
-/// The whitelist with `count` prefixes, a mix of IPv4 and IPv6 as an
-/// operator's trunks and offices would be; hits spread over every entry
-/// (the scan is linear), misses scan them all.
+/// The whitelist with `count` prefixes, a mix of IPv4 /24s and IPv6 /48s
+/// as an operator's trunks and offices would be: the same two prefix
+/// lengths at every size, so only the number of entries changes. Hits
+/// spread over every entry (and so over the whole hash set), misses are
+/// random addresses outside it.
 fn group_whitelist(o: &Opts, count: u32, out: &mut Out) {
     let e = engine(SMALL, SMALL, SMALL);
-    let mut hits = Vec::new();
-    for i in 0..count {
-        let c = if i % 4 == 3 {
-            format!("2001:db8:{i:x}::/48")
-        } else {
-            format!("10.{}.{}.0/24", i / 256, i % 256)
-        };
-        let c = Cidr::parse(&c).unwrap();
-        assert!(e.whitelist_add(c).unwrap());
-        let mut a = c.addr;
-        a.0[15] = 7;
-        hits.push(a);
-    }
-    let misses: Vec<IpKey> = (0..1024).map(|i| ip(MISS + i)).collect();
+    let list: Vec<Cidr> = (0..count)
+        .map(|i| {
+            let c = if i % 4 == 3 {
+                format!("2001:db8:{i:x}::/48")
+            } else {
+                format!("10.{}.{}.0/24", i / 256, i % 256)
+            };
+            Cidr::parse(&c).unwrap()
+        })
+        .collect();
+    // One write: adding 65,536 entries one by one would rebuild the set
+    // each time.
+    assert!(e.whitelist_replace(list.clone()).unwrap().is_empty());
+    assert_eq!(e.whitelist().len(), count as usize);
+    let hits: Vec<IpKey> = list
+        .iter()
+        .map(|c| {
+            let mut a = c.addr;
+            a.0[15] = 7;
+            a
+        })
+        .collect();
+    let misses: Vec<IpKey> = (0..1024)
+        .map(|i| ip(MISS + i))
+        .filter(|a| !e.is_whitelisted(a))
+        .collect();
     for (case, keys) in [("wl_hit", &hits), ("wl_miss", &misses)] {
         out.case(
             o,
@@ -972,7 +999,9 @@ fn main() {
         }
     }
     if o.wants("wl") {
-        for count in [8, 64] {
+        // By default a small site, a big operator and a full default
+        // max_whitelist, side by side.
+        for &count in &o.wl_sizes {
             run(&format!("whitelist {count}"), &|out| {
                 group_whitelist(&o, count, out)
             });
