@@ -4,9 +4,9 @@
 //! tens of thousands of prefixes, and a lookup must cost the same with ten
 //! of them or with all of them. The prefixes are kept in an open-addressing
 //! hash set of (masked address, prefix length), and a lookup masks the
-//! address once per prefix length in use and probes the set: a cost that
-//! grows with the number of distinct lengths (rarely more than a few), not
-//! with the number of entries.
+//! address once per prefix length in use in its family and probes the set:
+//! a cost that grows with the number of distinct lengths (rarely more than
+//! a few), not with the number of entries.
 //!
 //! Reads take no lock, since every worker reads on every request. The set
 //! is double-buffered: writers (start-up, MI, a database reload: rare)
@@ -56,6 +56,27 @@ const TAG_SHIFT: u32 = 40;
 /// Prefix lengths 0 ..= 128 as bits.
 const LENGTH_WORDS: usize = 3;
 
+/// The IPv4-mapped range, `::ffff:0:0/96`, where IPv4 lives.
+const V4_SPACE: u128 = 0xffff << 32;
+const V4_PREFIX: u8 = 96;
+
+/// Which length masks a prefix goes in: [IPv4, IPv6]. An IPv4 prefix can
+/// contain no IPv6 address, and an IPv6 one no IPv4 address unless it
+/// contains the whole mapped range (`::/0`, `::/8`), so a lookup probes
+/// only the lengths of its own family: with IPv4 /24s and IPv6 /48s
+/// whitelisted, one probe, not two.
+fn families(c: &Cidr) -> [bool; 2] {
+    let a = c.addr.as_u128();
+    let inside_v4 = c.prefix >= V4_PREFIX && a & IpKey::mask(V4_PREFIX) == V4_SPACE;
+    let around_v4 = c.prefix <= V4_PREFIX && V4_SPACE & IpKey::mask(c.prefix) == a;
+    [inside_v4 || around_v4, !inside_v4]
+}
+
+/// The family of an address: 0 for IPv4(-mapped), 1 for IPv6.
+fn family(a: u128) -> usize {
+    (a & IpKey::mask(V4_PREFIX) != V4_SPACE) as usize
+}
+
 /// The fixed part of one buffer.
 #[derive(Default)]
 struct WlHead {
@@ -64,8 +85,9 @@ struct WlHead {
     /// Entries held: the first `len` of the buffer's entries, in the order
     /// they were added.
     len: AtomicU64,
-    /// Bit p set when some entry is a /p: the lengths a lookup probes.
-    lengths: [AtomicU64; LENGTH_WORDS],
+    /// Per family (see `families`), bit p set when some entry is a /p:
+    /// the lengths a lookup probes.
+    lengths: [[AtomicU64; LENGTH_WORDS]; 2],
     /// Slots in use, less one: the set is sized for the entries held, not
     /// for `max_whitelist`, so a short list is probed in a few hot cache
     /// lines rather than at random over the whole allocation.
@@ -176,8 +198,14 @@ impl Buffer {
         self.head.mask.load(Ordering::Relaxed) as usize & (self.slots.len() - 1)
     }
 
-    fn lengths(&self) -> [u64; LENGTH_WORDS] {
-        std::array::from_fn(|i| self.head.lengths[i].load(Ordering::Relaxed))
+    fn lengths(&self, family: usize) -> [u64; LENGTH_WORDS] {
+        std::array::from_fn(|i| self.head.lengths[family][i].load(Ordering::Relaxed))
+    }
+
+    /// The lengths in use in either family.
+    fn all_lengths(&self) -> [u64; LENGTH_WORDS] {
+        let (v4, v6) = (self.lengths(0), self.lengths(1));
+        std::array::from_fn(|i| v4[i] | v6[i])
     }
 
     fn entry(&self, i: usize) -> Cidr {
@@ -315,7 +343,7 @@ impl Whitelist {
     pub fn contains(&self, ip: &IpKey) -> bool {
         let a = ip.as_u128();
         self.read(|b| {
-            lengths_of(b.lengths()).any(|p| {
+            lengths_of(b.lengths(family(a))).any(|p| {
                 let m = a & IpKey::mask(p);
                 b.find(self.hash(m, p), m, p)
             })
@@ -329,7 +357,9 @@ impl Whitelist {
         let target = Cidr::new(target.addr, target.prefix);
         let a = target.addr.as_u128();
         self.read(|b| {
-            let lengths = b.lengths();
+            // Not a per-request path: the lengths of both families, rather
+            // than working out which a target spanning them needs.
+            let lengths = b.all_lengths();
             let around = lengths_of(lengths)
                 .filter(|&p| p <= target.prefix)
                 .find_map(|p| {
@@ -436,7 +466,7 @@ impl Whitelist {
             .max(MIN_SLOTS)
             .min(b.slots.len())
             - 1;
-        let mut lengths = [0u64; LENGTH_WORDS];
+        let mut lengths = [[0u64; LENGTH_WORDS]; 2];
         for (i, c) in list.iter().enumerate() {
             let a = c.addr.as_u128();
             let (hi, lo) = halves(a);
@@ -449,7 +479,11 @@ impl Whitelist {
                 j = (j + 1) & mask;
             }
             b.slots[j].store(slot_key(h, c.prefix) | (i as u64 + 1), Ordering::Relaxed);
-            lengths[c.prefix as usize / 64] |= 1 << (c.prefix % 64);
+            for (f, in_family) in families(c).into_iter().enumerate() {
+                if in_family {
+                    lengths[f][c.prefix as usize / 64] |= 1 << (c.prefix % 64);
+                }
+            }
         }
         for (w, chunk) in b.prefixes.iter().zip(list.chunks(PER_WORD)) {
             let packed = chunk
@@ -458,8 +492,10 @@ impl Whitelist {
                 .fold(0u64, |acc, c| acc << 8 | c.prefix as u64);
             w.store(packed, Ordering::Relaxed);
         }
-        for (w, v) in b.head.lengths.iter().zip(lengths) {
-            w.store(v, Ordering::Relaxed);
+        for (ws, vs) in b.head.lengths.iter().zip(lengths) {
+            for (w, v) in ws.iter().zip(vs) {
+                w.store(v, Ordering::Relaxed);
+            }
         }
         b.head.len.store(list.len() as u64, Ordering::Relaxed);
         b.head.mask.store(mask as u64, Ordering::Relaxed);

@@ -130,6 +130,42 @@ fn whitelist_prefix_of_every_length_covers_exactly_its_range() {
 }
 
 #[test]
+fn whitelist_ipv6_prefixes_around_the_ipv4_range_cover_ipv4() {
+    // A lookup probes the prefix lengths of its own family; an IPv6 prefix
+    // holding the whole mapped range must count for IPv4 too, and an IPv4
+    // one (even 0.0.0.0/0, which is ::ffff:0:0/96) never for IPv6.
+    let (v4, v6) = (ip("192.0.2.1"), ip("2001:db8::1"));
+    // In mapped-space lengths: 0.0.0.0/0 is ::ffff:0:0/96.
+    for (addr, prefix, has_v4, has_v6) in [
+        ("::", 0, true, true),
+        ("::", 8, true, false),
+        ("::", 80, true, false),
+        ("::fffe:0:0", 95, true, false),
+        ("::ffff:0:0", 96, true, false),
+        ("::ffff:0:0", 97, false, false),
+        ("::ffff:128.0.0.0", 97, true, false),
+        ("192.0.0.0", 104, true, false),
+        ("::", 96, false, false),
+        ("::fffe:0:0", 96, false, false),
+        ("2000::", 3, false, true),
+    ] {
+        let entry = Cidr::new(ip(addr), prefix);
+        assert_eq!(entry.addr, ip(addr), "{addr}/{prefix}: host bits");
+        assert_eq!(entry.contains(&v4), has_v4, "the test itself: {entry}");
+        assert_eq!(entry.contains(&v6), has_v6, "the test itself: {entry}");
+        let w = whitelist(16);
+        w.add(entry).unwrap();
+        assert_eq!(w.contains(&v4), has_v4, "{entry} on {v4}");
+        assert_eq!(w.contains(&v6), has_v6, "{entry} on {v6}");
+        // With entries of the other family beside it, the same.
+        w.add(cidr("198.51.100.0/24")).unwrap();
+        w.add(cidr("2001:db8:9::/48")).unwrap();
+        assert_eq!(w.contains(&v4), has_v4, "{entry} on {v4}, mixed");
+        assert_eq!(w.contains(&v6), has_v6, "{entry} on {v6}, mixed");
+    }
+}
+
+#[test]
 fn whitelist_nested_prefixes_and_removing_one_of_them() {
     let w = whitelist(16);
     for c in ["10.0.0.0/8", "10.1.0.0/16", "10.1.2.0/24", "10.1.2.3"] {
