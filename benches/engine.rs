@@ -12,8 +12,9 @@
 //!   spoofed flood: every call evicts);
 //! * `ban_miss` / `ban_hit`: `lookup_ban` with the ban table full;
 //! * `rl_known`: `rl_check` on known "ip:port" keys, table full;
-//! * `wl_hit` / `wl_miss`: `is_whitelisted` with 10, 10,000 and 65,536
-//!   prefixes (the size column is the number of prefixes there): the cost
+//! * `wl_hit` / `wl_hit_1k` / `wl_miss`: `is_whitelisted` with 10, 10,000
+//!   and 65,536 prefixes (the size column is the number of prefixes
+//!   there), hitting any of them, hitting 1,024 of them, missing: the cost
 //!   must not grow with them;
 //! * `mp_distinct` / `mp_hot`: `pike_check` from 1, 2, 4 forked processes on
 //!   the same tables, each on its own known sources, or all on one source
@@ -816,9 +817,12 @@ fn group_rl(o: &Opts, n: u32, out: &mut Out) {
 
 /// The whitelist with `count` prefixes, a mix of IPv4 /24s and IPv6 /48s
 /// as an operator's trunks and offices would be: the same two prefix
-/// lengths at every size, so only the number of entries changes. Hits
-/// spread over every entry (and so over the whole hash set), misses are
-/// random addresses outside it.
+/// lengths at every size, so only the number of entries changes.
+/// `wl_hit` cycles over every entry (at 65,536, a working set beyond the
+/// L2 cache), `wl_hit_1k` over 1,024 of them spread over the list (all
+/// of them when fewer): the same working set as the 1,024 random
+/// addresses outside the list of `wl_miss`, so the three sizes differ
+/// only in what the lookup does.
 fn group_whitelist(o: &Opts, count: u32, out: &mut Out) {
     let e = engine(SMALL, SMALL, SMALL);
     let list: Vec<Cidr> = (0..count)
@@ -843,11 +847,21 @@ fn group_whitelist(o: &Opts, count: u32, out: &mut Out) {
             a
         })
         .collect();
+    let some_hits: Vec<IpKey> = hits
+        .iter()
+        .step_by((hits.len() / 1024).max(1))
+        .take(1024)
+        .copied()
+        .collect();
     let misses: Vec<IpKey> = (0..1024)
         .map(|i| ip(MISS + i))
         .filter(|a| !e.is_whitelisted(a))
         .collect();
-    for (case, keys) in [("wl_hit", &hits), ("wl_miss", &misses)] {
+    for (case, keys) in [
+        ("wl_hit", &hits),
+        ("wl_hit_1k", &some_hits),
+        ("wl_miss", &misses),
+    ] {
         out.case(
             o,
             case,
