@@ -12,8 +12,10 @@
 //!   spoofed flood: every call evicts);
 //! * `ban_miss` / `ban_hit`: `lookup_ban` with the ban table full;
 //! * `rl_known`: `rl_check` on known "ip:port" keys, table full;
-//! * `wl_hit` / `wl_miss`: `is_whitelisted` with a few prefixes (the size
-//!   column is the number of prefixes there);
+//! * `wl_hit` / `wl_hit_1k` / `wl_miss`: `is_whitelisted` with 10, 10,000
+//!   and 65,536 prefixes (the size column is the number of prefixes
+//!   there), hitting any of them, hitting 1,024 of them, missing: the cost
+//!   must not grow with them;
 //! * `mp_distinct` / `mp_hot`: `pike_check` from 1, 2, 4 forked processes on
 //!   the same tables, each on its own known sources, or all on one source
 //!   (one stripe lock, the worst contention);
@@ -39,6 +41,8 @@
 //!   (default `1,2,4`).
 //! * `RSEC_BENCH_CASES`  groups to run: any of `pike,ban,rl,wl,mp,sweep,scan`
 //!   (default all).
+//! * `RSEC_BENCH_WL_SIZES` whitelist sizes of the `wl` group (default
+//!   `10,10000,65536`; at most 65536, the default `max_whitelist`).
 //! * `RSEC_BENCH_CSV`    output file (default target/bench-engine/engine.csv).
 //!
 //! Memory and time: at 16 M entries the rate-limit table maps 4.7 GiB, the
@@ -77,6 +81,7 @@ struct Opts {
     reps: u32,
     procs: Vec<usize>,
     groups: Vec<String>,
+    wl_sizes: Vec<u32>,
     csv: std::path::PathBuf,
 }
 
@@ -130,6 +135,15 @@ impl Opts {
                 "pike,ban,rl,wl,mp,sweep,scan",
                 str::to_owned,
             ),
+            wl_sizes: parse_list("RSEC_BENCH_WL_SIZES", "10,10000,65536", |s| {
+                let n: u32 = s.parse().expect("RSEC_BENCH_WL_SIZES: not a number");
+                assert!(
+                    (1..=Config::default().max_whitelist).contains(&n),
+                    "RSEC_BENCH_WL_SIZES: {n} is outside 1..={}",
+                    Config::default().max_whitelist
+                );
+                n
+            }),
             csv: std::env::var_os("RSEC_BENCH_CSV").map_or_else(
                 || {
                     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -810,26 +824,53 @@ fn group_rl(o: &Opts, n: u32, out: &mut Out) {
     }
 }
 
-/// The whitelist with `count` prefixes, a mix of IPv4 and IPv6 as an
-/// operator's trunks and offices would be; hits spread over every entry
-/// (the scan is linear), misses scan them all.
+/// The whitelist with `count` prefixes, a mix of IPv4 /24s and IPv6 /48s
+/// as an operator's trunks and offices would be: the same two prefix
+/// lengths at every size, so only the number of entries changes.
+/// `wl_hit` cycles over every entry (at 65,536, a working set beyond the
+/// L2 cache), `wl_hit_1k` over 1,024 of them spread over the list (all
+/// of them when fewer): the same working set as the 1,024 random
+/// addresses outside the list of `wl_miss`, so the three sizes differ
+/// only in what the lookup does.
 fn group_whitelist(o: &Opts, count: u32, out: &mut Out) {
     let e = engine(SMALL, SMALL, SMALL);
-    let mut hits = Vec::new();
-    for i in 0..count {
-        let c = if i % 4 == 3 {
-            format!("2001:db8:{i:x}::/48")
-        } else {
-            format!("10.{}.{}.0/24", i / 256, i % 256)
-        };
-        let c = Cidr::parse(&c).unwrap();
-        assert!(e.whitelist_add(c).unwrap());
-        let mut a = c.addr;
-        a.0[15] = 7;
-        hits.push(a);
-    }
-    let misses: Vec<IpKey> = (0..1024).map(|i| ip(MISS + i)).collect();
-    for (case, keys) in [("wl_hit", &hits), ("wl_miss", &misses)] {
+    let list: Vec<Cidr> = (0..count)
+        .map(|i| {
+            let c = if i % 4 == 3 {
+                format!("2001:db8:{i:x}::/48")
+            } else {
+                format!("10.{}.{}.0/24", i / 256, i % 256)
+            };
+            Cidr::parse(&c).unwrap()
+        })
+        .collect();
+    // One write: adding 65,536 entries one by one would rebuild the set
+    // each time.
+    assert!(e.whitelist_replace(list.clone()).unwrap().is_empty());
+    assert_eq!(e.whitelist().len(), count as usize);
+    let hits: Vec<IpKey> = list
+        .iter()
+        .map(|c| {
+            let mut a = c.addr;
+            a.0[15] = 7;
+            a
+        })
+        .collect();
+    let some_hits: Vec<IpKey> = hits
+        .iter()
+        .step_by((hits.len() / 1024).max(1))
+        .take(1024)
+        .copied()
+        .collect();
+    let misses: Vec<IpKey> = (0..1024)
+        .map(|i| ip(MISS + i))
+        .filter(|a| !e.is_whitelisted(a))
+        .collect();
+    for (case, keys) in [
+        ("wl_hit", &hits),
+        ("wl_hit_1k", &some_hits),
+        ("wl_miss", &misses),
+    ] {
         out.case(
             o,
             case,
@@ -1068,7 +1109,9 @@ fn main() {
         }
     }
     if o.wants("wl") {
-        for count in [8, 64] {
+        // By default a small site, a big operator and a full default
+        // max_whitelist, side by side.
+        for &count in &o.wl_sizes {
             run(&format!("whitelist {count}"), &|out| {
                 group_whitelist(&o, count, out)
             });

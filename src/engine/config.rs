@@ -110,6 +110,9 @@ settings! {
     max_tracked_ips: "max_tracked_ips" = 65536, [16, Config::MAX_ENTRIES], "entries";
     max_rl_keys: "max_rl_keys" = 16384, [16, Config::MAX_ENTRIES], "entries";
     max_bans: "max_bans" = 16384, [16, Config::MAX_ENTRIES], "entries";
+    /// Whitelist entries held (memory for all of them is taken at start-up,
+    /// see engine/whitelist.rs).
+    max_whitelist: "max_whitelist" = 65536, [16, Config::MAX_ENTRIES], "entries";
     /// No longer used (every 16-entry bucket has its own lock); still
     /// accepted so existing configurations load.
     lock_stripes: "lock_stripes" = 64, [1, 4096], "locks";

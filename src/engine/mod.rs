@@ -263,7 +263,7 @@ impl Engine {
         let bytes = Table::<IpKey, HostState>::shm_bytes(host_entries)
             + Table::<Cidr, Ban>::shm_bytes(cfg.max_bans as usize)
             + Table::<RlKey, RlState>::shm_bytes(cfg.max_rl_keys as usize)
-            + Whitelist::shm_bytes()
+            + Whitelist::shm_bytes(cfg.max_whitelist as usize)
             + std::mem::size_of::<PrefixIndex>()
             + std::mem::size_of::<Stats>()
             + std::mem::size_of::<BanBudget>()
@@ -332,19 +332,22 @@ impl Engine {
         .map_err(mem)?;
         let budget = region.alloc::<BanBudget>().map_err(mem)?;
         let prefixes = region.alloc::<PrefixIndex>().map_err(mem)?;
-        let whitelist = Whitelist::new(&mut region).map_err(mem)?;
+        let whitelist = Whitelist::new(&mut region, cfg.max_whitelist as usize).map_err(mem)?;
         let stats = region.alloc::<Stats>().map_err(mem)?;
         let queue = match cfg.db_queue_size {
             0 => None,
             n => Some(queue::ChangeQueue::new(&mut region, n as usize).map_err(mem)?),
         };
-        whitelist.replace(cfg.whitelist.clone()).map_err(|_| {
-            EngineError::Config(ConfigError {
-                param: "whitelist",
-                value: cfg.whitelist.len() as i64,
-                why: format!("too many entries (at most {})", whitelist::MAX_WHITELIST),
-            })
-        })?;
+        whitelist
+            .replace(cfg.whitelist.clone())
+            .map_err(|e| match e {
+                whitelist::WhitelistError::Full { capacity } => EngineError::Config(ConfigError {
+                    param: "whitelist",
+                    value: cfg.whitelist.len() as i64,
+                    why: format!("too many entries (at most {capacity}: modparam max_whitelist)"),
+                }),
+                whitelist::WhitelistError::Lock(why) => EngineError::Memory(io::Error::other(why)),
+            })?;
         Ok(Engine {
             cfg,
             lapsed: parking_lot::Mutex::new(Vec::new()),

@@ -70,10 +70,12 @@ pub fn mod_init() -> c_int {
     rsec_log!(
         Info,
         "mod_init",
-        "shared tables ready: {}, {} bytes per source, {} whitelist entries, {} KiB mapped; built for '{}' (from {})",
+        "shared tables ready: {}, {} bytes per source, {} of {} whitelist entries, {} KiB mapped; built for '{}' (from {})",
         tables.join(", "),
         Engine::bytes_per_source(),
-        c.whitelist.len(),
+        // Held, not listed: a prefix listed twice in the modparam is one entry.
+        engine.whitelist().len(),
+        engine.whitelist().capacity(),
         engine.shm_bytes() / 1024,
         String::from_utf8_lossy(
             &crate::ffi::version::VERSION[..crate::ffi::version::VERSION.len() - 1]

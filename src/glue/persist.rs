@@ -257,12 +257,10 @@ fn reload_whitelist(c: &Conn, e: &Engine, s: &Settings) -> Result<usize, DbError
     for b in &bad {
         rsec_log!(Err, "persistence", "rsec_whitelist row skipped: {}", b);
     }
+    // The whitelist keeps a prefix listed twice once, in O(n): a linear
+    // search per row here would be quadratic in a 65,536-row table.
     let mut all = s.static_whitelist.clone();
-    for r in rows {
-        if !all.contains(&r) {
-            all.push(r);
-        }
-    }
+    all.extend(rows);
     match e.whitelist_replace(all) {
         Ok(refused) => {
             for (c, why) in &refused {

@@ -220,6 +220,7 @@ fn exports_table_and_abi_call() {
             "max_offenders",
             "max_users",
             "max_suspects",
+            "max_whitelist",
         ] {
             assert!(
                 params.contains(&(n.to_owned(), INT_PARAM)),
@@ -239,7 +240,7 @@ fn exports_table_and_abi_call() {
                 "string modparam {n} missing"
             );
         }
-        assert_eq!(params.len(), 41, "{params:?}");
+        assert_eq!(params.len(), 42, "{params:?}");
 
         // The persistence process is exported but not started without db_url.
         let procs = exp.procs.cast::<ProcExport>();

@@ -34,6 +34,7 @@ fn config(max_tracked_ips: u32, max_bans: u32, lock_stripes: u32) -> Config {
         max_tracked_ips,
         max_rl_keys: 64,
         max_bans,
+        max_whitelist: 1024,
         lock_stripes,
         db_queue_size: 0,
         db_sync_interval_s: 5,

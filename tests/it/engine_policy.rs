@@ -35,6 +35,7 @@ fn small() -> Config {
         max_tracked_ips: 1024,
         max_rl_keys: 256,
         max_bans: 256,
+        max_whitelist: 1024,
         lock_stripes: 8,
         db_queue_size: 0,
         db_sync_interval_s: 5,
@@ -1213,6 +1214,7 @@ fn minimal_tables_with_many_stripes_can_be_created() {
 #[test]
 fn too_many_whitelist_entries_is_a_config_error() {
     let mut c = small();
+    c.max_whitelist = 512;
     c.whitelist = (0..513u32)
         .map(|i| Cidr::host(IpKey::from_bytes(&(0x0a00_0000 + i).to_be_bytes()).unwrap()))
         .collect();
@@ -1220,11 +1222,18 @@ fn too_many_whitelist_entries_is_a_config_error() {
         Err(EngineError::Config(e)) => {
             assert_eq!(e.param, "whitelist");
             assert_eq!(e.value, 513);
+            assert!(
+                e.to_string()
+                    .ends_with("too many entries (at most 512: modparam max_whitelist)"),
+                "{e}"
+            );
         }
         Err(other) => panic!("{other}"),
         Ok(_) => panic!("accepted 513 whitelist entries"),
     }
+    // A prefix listed twice takes one entry.
     c.whitelist.truncate(512);
+    c.whitelist.push(c.whitelist[0]);
     let e = engine(c);
     assert!(e.is_whitelisted(&ip("10.0.1.255")));
     assert!(!e.is_whitelisted(&ip("10.0.2.0")));

@@ -18,6 +18,7 @@ mod engine_operability;
 mod engine_policy;
 mod engine_rules;
 mod engine_scanner;
+mod engine_whitelist;
 mod engine_window;
 mod ffi_message;
 mod multiprocess;

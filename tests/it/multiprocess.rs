@@ -193,6 +193,7 @@ fn config() -> Config {
         max_tracked_ips: 4096,
         max_rl_keys: 1024,
         max_bans: 1024,
+        max_whitelist: 1024,
         lock_stripes: 16,
         db_queue_size: 0,
         db_sync_interval_s: 5,
@@ -725,4 +726,99 @@ fn whitelist_readers_never_see_a_torn_list() {
     ctr[0].store(1, Ordering::Release);
     assert_all_ok(&kids.wait_all(Duration::from_secs(60)));
     assert_eq!(e.whitelist().list(), vec![a]);
+}
+
+#[test]
+fn a_whitelist_writer_killed_mid_change_wedges_nobody() {
+    let _g = serial();
+    let mut cfg = config();
+    cfg.max_whitelist = 65_536;
+    let e = Engine::new(cfg).unwrap();
+    // Two lists sharing 10.0.0.1: 65,536 hosts, so that a rebuild takes
+    // long enough for a kill to land inside it, and one /16.
+    let hosts: Vec<Cidr> = (0..65_536u32)
+        .map(|i| Cidr::host(v4(0x0a00_0000 + i)))
+        .collect();
+    let net = vec![Cidr::parse("10.0.0.0/16").unwrap()];
+    e.whitelist().replace(hosts.clone()).unwrap();
+    // [0] stop flag, [1] reads done, [2] writes done.
+    let ctr = shared_counters(3);
+    let mut kids = Kids::new();
+    let mut readers = Vec::new();
+    for _ in 0..2 {
+        readers.push(kids.spawn(|| {
+            let (friend, stranger) = (v4(0x0a00_0001), v4(0x0b00_0001));
+            while ctr[0].load(Ordering::Acquire) == 0 {
+                if !e.is_whitelisted(&friend) || e.is_whitelisted(&stranger) {
+                    return 2;
+                }
+                let n = e.whitelist().len();
+                if n != 65_536 && n != 1 {
+                    say(&format!("{n} entries"));
+                    return 3;
+                }
+                ctr[1].fetch_add(1, Ordering::Relaxed);
+            }
+            0
+        }));
+    }
+    let writer = || {
+        swap_forever(&e, &hosts, &net, &ctr[2]);
+        0
+    };
+    let reads = || ctr[1].load(Ordering::Relaxed);
+    let mut rng = 0x9e37_79b9_u64;
+    for round in 0..4 {
+        let w = kids.spawn(writer);
+        let writes = ctr[2].load(Ordering::Relaxed);
+        let until = Instant::now() + Duration::from_secs(30);
+        while ctr[2].load(Ordering::Relaxed) < writes + 4 {
+            assert!(Instant::now() < until, "writer {round} made no progress");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Somewhere in one of its writes (often inside a rebuild, which
+        // the next writer then redoes from scratch).
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(Duration::from_micros(rng % 20_000));
+        kids.kill(w);
+        assert_eq!(
+            kids.wait(&[w], Duration::from_secs(30)),
+            vec![Exit::Signal(libc::SIGKILL)]
+        );
+        // The readers carry on.
+        let before = reads();
+        let until = Instant::now() + Duration::from_secs(30);
+        while reads() < before + 1000 {
+            assert!(Instant::now() < until, "readers stopped after kill {round}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    ctr[0].store(1, Ordering::Release);
+    assert_all_ok(&kids.wait(&readers, Duration::from_secs(60)));
+    // Whatever the victims left, the list is one of the two, and the next
+    // writer takes the lock over and publishes normally.
+    let l = e.whitelist().list();
+    assert!(l == hosts || l == net, "{} entries", l.len());
+    e.whitelist().replace(net.clone()).unwrap();
+    assert_eq!(e.whitelist().list(), net);
+    assert!(e.is_whitelisted(&v4(0x0a00_ff00)));
+    e.whitelist().replace(hosts.clone()).unwrap();
+    assert_eq!(e.whitelist().list(), hosts);
+    assert!(!e.is_whitelisted(&v4(0x0a01_0000)));
+}
+
+/// Swaps the whitelist between two lists until killed.
+fn swap_forever(e: &Engine, a: &[Cidr], b: &[Cidr], writes: &AtomicU64) {
+    loop {
+        for l in [a, b] {
+            if e.whitelist().replace(l.to_vec()).is_err() {
+                say("replace failed");
+                // SAFETY: ends the child.
+                unsafe { libc::_exit(2) };
+            }
+            writes.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
