@@ -601,6 +601,19 @@ impl Engine {
         Cidr::new(*ip, self.unit_prefix(ip))
     }
 
+    /// What a rule bans for `ip`: its unit, or the address alone when the
+    /// unit (an IPv6 prefix) holds a whitelisted address, since a ban, and
+    /// the firewalls following its event, must never cover a trusted
+    /// source. Read only on the way to a ban.
+    pub fn ban_target(&self, ip: &IpKey) -> Cidr {
+        let unit = self.unit_target(ip);
+        if unit.prefix != Cidr::HOST && self.whitelist.overlapping(&unit).is_some() {
+            Cidr::host(*ip)
+        } else {
+            unit
+        }
+    }
+
     /// True when `target` is exactly one tracked unit: its ban lives in
     /// the hosts table, with the unit's counts.
     pub fn is_unit(&self, target: &Cidr) -> bool {
@@ -925,11 +938,14 @@ impl Engine {
         let r = self.hosts.upsert_observing(
             &unit.addr,
             now_us,
+            // Err: over the threshold, but the unit (an IPv6 prefix) holds a
+            // whitelisted address, so the address alone is to be banned.
             |s, _| match s {
-                HostState::Banned(b) => Counted::Below(banned(b)),
+                HostState::Banned(b) => Ok(Counted::Below(banned(b))),
                 HostState::Watched(w) => match count(w) {
-                    Ok(r) => Counted::Below(r),
-                    Err(()) if !self.reserve_ban() => Counted::OverUnbanned,
+                    Ok(r) => Ok(Counted::Below(r)),
+                    Err(()) if self.ban_target(ip) != unit => Err(()),
+                    Err(()) if !self.reserve_ban() => Ok(Counted::OverUnbanned),
                     Err(()) => {
                         // A repeat offender's history is read here, under
                         // the host's lock, only on the way to a ban.
@@ -944,17 +960,26 @@ impl Engine {
                             ban,
                             requests: w.requests,
                         });
-                        Counted::JustBanned(BanRecord {
+                        Ok(Counted::JustBanned(BanRecord {
                             target: unit,
                             ban: ban.get(),
-                        })
+                        }))
                     }
                 },
             },
             |k, s| lapsed = self.host_ban(k, s),
         );
         self.note_lapsed(lapsed);
-        match r? {
+        let Ok(r) = r? else {
+            return Ok(Counted::from(self.rule_ban(
+                Cidr::host(*ip),
+                reason,
+                seconds,
+                None,
+                now_us,
+            )?));
+        };
+        match r {
             Counted::JustBanned(rec) => {
                 Stats::inc(&self.stats.bans_created[reason as usize]);
                 self.after_ban(&rec, true, now_us);
@@ -962,16 +987,9 @@ impl Engine {
             }
             // No ban left in the budget. Some may have run out unnoticed:
             // reclaim them (outside the bucket lock) and ban after all.
-            Counted::OverUnbanned if self.make_room(now_us)? => {
-                Ok(match self.rule_ban(unit, reason, seconds, None, now_us)? {
-                    BanOutcome::Created(rec) => Counted::JustBanned(rec),
-                    BanOutcome::Updated(rec) | BanOutcome::AlreadyBanned(rec) => {
-                        Counted::Banned(rec.ban.reason)
-                    }
-                    BanOutcome::Whitelisted(_) | BanOutcome::TooBroad(_) => Counted::Whitelisted,
-                    BanOutcome::TableFull => Counted::OverUnbanned,
-                })
-            }
+            Counted::OverUnbanned if self.make_room(now_us)? => Ok(Counted::from(
+                self.rule_ban(unit, reason, seconds, None, now_us)?,
+            )),
             Counted::OverUnbanned => {
                 self.bans.counters().full.inc();
                 Ok(Counted::OverUnbanned)
@@ -1453,4 +1471,19 @@ enum Counted<R> {
     Whitelisted,
     /// Over the threshold with no ban left in the budget.
     OverUnbanned,
+}
+
+impl<R> From<BanOutcome> for Counted<R> {
+    /// What banning through the common path, outside the host's lock,
+    /// came to.
+    fn from(o: BanOutcome) -> Self {
+        match o {
+            BanOutcome::Created(rec) => Counted::JustBanned(rec),
+            BanOutcome::Updated(rec) | BanOutcome::AlreadyBanned(rec) => {
+                Counted::Banned(rec.ban.reason)
+            }
+            BanOutcome::Whitelisted(_) | BanOutcome::TooBroad(_) => Counted::Whitelisted,
+            BanOutcome::TableFull => Counted::OverUnbanned,
+        }
+    }
 }

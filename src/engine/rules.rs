@@ -209,7 +209,12 @@ impl Engine {
                 });
             }
         }
-        let _ = self.notes.remove(&rec.target, 0);
+        // Only this ban's note: a later ban of the target may have its own.
+        let _ = self.notes.get(&rec.target, 0, |e| {
+            if e.created_us == rec.ban.created_us {
+                *e = NoteEntry::default();
+            }
+        });
     }
 
     /// Keeps `note` with a ban just put in force; a replaced ban without a
@@ -305,8 +310,15 @@ impl Engine {
             return Ok(None);
         }
         Stats::inc(&self.stats.pike_blocked);
+        let target = self.ban_target(ip);
         Ok(Some(
-            match self.rule_ban(unit, Reason::Method, self.cfg.pike_ban_time_s, None, now_us)? {
+            match self.rule_ban(
+                target,
+                Reason::Method,
+                self.cfg.pike_ban_time_s,
+                None,
+                now_us,
+            )? {
                 BanOutcome::Created(rec) => PikeVerdict::JustBanned(rec),
                 BanOutcome::Updated(rec) | BanOutcome::AlreadyBanned(rec) => {
                     PikeVerdict::Banned(rec.ban.reason)
@@ -384,8 +396,9 @@ impl Engine {
         if n < threshold {
             return Ok(None);
         }
+        let target = self.ban_target(ip);
         Ok(Some(
-            match self.rule_ban(unit, Reason::Enum, self.cfg.auth_ban_time_s, None, now_us)? {
+            match self.rule_ban(target, Reason::Enum, self.cfg.auth_ban_time_s, None, now_us)? {
                 BanOutcome::Created(rec) => AuthVerdict::JustBanned(rec),
                 BanOutcome::Updated(rec) | BanOutcome::AlreadyBanned(rec) => {
                     AuthVerdict::AlreadyBanned(rec.ban.reason)
@@ -423,7 +436,7 @@ impl Engine {
         }
         Ok(
             match self.rule_ban(
-                unit,
+                self.ban_target(ip),
                 Reason::Report,
                 self.cfg.report_ban_time_s,
                 Some(word),
@@ -477,7 +490,7 @@ impl Engine {
         let note = Note::cut(pattern.as_bytes());
         Ok(
             match self.rule_ban(
-                self.unit_target(ip),
+                self.ban_target(ip),
                 Reason::Scanner,
                 self.cfg.scanner_ban_time_s,
                 Some(&note),

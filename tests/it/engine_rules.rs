@@ -681,3 +681,33 @@ fn rule_tables_cost_what_the_readme_says() {
     );
     assert_eq!(Engine::bytes_per_source(), 64);
 }
+
+#[test]
+fn a_slash_64_holding_a_whitelisted_address_bans_only_the_flooding_address() {
+    let e = engine(Config {
+        whitelist: vec![cidr("2001:db8:9:9::1")],
+        ..base()
+    });
+    let bad = ip("2001:db8:9:9::bad");
+    let verdicts: Vec<PikeVerdict> = (0..12)
+        .map(|k| e.pike_check(&bad, T0 + k).unwrap())
+        .collect();
+    let PikeVerdict::JustBanned(rec) = verdicts[10] else {
+        panic!("{verdicts:?}")
+    };
+    // Not the /64: a firewall following the event would drop ::1 too.
+    assert_eq!(rec.target, cidr("2001:db8:9:9::bad"));
+    assert_eq!(verdicts[11], PikeVerdict::Banned(Reason::Pike));
+    assert_eq!(
+        e.pike_check(&ip("2001:db8:9:9::1"), T0 + 20).unwrap(),
+        PikeVerdict::Whitelisted
+    );
+    // The rules that ban on one event do the same.
+    let v = e
+        .scanner_found(&ip("2001:db8:9:9::5ca"), "sipvicious", T0 + 30)
+        .unwrap();
+    let ScannerVerdict::JustBanned(rec) = v else {
+        panic!("{v:?}")
+    };
+    assert_eq!(rec.target, cidr("2001:db8:9:9::5ca"));
+}
