@@ -29,14 +29,15 @@ fn release(version: &str) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
-/// Stops the build with one clear line unless `p` is a supported release.
-fn require_supported(p: &Profile) {
+/// Stops the build with one clear line unless `p` is a supported release;
+/// the ABI it selects, as `major.minor`.
+fn require_supported(p: &Profile) -> String {
     let supported: Vec<String> = SUPPORTED_ABIS
         .iter()
         .map(|(a, b)| format!("{a}.{b}.x"))
         .collect();
     match release(&p.version) {
-        Some(r) if SUPPORTED_ABIS.contains(&r) => {}
+        Some(r @ (a, b)) if SUPPORTED_ABIS.contains(&r) => format!("{a}.{b}"),
         found => {
             let what = match found {
                 Some((a, b)) => format!("OpenSIPS {a}.{b}"),
@@ -158,6 +159,7 @@ fn main() {
         "RSEC_OPENSIPS_FLAGS",
         "RSEC_OPENSIPS_SCM_TYPE",
         "RSEC_OPENSIPS_SCM_REV",
+        "RSEC_OPENSIPS_ABI",
     ] {
         println!("cargo:rerun-if-env-changed={v}");
     }
@@ -166,6 +168,15 @@ fn main() {
     println!("cargo:rerun-if-changed=include/rsec_abi.h");
     println!("cargo:rerun-if-changed=src/ffi/abi.rs");
     println!("cargo::rustc-check-cfg=cfg(rsec_layout_check)");
+    // The ABIs exclude each other: a cfg with one value, not features.
+    let abis: Vec<String> = SUPPORTED_ABIS
+        .iter()
+        .map(|(a, b)| format!("\"{a}.{b}\""))
+        .collect();
+    println!(
+        "cargo::rustc-check-cfg=cfg(opensips_abi, values({}))",
+        abis.join(", ")
+    );
 
     let mut profile = match opensips_binary() {
         Some(bin) => {
@@ -184,9 +195,23 @@ fn main() {
         }
     };
     override_from_env(&mut profile);
-    require_supported(&profile);
+    let mut abi = require_supported(&profile);
+    if let Some(forced) = env::var("RSEC_OPENSIPS_ABI").ok().filter(|s| !s.is_empty()) {
+        if !SUPPORTED_ABIS
+            .iter()
+            .any(|(a, b)| format!("{a}.{b}") == forced)
+        {
+            eprintln!(
+                "error: rsec: RSEC_OPENSIPS_ABI={forced} is not one of {}",
+                abis.join(", ")
+            );
+            std::process::exit(1);
+        }
+        abi = forced;
+    }
+    println!("cargo:rustc-cfg=opensips_abi=\"{abi}\"");
     println!(
-        "cargo:warning=rsec: built for '{}' flags '{}' {} {} (from {})",
+        "cargo:warning=rsec: built for '{}' flags '{}' {} {} (from {}), ABI {abi}",
         profile.version, profile.flags, profile.scm_type, profile.scm_rev, profile.source
     );
     let version_rs = format!(
@@ -206,7 +231,7 @@ fn main() {
     fs::write(out.join("opensips_version.rs"), version_rs).unwrap();
 
     if let Some(src) = env::var_os("OPENSIPS_SRC").filter(|s| !s.is_empty()) {
-        layout_check(&manifest, &out, Path::new(&src));
+        layout_check(&manifest, &out, Path::new(&src), &abi);
     }
 }
 
@@ -414,11 +439,59 @@ const NESTED: &[(&str, &str, &str, &str)] = &[
     ),
 ];
 
-/// (our index into SipMsgHead::hdr_shortcuts, their sip_msg field).
-const SHORTCUTS: &[(&str, &str)] = &[
-    ("HDR_SHORTCUT_USER_AGENT", "user_agent"),
-    ("HDR_SHORTCUT_SECURITY_VERIFY", "security_verify"),
+/// What only some releases have: (ABI, more layout checks).
+const CHECKS_BY_ABI: &[(&str, LayoutCheck)] = &[
+    (
+        "4.0",
+        (
+            "ReceiveInfoHead",
+            "receive_info",
+            false,
+            &[("real_ep", "real_ep")],
+        ),
+    ),
+    (
+        "4.0",
+        (
+            "ProxyProtocol",
+            "proxy_protocol",
+            true,
+            &[
+                ("flags", "flags"),
+                ("src_ip", "src_ip"),
+                ("dst_ip", "dst_ip"),
+                ("src_port", "src_port"),
+                ("dst_port", "dst_port"),
+            ],
+        ),
+    ),
+    (
+        "4.0",
+        ("MiExport", "mi_export_", false, &[("aliases", "aliases")]),
+    ),
+    (
+        "3.6",
+        ("SipMsgHead", "sip_msg", false, &[("sdp_ops", "sdp_ops")]),
+    ),
+    (
+        "4.0",
+        ("SipMsgHead", "sip_msg", false, &[("sdp_ops", "sdp_ops")]),
+    ),
 ];
+
+/// (our index into SipMsgHead::hdr_shortcuts, their sip_msg field): the
+/// first User-Agent, and the last shortcut, which checks their number.
+fn shortcuts(abi: &str) -> [(&'static str, &'static str); 2] {
+    let last = if abi == "3.4" {
+        "replaces"
+    } else {
+        "security_verify"
+    };
+    [
+        ("HDR_SHORTCUT_USER_AGENT", "user_agent"),
+        ("HDR_SHORTCUT_LAST", last),
+    ]
+}
 
 /// (our constant, theirs): enum members and defines.
 const CONSTANTS: &[(&str, &str)] = &[
@@ -429,18 +502,31 @@ const CONSTANTS: &[(&str, &str)] = &[
     ("HDR_EOH_T", "_hdr_types_t_HDR_EOH_T"),
 ];
 
-/// (function, our signature, theirs in their types): each side's
-/// declaration must coerce to its function pointer type.
-const FUNCTIONS: &[(&str, &str, &str)] = &[(
-    "parse_headers_aux",
-    "unsafe extern \"C\" fn(*mut SipMsg, HdrFlags, c_int, c_int) -> c_int",
-    "unsafe extern \"C\" fn(*mut real::sip_msg, real::hdr_flags_t, c_int, c_int) -> c_int",
-)];
+/// (our function, our signature, theirs, theirs in their types): each
+/// side's declaration must coerce to its function pointer type. 3.4 has a
+/// real `parse_headers`; 3.6 made it a macro over `parse_headers_aux`.
+fn functions(abi: &str) -> [(&'static str, &'static str, &'static str, &'static str); 1] {
+    if abi == "3.4" {
+        [(
+            "parse_headers_34",
+            "unsafe extern \"C\" fn(*mut SipMsg, HdrFlags, c_int) -> c_int",
+            "parse_headers",
+            "unsafe extern \"C\" fn(*mut real::sip_msg, real::hdr_flags_t, c_int) -> c_int",
+        )]
+    } else {
+        [(
+            "parse_headers_aux",
+            "unsafe extern \"C\" fn(*mut SipMsg, HdrFlags, c_int, c_int) -> c_int",
+            "parse_headers_aux",
+            "unsafe extern \"C\" fn(*mut real::sip_msg, real::hdr_flags_t, c_int, c_int) -> c_int",
+        )]
+    }
+}
 
-fn layout_check(manifest: &Path, out: &Path, src: &Path) {
+fn layout_check(manifest: &Path, out: &Path, src: &Path, abi: &str) {
     if !src.join("sr_module.h").is_file() {
         panic!(
-            "rsec: OPENSIPS_SRC={} has no sr_module.h; point it at an OpenSIPS 3.6 source tree",
+            "rsec: OPENSIPS_SRC={} has no sr_module.h; point it at the source tree of the OpenSIPS {abi} being built for",
             src.display()
         );
     }
@@ -456,7 +542,7 @@ fn layout_check(manifest: &Path, out: &Path, src: &Path) {
         // are needed for its headers to parse.
         .clang_args([
             "-DNAME=\"opensips\"",
-            "-DVERSION=\"3.6\"",
+            &format!("-DVERSION=\"{abi}\""),
             &format!("-DARCH=\"{arch}\""),
             "-DOS=\"linux\"",
             "-DOS_QUOTED=\"linux\"",
@@ -487,9 +573,9 @@ fn layout_check(manifest: &Path, out: &Path, src: &Path) {
             "-DHAVE_SELECT",
             "-DMOD_NAME=rsec",
         ])
-        .allowlist_type("module_exports|cmd_export_|cmd_param|param_export_|stat_export_|sip_msg|receive_info|ip_addr|msg_start|hdr_field|_hdr_types_t|hdr_flags_t|__str|scm_version|mi_recipe_|mi_export_|proc_export_")
+        .allowlist_type("module_exports|cmd_export_|cmd_param|param_export_|stat_export_|sip_msg|receive_info|proxy_protocol|ip_addr|msg_start|hdr_field|_hdr_types_t|hdr_flags_t|__str|scm_version|mi_recipe_|mi_export_|proc_export_")
         .allowlist_var("SIP_REQUEST|SIP_REPLY")
-        .allowlist_function("parse_headers_aux")
+        .allowlist_function("parse_headers_aux|parse_headers")
         .derive_default(false)
         .layout_tests(false)
         .generate()
@@ -500,7 +586,11 @@ fn layout_check(manifest: &Path, out: &Path, src: &Path) {
 
     let mut checks =
         String::from("// Generated by build.rs: hand-written ABI vs the real headers.\n");
-    for (ours, theirs, check_size, fields) in CHECKS {
+    let extra = CHECKS_BY_ABI
+        .iter()
+        .filter(|(a, _)| *a == abi)
+        .map(|(_, c)| c);
+    for (ours, theirs, check_size, fields) in CHECKS.iter().chain(extra) {
         if *check_size {
             checks.push_str(&format!(
                 "const _: () = assert!(size_of::<{ours}>() == size_of::<real::{theirs}>(), \"size of {ours} differs from struct {theirs} in OPENSIPS_SRC\");\n"
@@ -529,7 +619,7 @@ fn layout_check(manifest: &Path, out: &Path, src: &Path) {
             "const _: () = assert!(field_offset!({ours}, {our_path}) == field_offset!(real::{theirs}, {their_path}), \"{ours}.{our_path} is not at the offset of {theirs}.{their_path} in OPENSIPS_SRC\");\n"
         ));
     }
-    for (index, field) in SHORTCUTS {
+    for (index, field) in shortcuts(abi) {
         checks.push_str(&format!(
             "const _: () = assert!(offset_of!(SipMsgHead, hdr_shortcuts) + {index} * size_of::<*mut HdrField>() == offset_of!(real::sip_msg, {field}), \"hdr_shortcuts[{index}] is not sip_msg.{field} in OPENSIPS_SRC\");\n"
         ));
@@ -542,9 +632,9 @@ fn layout_check(manifest: &Path, out: &Path, src: &Path) {
     checks.push_str(
         "const _: fn(real::hdr_flags_t) -> HdrFlags = |flags| flags; // the same integer type\n",
     );
-    for (f, ours, theirs) in FUNCTIONS {
+    for (f, ours, g, theirs) in functions(abi) {
         checks.push_str(&format!(
-            "const _: {ours} = {f};\nconst _: {theirs} = real::{f};\n"
+            "const _: {ours} = {f};\nconst _: {theirs} = real::{g};\n"
         ));
     }
     fs::write(out.join("layout_checks.rs"), checks).unwrap();

@@ -29,6 +29,13 @@ pub fn publish(name: &'static str) -> Option<EventId> {
     (id != sys::EVI_ERROR).then_some(id)
 }
 
+/// True when something (a script's event_route, a transport) subscribed
+/// to event `id`.
+pub fn subscribed(id: EventId) -> bool {
+    // SAFETY: a lookup of the core's own subscriber list by id.
+    unsafe { sys::evi_probe_event(id) != 0 }
+}
+
 /// Raises event `id` with `params` if anything subscribed to it. Returns
 /// false if building or raising failed.
 pub fn raise(id: EventId, params: &[(&'static str, Value<'_>)]) -> bool {

@@ -20,21 +20,40 @@ const _: () = assert!(offset_of!(HdrField, name) == 8 && offset_of!(HdrField, bo
 const _: () = assert!(offset_of!(HdrField, next) == 56);
 const _: () = assert!(offset_of!(SipMsgHead, headers) == 88);
 const _: () = assert!(offset_of!(SipMsgHead, hdr_shortcuts) == 112);
-// user_agent is the 26th shortcut: 112 + 25 pointers.
+const _: () = assert!(HDR_SHORTCUT_LAST == SIP_MSG_HDR_SHORTCUTS - 1);
+const UA_OFFSET: usize =
+    offset_of!(SipMsgHead, hdr_shortcuts) + HDR_SHORTCUT_USER_AGENT * size_of::<*mut HdrField>();
+
+// 3.4: h_via2 still a shortcut, no Security-* ones, no sdp_ops.
+#[cfg(opensips_abi = "3.4")]
 const _: () = assert!(
-    offset_of!(SipMsgHead, hdr_shortcuts) + HDR_SHORTCUT_USER_AGENT * size_of::<*mut HdrField>()
-        == 312
+    UA_OFFSET == 320 && offset_of!(SipMsgHead, body) == 456 && offset_of!(SipMsgHead, rcv) == 480
 );
-const _: () = assert!(HDR_SHORTCUT_SECURITY_VERIFY == SIP_MSG_HDR_SHORTCUTS - 1);
-const _: () = assert!(offset_of!(SipMsgHead, body) == 472);
-const _: () = assert!(offset_of!(SipMsgHead, rcv) == 504);
+// 3.6 and 4.0: user_agent is the 26th shortcut, 112 + 25 pointers.
+#[cfg(not(opensips_abi = "3.4"))]
+const _: () = assert!(
+    UA_OFFSET == 312 && offset_of!(SipMsgHead, body) == 472 && offset_of!(SipMsgHead, rcv) == 504
+);
+// 4.0's receive_info ends with the PROXY-protocol endpoints.
+#[cfg(opensips_abi = "4.0")]
+const _: () = assert!(
+    offset_of!(ReceiveInfoHead, real_ep) == 104
+        && offset_of!(ReceiveInfoHead, real_ep) + offset_of!(ProxyProtocol, src_ip) == 112
+        && size_of::<ReceiveInfoHead>() == 168
+);
 const _: () = assert!(size_of::<CmdParam>() == 24);
 const _: () = assert!(size_of::<CmdExport>() == 240);
 const _: () = assert!(size_of::<ParamExport>() == 24);
 const _: () = assert!(size_of::<StatExport>() == 24);
 const _: () = assert!(size_of::<ModuleExports>() == 184);
-const _: () = assert!(size_of::<MiRecipe>() == 88);
-const _: () = assert!(size_of::<MiExport>() == 4256);
+#[cfg(not(opensips_abi = "4.0"))]
+const _: () = assert!(size_of::<MiRecipe>() == 88 && size_of::<MiExport>() == 4256);
+#[cfg(opensips_abi = "4.0")]
+const _: () = assert!(
+    size_of::<MiRecipe>() == 168
+        && size_of::<MiExport>() == 8128
+        && offset_of!(MiExport, aliases) == 8096
+);
 const _: () = assert!(size_of::<ProcExport>() == 40);
 
 #[cfg(rsec_layout_check)]

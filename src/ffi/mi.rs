@@ -287,6 +287,8 @@ pub const fn export(
         flags: 0,
         init_f: None,
         recipes,
+        #[cfg(opensips_abi = "4.0")]
+        aliases: [std::ptr::null(); sys::MAX_MI_ALIASES],
     }
 }
 
@@ -302,6 +304,8 @@ pub const END: sys::MiExport = sys::MiExport {
     flags: 0,
     init_f: None,
     recipes: [NO_RECIPE; sys::MAX_MI_RECIPES],
+    #[cfg(opensips_abi = "4.0")]
+    aliases: [std::ptr::null(); sys::MAX_MI_ALIASES],
 };
 
 /// Runs an MI handler inside the panic guard and turns its result into

@@ -106,10 +106,33 @@ impl Call {
         unsafe { (self.msg as *const SipMsgHead).as_ref() }
     }
 
+    /// The address a request is counted against: the socket peer or, on
+    /// OpenSIPS 4.0 behind a listener with PROXY protocol, the client the
+    /// PROXY header named (as 4.0's own pike does). Only a header parsed
+    /// on a SIP transport is trusted: some receive paths (SCTP, HEP) leave
+    /// `real_ep` unset in 4.0.1.
+    fn client(rcv: &sys::ReceiveInfoHead) -> &sys::IpAddr {
+        #[cfg(opensips_abi = "4.0")]
+        {
+            let ep = &rcv.real_ep;
+            let sip = matches!(
+                rcv.proto,
+                sys::PROTO_UDP | sys::PROTO_TCP | sys::PROTO_TLS | sys::PROTO_WS | sys::PROTO_WSS
+            );
+            let valid = matches!(
+                (ep.src_ip.af, ep.src_ip.len),
+                (sys::AF_INET, 4) | (sys::AF_INET6, 16)
+            );
+            if sip && ep.flags == sys::PP_OK && valid {
+                return &ep.src_ip;
+            }
+        }
+        &rcv.src_ip
+    }
+
     /// The message's source address, if it has one.
     pub fn source(&self) -> Option<IpAddr> {
-        let m = self.head()?;
-        let ip = &m.rcv.src_ip;
+        let ip = Self::client(&self.head()?.rcv);
         match (ip.af, ip.len) {
             (sys::AF_INET, 4) => Some(IpAddr::V4(Ipv4Addr::new(
                 ip.u[0], ip.u[1], ip.u[2], ip.u[3],
@@ -195,7 +218,7 @@ impl Call {
         // SAFETY: `msg` is a real message (head() said so) that this
         // process owns for the call, and no reference into it is held
         // while the parser writes it; flags are the header's own bits.
-        let rc = unsafe { sys::parse_headers_aux(self.msg, flags, 0, 1) };
+        let rc = unsafe { sys::parse_headers(self.msg, flags, 0) };
         (rc >= 0).then_some(())
     }
 }

@@ -33,7 +33,8 @@ pub struct IpAddr {
     _align: [c_ulong; 0],
 }
 
-/// Leading part of `struct receive_info` (only the source address is read).
+/// Leading part of `struct receive_info` (the source address; on 4.0, also
+/// the client address a PROXY-protocol header gave).
 #[repr(C)]
 pub struct ReceiveInfoHead {
     pub src_ip: IpAddr,
@@ -41,7 +42,42 @@ pub struct ReceiveInfoHead {
     pub src_port: c_ushort,
     pub dst_port: c_ushort,
     pub proto: c_int,
+    #[cfg(opensips_abi = "4.0")]
+    pub proto_reserved1: c_int,
+    #[cfg(opensips_abi = "4.0")]
+    pub proto_reserved2: c_int,
+    /// `union sockaddr_union`: 28 bytes, 4-byte aligned.
+    #[cfg(opensips_abi = "4.0")]
+    pub src_su: [u32; 7],
+    #[cfg(opensips_abi = "4.0")]
+    pub bind_address: *const c_void,
+    #[cfg(opensips_abi = "4.0")]
+    pub real_ep: ProxyProtocol,
 }
+
+/// `struct proxy_protocol` (4.0): the endpoints a PROXY-protocol header
+/// reported, valid when `flags` is [`PP_OK`].
+#[cfg(opensips_abi = "4.0")]
+#[repr(C)]
+pub struct ProxyProtocol {
+    pub flags: c_int,
+    pub src_ip: IpAddr,
+    pub dst_ip: IpAddr,
+    pub src_port: c_ushort,
+    pub dst_port: c_ushort,
+}
+
+/// `enum proxy_protocol_flags`: a header was parsed and its addresses are
+/// real.
+#[cfg(opensips_abi = "4.0")]
+pub const PP_OK: c_int = 3;
+
+/// `enum sip_protos`: the transports a PROXY-protocol header can come on.
+pub const PROTO_UDP: c_int = 1;
+pub const PROTO_TCP: c_int = 2;
+pub const PROTO_TLS: c_int = 3;
+pub const PROTO_WS: c_int = 5;
+pub const PROTO_WSS: c_int = 6;
 
 /// `msg_start.type` of a request (parser/parse_fline.h).
 pub const SIP_REQUEST: c_int = 1;
@@ -93,6 +129,10 @@ pub type HdrFlags = u64;
 /// neither a type nor a shortcut for it).
 pub const HDR_OTHER_T: c_int = 0;
 pub const HDR_USERAGENT_T: c_int = 27;
+/// 3.6 added the three Security-* types before it.
+#[cfg(opensips_abi = "3.4")]
+pub const HDR_EOH_T: c_int = 53;
+#[cfg(not(opensips_abi = "3.4"))]
 pub const HDR_EOH_T: c_int = 56;
 
 /// Flag asking `parse_headers` to go on until a User-Agent is found.
@@ -114,18 +154,29 @@ pub struct HdrField {
 }
 
 /// Number of `struct hdr_field *` shortcuts between `parsed_flag` and
-/// `body` in `struct sip_msg` (h_via1 … security_verify).
+/// `body` in `struct sip_msg`: h_via1 … security_verify on 3.6 and 4.0;
+/// on 3.4, h_via1, h_via2 … replaces (no Security-* shortcuts).
+#[cfg(opensips_abi = "3.4")]
+pub const SIP_MSG_HDR_SHORTCUTS: usize = 43;
+#[cfg(not(opensips_abi = "3.4"))]
 pub const SIP_MSG_HDR_SHORTCUTS: usize = 45;
 
 /// Index in [`SipMsgHead::hdr_shortcuts`] of `user_agent`, the first
-/// User-Agent header: the 26th shortcut, after h_via1, callid, to, cseq,
+/// User-Agent header: after h_via1, (3.4: h_via2,) callid, to, cseq,
 /// from, contact, maxforwards, route, record_route, path, content_type,
 /// content_length, authorization, expires, proxy_auth, supported,
 /// proxy_require, unsupported, allow, event, accept, accept_language,
 /// organization, priority and subject.
+#[cfg(opensips_abi = "3.4")]
+pub const HDR_SHORTCUT_USER_AGENT: usize = 26;
+#[cfg(not(opensips_abi = "3.4"))]
 pub const HDR_SHORTCUT_USER_AGENT: usize = 25;
-/// Index of `security_verify`, the last shortcut; checks the count above.
-pub const HDR_SHORTCUT_SECURITY_VERIFY: usize = 44;
+/// Index of the last shortcut (replaces on 3.4, security_verify after);
+/// checks the count above.
+#[cfg(opensips_abi = "3.4")]
+pub const HDR_SHORTCUT_LAST: usize = 42;
+#[cfg(not(opensips_abi = "3.4"))]
+pub const HDR_SHORTCUT_LAST: usize = 44;
 
 /// `struct sip_msg` up to and including `rcv`.
 #[repr(C)]
@@ -139,12 +190,15 @@ pub struct SipMsgHead {
     pub parsed_flag: HdrFlags,
     pub hdr_shortcuts: [*mut HdrField; SIP_MSG_HDR_SHORTCUTS],
     pub body: *mut c_void,
+    /// Since 3.6.
+    #[cfg(not(opensips_abi = "3.4"))]
     pub sdp_ops: *mut c_void,
     pub eoh: *mut c_char,
     pub unparsed: *mut c_char,
     pub rcv: ReceiveInfoHead,
 }
 
+#[cfg(not(opensips_abi = "3.4"))]
 extern "C" {
     /// What the headers' `parse_headers(msg, flags, next)` macro calls, with
     /// `sip_well_known_parse` 1: parses headers until every type in `flags`
@@ -158,6 +212,29 @@ extern "C" {
         next: c_int,
         sip_well_known_parse: c_int,
     ) -> c_int;
+}
+
+#[cfg(opensips_abi = "3.4")]
+extern "C" {
+    /// 3.4's own function: what 3.6 made a macro over `parse_headers_aux`.
+    #[cfg_attr(rsec_layout_check, allow(clashing_extern_declarations))]
+    #[link_name = "parse_headers"]
+    pub(crate) fn parse_headers_34(msg: *mut SipMsg, flags: HdrFlags, next: c_int) -> c_int;
+}
+
+/// Parses `msg`'s headers until every type in `flags` has been seen or
+/// the headers end: 0 on success (a type absent from the message is not an
+/// error), -1 on a malformed header.
+///
+/// # Safety
+/// `msg` is the message OpenSIPS passed to the running function.
+pub unsafe fn parse_headers(msg: *mut SipMsg, flags: HdrFlags, next: c_int) -> c_int {
+    #[cfg(opensips_abi = "3.4")]
+    // SAFETY: as this function's own contract.
+    return unsafe { parse_headers_34(msg, flags, next) };
+    #[cfg(not(opensips_abi = "3.4"))]
+    // SAFETY: as this function's own contract.
+    return unsafe { parse_headers_aux(msg, flags, next, 1) };
 }
 
 pub type CmdFunction = unsafe extern "C" fn(
@@ -346,8 +423,16 @@ pub struct MiParams {
 pub type MiCmdFunction =
     unsafe extern "C" fn(params: *const MiParams, async_hdl: *mut c_void) -> *mut MiItem;
 
+/// Parameters per MI recipe: 4.0 doubled them.
+#[cfg(opensips_abi = "4.0")]
+pub const MAX_MI_PARAMS: usize = 20;
+#[cfg(not(opensips_abi = "4.0"))]
 pub const MAX_MI_PARAMS: usize = 10;
 pub const MAX_MI_RECIPES: usize = 48;
+/// Other names of an MI command (4.0); the core reads them up to the first
+/// NULL, so at most `MAX_MI_ALIASES - 1` are given.
+#[cfg(opensips_abi = "4.0")]
+pub const MAX_MI_ALIASES: usize = 4;
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -363,6 +448,8 @@ pub struct MiExport {
     pub flags: c_uint,
     pub init_f: Option<InitFunction>,
     pub recipes: [MiRecipe; MAX_MI_RECIPES],
+    #[cfg(opensips_abi = "4.0")]
+    pub aliases: [*const c_char; MAX_MI_ALIASES],
 }
 
 unsafe impl Sync for MiExport {}

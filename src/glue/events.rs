@@ -35,6 +35,14 @@ pub fn publish() -> bool {
     }
 }
 
+/// True once E_SEC_BAN has a subscriber: on 3.4, the script's
+/// event_route subscribes only after the processes started, so an event
+/// raised by a process at its very start would reach nobody.
+pub fn ban_subscribed() -> bool {
+    let id = BAN_ID.load(Ordering::Relaxed);
+    id != EVI_ERROR && evi::subscribed(id)
+}
+
 /// An account was blocked (`user_fail_threshold`).
 pub fn user_blocked(b: &UserBlock) {
     let id = USER_BLOCKED_ID.load(Ordering::Relaxed);

@@ -33,6 +33,9 @@ const LOOKBACK: u64 = 64;
 /// Change-log rows older than this are pruned (seconds).
 const LOG_RETENTION_S: u64 = 86_400;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long the bans loaded at start-up wait for a subscriber to their
+/// events before they are announced anyway.
+const ANNOUNCE_GRACE: Duration = Duration::from_secs(5);
 
 /// Settings from the modparams, fixed in mod_init (the intervals are in
 /// the engine's Config).
@@ -326,7 +329,9 @@ fn run() {
     let (Some(p), Some(e)) = (PERSIST.get(), engine()) else {
         return;
     };
-    decisions::announce_loaded(e, &p.loaded_at_start);
+    // What was loaded before OpenSIPS ran is announced once someone
+    // listens (or after a grace time, when nobody is going to).
+    let mut unannounced = Some(Instant::now() + ANNOUNCE_GRACE);
     let s = &p.settings;
     let sync_every = Duration::from_secs(e.config().db_sync_interval_s as u64);
     let mut conn: Option<Conn> = None;
@@ -338,6 +343,12 @@ fn run() {
         seen: Seen::default(),
     };
     loop {
+        if let Some(deadline) = unannounced {
+            if super::events::ban_subscribed() || Instant::now() >= deadline {
+                decisions::announce_loaded(e, &p.loaded_at_start);
+                unannounced = None;
+            }
+        }
         if conn.is_none() && Instant::now() >= next_connect {
             match connect(p, e) {
                 Ok(c) => {

@@ -65,7 +65,12 @@ fn run_build_script(dir: &Path, version: &str) -> (Output, PathBuf) {
 #[test]
 fn the_build_refuses_an_opensips_it_has_no_layout_for() {
     let dir = TestDir::new("build_guard");
-    for (version, release) in [("4.0.1", "4.0"), ("3.4.18", "3.4"), ("3.7.0", "3.7")] {
+    for (version, release) in [
+        ("3.2.19", "3.2"),
+        ("3.5.6", "3.5"),
+        ("3.7.0", "3.7"),
+        ("5.0.0", "5.0"),
+    ] {
         let (out, _) = run_build_script(&dir.path, version);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{version}: {stderr}");
@@ -77,12 +82,12 @@ fn the_build_refuses_an_opensips_it_has_no_layout_for() {
         assert!(
             lines[0].contains(&format!(
                 "cannot build for OpenSIPS {release} ('opensips {version} (x86_64/linux)'"
-            )) && lines[0].contains("written for 3.6.x only"),
+            )) && lines[0].contains("written for 3.4.x, 3.6.x, 4.0.x only"),
             "{}",
             lines[0]
         );
     }
-    for version in ["3.6.3", "3.6.8"] {
+    for version in ["3.4.18", "3.6.3", "3.6.8", "4.0.1"] {
         let (out, out_dir) = run_build_script(&dir.path, version);
         assert!(
             out.status.success(),

@@ -456,7 +456,12 @@ fn imported_symbols_resolve_against_real_opensips() {
         "log_facility",
         "log_level",
         "log_prefix",
-        "parse_headers_aux",
+        // 3.6 made 3.4's parse_headers a macro over parse_headers_aux.
+        if cfg!(opensips_abi = "3.4") {
+            "parse_headers"
+        } else {
+            "parse_headers_aux"
+        },
         "register_timer",
         "init_mi_result_object",
         "init_mi_result_string",

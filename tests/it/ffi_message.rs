@@ -73,6 +73,14 @@ pub unsafe extern "C" fn parse_headers_aux(
     0
 }
 
+/// 3.4's parser, which rsec calls there instead: the same, as well-known
+/// headers are always parsed.
+#[cfg(opensips_abi = "3.4")]
+#[no_mangle]
+pub unsafe extern "C" fn parse_headers(msg: *mut SipMsg, flags: HdrFlags, next: c_int) -> c_int {
+    parse_headers_aux(msg, flags, next, 1)
+}
+
 struct Builder {
     text: Vec<Box<[u8]>>,
 }

@@ -30,3 +30,4 @@ mod opensips_integration;
 mod opensips_operability;
 mod opensips_persistence;
 mod opensips_threats;
+mod opensips_versions;

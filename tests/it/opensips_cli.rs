@@ -71,6 +71,23 @@ struct Cli {
     reply_dir: PathBuf,
 }
 
+/// The name opensips-cli knows an MI command by. OpenSIPS 4.0 names every
+/// command `<module>:<name>` and opensips-cli checks a name against that
+/// list (`which`) before sending it, so the bare names the core itself
+/// would still accept do not get through it.
+fn mi_name(cmd: &str) -> String {
+    if !cfg!(opensips_abi = "4.0") || cmd.contains(':') {
+        return cmd.to_owned();
+    }
+    match cmd {
+        "uptime" => "core:uptime".to_owned(),
+        "get_statistics" => "statistics:get".to_owned(),
+        "event_subscribe" => "evi:subscribe".to_owned(),
+        "subscribers_list" => "evi:subscribers".to_owned(),
+        c => format!("rsec:{c}"),
+    }
+}
+
 impl Cli {
     /// How long one command may take before the test fails (opensips-cli
     /// waits for FIFOs without a timeout of its own).
@@ -93,7 +110,8 @@ impl Cli {
                 &format!("fifo_reply_dir={}", self.reply_dir.display()),
             ])
             .args(["-o", "output_type=pretty-print", "-x", "mi"])
-            .args(args)
+            .args(args.first().map(|c| mi_name(c)))
+            .args(args.iter().skip(1))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -74,3 +74,6 @@ void evi_free_params(void *l) { (void)l; }
  * nothing to parse; success with no header found. */
 int parse_headers_aux(void *msg, unsigned long long flags, int next, int well_known)
 { (void)msg; (void)flags; (void)next; (void)well_known; return 0; }
+/* What 3.4 exports instead (3.6 made it a macro over parse_headers_aux). */
+int parse_headers(void *msg, unsigned long long flags, int next)
+{ (void)msg; (void)flags; (void)next; return 0; }

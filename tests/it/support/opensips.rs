@@ -336,6 +336,25 @@ fn wait_tcp(port: u16, limit: Duration) -> Result<(), String> {
     }
 }
 
+/// The one module the configs load under another name on some releases:
+/// `event_route[...]` came from `event_route` up to 3.4 (whose
+/// `event_routing` is another module); 3.6 merged it into `event_routing`.
+fn for_release(env: &Env, cfg: String) -> String {
+    if !env.mpath.join("event_route.so").exists() {
+        return cfg;
+    }
+    let cfg = cfg.replace("\"event_routing.so\"", "\"event_route.so\"");
+    if !cfg.contains("event_route[") || cfg.contains("\"event_route.so\"") {
+        return cfg;
+    }
+    // A config relying on 3.6's built-in event_route (the examples).
+    cfg.replacen(
+        "loadmodule ",
+        "loadmodule \"event_route.so\"\nloadmodule ",
+        1,
+    )
+}
+
 /// Fills `@NAME@` placeholders; panics on any left unfilled.
 pub fn render(template: &str, vars: &[(&str, String)]) -> String {
     let mut out = template.to_string();
@@ -532,7 +551,7 @@ impl OpenSips {
                 all.push(("WORKERS", "2".into()));
             }
             all.extend(vars.iter().cloned());
-            let cfg = render(template, &all);
+            let cfg = for_release(env, render(template, &all));
             let cfg_path = dir.join(&format!("{name}.cfg"));
             let log_path = dir.join(&format!("{name}.log"));
             fs::write(&cfg_path, cfg).unwrap();
