@@ -195,19 +195,20 @@ fn main() {
         }
     };
     override_from_env(&mut profile);
-    let mut abi = require_supported(&profile);
+    let abi = require_supported(&profile);
+    // An explicit ABI may only confirm the release's: a module with one
+    // release's version strings and another's layouts would load into that
+    // release and misread its structures.
     if let Some(forced) = env::var("RSEC_OPENSIPS_ABI").ok().filter(|s| !s.is_empty()) {
-        if !SUPPORTED_ABIS
-            .iter()
-            .any(|(a, b)| format!("{a}.{b}") == forced)
-        {
+        if forced != abi {
             eprintln!(
-                "error: rsec: RSEC_OPENSIPS_ABI={forced} is not one of {}",
+                "error: rsec: RSEC_OPENSIPS_ABI={forced} does not match '{}' ({}), whose ABI is {abi} (one of {}); set RSEC_OPENSIPS_VERSION too, or leave it out",
+                profile.version,
+                profile.source,
                 abis.join(", ")
             );
             std::process::exit(1);
         }
-        abi = forced;
     }
     println!("cargo:rustc-cfg=opensips_abi=\"{abi}\"");
     println!(

@@ -43,6 +43,11 @@ fn fake_opensips(dir: &Path, version: &str) -> PathBuf {
 }
 
 fn run_build_script(dir: &Path, version: &str) -> (Output, PathBuf) {
+    run_build_script_with(dir, version, &[])
+}
+
+/// The build script for a fake `opensips -V` of `version`, with `env` set.
+fn run_build_script_with(dir: &Path, version: &str, env: &[(&str, &str)]) -> (Output, PathBuf) {
     let out_dir = dir.join(format!("out-{version}"));
     std::fs::create_dir_all(&out_dir).unwrap();
     let mut cmd = Command::new(build_script());
@@ -57,6 +62,7 @@ fn run_build_script(dir: &Path, version: &str) -> (Output, PathBuf) {
         .env("OUT_DIR", &out_dir)
         .env("CARGO_CFG_TARGET_ARCH", std::env::consts::ARCH)
         .env("OPENSIPS_BIN", fake_opensips(dir, version))
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     (out, out_dir)
@@ -100,4 +106,29 @@ fn the_build_refuses_an_opensips_it_has_no_layout_for() {
             "{generated}"
         );
     }
+}
+
+#[test]
+fn an_abi_forced_against_the_release_is_refused() {
+    let dir = TestDir::new("build_guard_abi");
+    let (out, _) = run_build_script_with(&dir.path, "4.0.1", &[("RSEC_OPENSIPS_ABI", "3.6")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: rsec:"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].contains("RSEC_OPENSIPS_ABI=3.6 does not match 'opensips 4.0.1 (x86_64/linux)'"),
+        "{}",
+        lines[0]
+    );
+    // Confirming the release's own ABI is accepted.
+    let (out, _) = run_build_script_with(&dir.path, "4.0.1", &[("RSEC_OPENSIPS_ABI", "4.0")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
