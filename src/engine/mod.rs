@@ -14,6 +14,7 @@ pub mod config;
 pub mod history;
 pub mod ip;
 pub mod methods;
+pub mod modparams;
 pub mod note;
 pub mod queue;
 pub mod ratelimit;

@@ -7,9 +7,8 @@ use std::os::raw::c_int;
 
 use crate::db::store::valid_node_id;
 use crate::db::DbUrl;
-use crate::engine::methods::parse_method_density;
-use crate::engine::scanner::effective_patterns;
-use crate::engine::{ip::parse_cidr_list, Config, ConfigError};
+use crate::engine::modparams::{config_from, ModValue, ModparamError};
+use crate::engine::{Config, ConfigError};
 use crate::ffi::param::{self, IntCell, StrCell};
 use crate::ffi::sys::ParamExport;
 
@@ -69,19 +68,14 @@ pub static PARAMS: [ParamExport; N_INT + STR_PARAMS.len() + 1] = {
 
 /// Why the modparams cannot start the module.
 pub enum ParamError {
-    Config(ConfigError),
-    Whitelist(String),
-    /// A string modparam that does not parse: its name and why.
-    Str(&'static str, String),
+    Engine(ModparamError),
     Db(&'static str, String),
 }
 
 impl std::fmt::Display for ParamError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ParamError::Config(e) => e.fmt(f),
-            ParamError::Whitelist(e) => write!(f, "modparam 'whitelist': {e}"),
-            ParamError::Str(p, e) => write!(f, "modparam '{p}': {e}"),
+            ParamError::Engine(e) => e.fmt(f),
             ParamError::Db(p, e) => write!(f, "modparam '{p}': {e}"),
         }
     }
@@ -90,26 +84,17 @@ impl std::fmt::Display for ParamError {
 /// Builds the engine configuration and, with db_url, the persistence
 /// settings from what the script set.
 pub fn config() -> Result<(Config, Option<Settings>), ParamError> {
-    let mut cfg = Config::default();
-    for (p, cell) in Config::INT_PARAMS.iter().zip(&INT_CELLS) {
-        cfg.set(p, cell.value()).map_err(ParamError::Config)?;
-    }
-    if let Some(s) = WHITELIST.value() {
-        cfg.whitelist = parse_cidr_list(&s).map_err(|e| ParamError::Whitelist(e.to_string()))?;
-    }
-    if let Some(s) = METHOD_DENSITY.value() {
-        cfg.method_limits =
-            parse_method_density(&s).map_err(|e| ParamError::Str("pike_method_density", e))?;
-    }
-    let (set, add) = (SCANNER_PATTERNS.value(), SCANNER_PATTERNS_ADD.value());
-    cfg.scanner_patterns = effective_patterns(set.as_deref(), add.as_deref()).map_err(|e| {
-        for param in ["scanner_patterns_add", "scanner_patterns"] {
-            if let Some(why) = e.strip_prefix(param).and_then(|r| r.strip_prefix(": ")) {
-                return ParamError::Str(param, why.to_owned());
-            }
+    let mut given: Vec<(&str, ModValue)> = Config::INT_PARAMS
+        .iter()
+        .zip(&INT_CELLS)
+        .map(|(p, cell)| (p.name(), ModValue::Int(cell.value())))
+        .collect();
+    for (name, cell) in STR_PARAMS {
+        if let Some(v) = cell.value() {
+            given.push((name.to_str().unwrap_or("?"), ModValue::Str(v)));
         }
-        ParamError::Str("scanner_patterns", e)
-    })?;
+    }
+    let mut cfg = config_from(given.iter().map(|(n, v)| (*n, v))).map_err(ParamError::Engine)?;
     let db = match DB_URL.value().filter(|u| !u.trim().is_empty()) {
         None => {
             cfg.db_queue_size = 0;
@@ -125,11 +110,11 @@ pub fn config() -> Result<(Config, Option<Settings>), ParamError> {
                 ));
             }
             if cfg.db_queue_size == 0 {
-                return Err(ParamError::Config(ConfigError {
+                return Err(ParamError::Engine(ModparamError::Config(ConfigError {
                     param: "db_queue_size",
                     value: 0,
                     why: "must be greater than 0 with db_url".to_owned(),
-                }));
+                })));
             }
             Some(Settings {
                 url,
@@ -138,7 +123,6 @@ pub fn config() -> Result<(Config, Option<Settings>), ParamError> {
             })
         }
     };
-    cfg.validate().map_err(ParamError::Config)?;
     Ok((cfg, db))
 }
 
