@@ -75,3 +75,13 @@ CREATE TABLE IF NOT EXISTS rsec_whitelist (
 
 INSERT INTO rsec_version (table_name, table_version) VALUES ('rsec', 2)
     ON DUPLICATE KEY UPDATE table_version = table_version;
+
+-- Optional: profiles (named thresholds) loaded at start-up and by MI
+-- sec_profile_reload, over those declared by modparam. settings is what
+-- follows the name in modparam("rsec", "profile", "name: settings"), e.g.
+-- 'pike_density=600; pike_method_density=INVITE:400'. This table may be
+-- added to an existing version-2 database as it is.
+CREATE TABLE IF NOT EXISTS rsec_profiles (
+    name VARCHAR(32) NOT NULL PRIMARY KEY,
+    settings VARCHAR(1024) NOT NULL DEFAULT ''
+) ENGINE=InnoDB;

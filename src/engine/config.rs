@@ -7,6 +7,7 @@
 
 use super::ip::Cidr;
 use super::methods::MethodLimit;
+use super::profile::{ProfileDef, DEFAULT_NAME, MAX_PROFILES};
 use super::scanner::ScannerPatterns;
 use super::suspect::ENUM_MAX;
 
@@ -59,6 +60,12 @@ macro_rules! settings {
             /// What a scanner's User-Agent or Server header holds
             /// (`scanner_patterns`, `scanner_patterns_add`).
             pub scanner_patterns: Vec<String>,
+            /// Named threshold sets besides the default (`profile`).
+            pub profiles: Vec<ProfileDef>,
+            /// Prefixes whose requests use a profile (`profile_prefix`).
+            pub profile_prefixes: Vec<(Cidr, String)>,
+            /// Prefixes whitelisted for one tenant only (`tenant_whitelist`).
+            pub tenant_whitelist: Vec<(String, Cidr)>,
         }
 
         impl Default for Config {
@@ -68,6 +75,9 @@ macro_rules! settings {
                     whitelist: Vec::new(),
                     method_limits: Vec::new(),
                     scanner_patterns: ScannerPatterns::BUILTIN.iter().map(|&p| p.to_owned()).collect(),
+                    profiles: Vec::new(),
+                    profile_prefixes: Vec::new(),
+                    tenant_whitelist: Vec::new(),
                 }
             }
         }
@@ -158,6 +168,13 @@ settings! {
     max_users: "max_users" = 16_384, [16, Config::MAX_ENTRIES], "entries";
     /// Sources with reported abuse or failed usernames tracked.
     max_suspects: "max_suspects" = 16_384, [16, Config::MAX_ENTRIES], "entries";
+    /// Decide and report, but ban nothing: every function returns its pass
+    /// value (1 = on, for every profile that does not say otherwise).
+    dry_run: "dry_run" = 0, [0, 1], "flag";
+    /// Tenants counted apart (per-tenant whitelist, bans and statistics).
+    max_tenants: "max_tenants" = 1024, [1, 65_536], "tenants";
+    /// Recent decisions kept for `sec_explain` and `sec_decisions`.
+    decision_ring: "decision_ring" = 1024, [16, 1 << 20], "decisions";
 }
 
 /// A parameter outside its allowed range.
@@ -220,6 +237,35 @@ impl Config {
                 value: 1,
                 why: "must be 0 (off) or at least 2: one username is not an enumeration".to_owned(),
             });
+        }
+        for (i, p) in self.profiles.iter().enumerate() {
+            let dup = p.name == DEFAULT_NAME || self.profiles[..i].iter().any(|q| q.name == p.name);
+            let why = if dup {
+                Some(format!(
+                    "'{}' is declared twice (or is the default's name)",
+                    p.name
+                ))
+            } else if i + 1 >= MAX_PROFILES {
+                Some(format!("more than {} profiles", MAX_PROFILES - 1))
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(ConfigError {
+                    param: "profile",
+                    value: i as i64 + 1,
+                    why,
+                });
+            }
+        }
+        for (c, name) in &self.profile_prefixes {
+            if !self.profiles.iter().any(|p| p.name == *name) && name != DEFAULT_NAME {
+                return Err(ConfigError {
+                    param: "profile_prefix",
+                    value: c.family_prefix() as i64,
+                    why: format!("'{c}={name}': no profile is named '{name}'"),
+                });
+            }
         }
         for c in &self.whitelist {
             if let Err(why) = self.check_breadth(c) {

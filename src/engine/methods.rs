@@ -75,6 +75,8 @@ pub fn method_index(limits: &[MethodLimit], method: &[u8]) -> Option<usize> {
 pub struct MethodKey {
     pub unit: IpKey,
     pub method: u8,
+    /// Counted apart per profile, like the sources' requests.
+    pub profile: u8,
 }
 
 /// Requests of one method from one source.

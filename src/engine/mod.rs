@@ -11,20 +11,24 @@
 pub mod bans;
 pub mod bucket;
 pub mod config;
+pub mod decision;
 pub mod history;
 pub mod ip;
 pub mod methods;
 pub mod modparams;
 pub mod note;
+pub mod profile;
 pub mod queue;
 pub mod ratelimit;
 mod rules;
 pub mod scanner;
+mod scoped;
 pub mod source;
 pub mod stats;
 pub mod subnet;
 pub mod suspect;
 pub mod table;
+pub mod tenant;
 pub mod text;
 pub mod users;
 pub mod whitelist;
@@ -37,24 +41,31 @@ use ahash::RandomState;
 
 pub use bans::{Ban, Reason};
 pub use config::{Config, ConfigError, IntParam, TooBroad, MAX_SECONDS};
+pub use decision::{Decision, Verdict};
 pub use history::Offense;
 pub use ip::{Cidr, IpKey, ParseError};
 pub use note::Note;
+pub use profile::{Limits, ProfileId};
 pub use ratelimit::{KeyError, RlKey};
 pub use rules::{ReportVerdict, ScannerVerdict, Side, UserBlock, UserInfo};
+pub use scoped::{Scope, ScopedBan};
 pub use stats::Stats;
 pub use table::TableError;
+pub use tenant::{TenantId, TenantName};
 pub use text::TextError;
 pub use users::UserKey;
 
 use bans::PrefixIndex;
+use decision::DecisionRing;
 use methods::{MethodCount, MethodKey};
 use note::NoteEntry;
+use profile::{PrefixMap, ProfileSet};
 use ratelimit::RlState;
-use source::{Banned, HostBan, HostState, HostTiming};
+use source::{Banned, HostBan, HostState, HostTiming, ProfiledKey, Watch};
 use subnet::BannedInside;
 use suspect::{Suspect, SuspectTiming};
 use table::{Found, Table, TableCounters};
+use tenant::{Present, ScopedKey, TenantCounters, TenantHead, TenantSlot};
 use users::UserState;
 use whitelist::Whitelist;
 
@@ -78,6 +89,11 @@ pub enum PikeVerdict {
     OverLimitUnbanned,
     /// Already banned for the given reason.
     Banned(Reason),
+    /// A ban made for one tenant, or only pretended by dry run (the
+    /// request passes).
+    Scoped(ScopedBan),
+    /// Dry run: a ban it pretended to make is in force; the request passes.
+    DryRunBlocked(Reason),
 }
 
 /// Outcome of recording an authentication failure.
@@ -89,6 +105,8 @@ pub enum AuthVerdict {
     JustBanned(BanRecord),
     OverLimitUnbanned,
     AlreadyBanned(Reason),
+    Scoped(ScopedBan),
+    DryRunBlocked(Reason),
 }
 
 /// Outcome of a ban request.
@@ -251,6 +269,36 @@ pub struct Engine {
     /// host ban tipped it over, an account blocked), process-local and
     /// drained by the caller like `lapsed`.
     side: parking_lot::Mutex<Vec<Side>>,
+    /// The profiles' thresholds (profile 0: the default).
+    profiles: ProfileSet,
+    /// Prefixes mapped to profiles (`profile_prefix`).
+    prefix_profiles: PrefixMap,
+    /// Every method any profile limits (the per-method table's indexes).
+    method_names: Vec<String>,
+    /// The default profile's limits, fixed at start-up.
+    default_limits: Limits,
+    /// Requests and failures per (profile, source), for checks under a
+    /// profile other than the default, or in dry run.
+    profiled: Option<Table<ProfiledKey, Watch>>,
+    /// Bans dry run pretended to make, by profile (and tenant when scoped).
+    shadow: Table<ScopedKey, Ban>,
+    /// Tenants by label, their counters and numbering.
+    tenants: Table<TenantName, TenantSlot>,
+    tenant_counters: &'static [TenantCounters],
+    tenant_head: &'static TenantHead,
+    /// Prefixes whitelisted for one tenant, and their lengths in use.
+    tenant_wl: Table<ScopedKey, Present>,
+    tenant_wl_lengths: &'static PrefixIndex,
+    /// Bans for one tenant's traffic, and their lengths in use.
+    tenant_bans: Table<ScopedKey, Ban>,
+    tenant_ban_lengths: &'static PrefixIndex,
+    /// Requests per (tenant, source), for a tenant's `sec_top`.
+    tenant_sources: Table<ScopedKey, Watch>,
+    /// Recent decisions, for operators (`sec_explain`).
+    ring: DecisionRing,
+    /// Decisions this process made since the caller last drained them,
+    /// so its log lines carry their numbers.
+    decided: parking_lot::Mutex<Vec<Decision>>,
 }
 
 impl Engine {
@@ -275,6 +323,17 @@ impl Engine {
             + Self::method_entries(&cfg).map_or(0, Table::<MethodKey, MethodCount>::shm_bytes)
             + Table::<IpKey, Suspect>::shm_bytes(cfg.max_suspects as usize)
             + Table::<UserKey, UserState>::shm_bytes(cfg.max_users as usize)
+            + ProfileSet::shm_bytes()
+            + Self::profiled_entries(&cfg).map_or(0, Table::<ProfiledKey, Watch>::shm_bytes)
+            + Table::<ScopedKey, Ban>::shm_bytes(Self::shadow_entries(&cfg))
+            + Table::<TenantName, TenantSlot>::shm_bytes(cfg.max_tenants as usize)
+            + cfg.max_tenants as usize * std::mem::size_of::<TenantCounters>()
+            + std::mem::size_of::<TenantHead>()
+            + Table::<ScopedKey, Present>::shm_bytes(Self::tenant_wl_entries(&cfg))
+            + Table::<ScopedKey, Ban>::shm_bytes(Self::tenant_ban_entries(&cfg))
+            + 2 * std::mem::size_of::<PrefixIndex>()
+            + Table::<ScopedKey, Watch>::shm_bytes(cfg.max_tracked_ips as usize)
+            + DecisionRing::shm_bytes(cfg.decision_ring as usize)
             + 64 * 1024;
         let scanner =
             scanner::ScannerPatterns::new(cfg.scanner_patterns.clone()).map_err(|why| {
@@ -308,12 +367,77 @@ impl Engine {
             Table::new(&mut region, cfg.max_bans as usize, hasher.clone(), ()).map_err(mem)?;
         let notes =
             Table::new(&mut region, cfg.max_bans as usize, hasher.clone(), ()).map_err(mem)?;
+        let method_names = profile::method_names(
+            std::iter::once(cfg.method_limits.as_slice())
+                .chain(cfg.profiles.iter().map(|p| p.cfg.method_limits.as_slice())),
+        )
+        .map_err(|why| {
+            EngineError::Config(ConfigError {
+                param: "profile",
+                value: cfg.profiles.len() as i64,
+                why,
+            })
+        })?;
+        // Every profile's windows: the per-method and profiled tables keep
+        // counts for the longest.
+        let longest = Self::longest_windows(&cfg);
         let methods = match Self::method_entries(&cfg) {
             Some(n) => Some(
-                Table::new(&mut region, n, hasher.clone(), timing.pike_window_us).map_err(mem)?,
+                Table::new(&mut region, n, hasher.clone(), longest.pike_window_us).map_err(mem)?,
             ),
             None => None,
         };
+        let profiled = match Self::profiled_entries(&cfg) {
+            Some(n) => Some(Table::new(&mut region, n, hasher.clone(), longest).map_err(mem)?),
+            None => None,
+        };
+        let shadow =
+            Table::new(&mut region, Self::shadow_entries(&cfg), hasher.clone(), ()).map_err(mem)?;
+        let tenants =
+            Table::new(&mut region, cfg.max_tenants as usize, hasher.clone(), ()).map_err(mem)?;
+        let tenant_counters = region
+            .alloc_slice::<TenantCounters>(cfg.max_tenants as usize)
+            .map_err(mem)?;
+        let tenant_head = region.alloc::<TenantHead>().map_err(mem)?;
+        let tenant_wl = Table::new(
+            &mut region,
+            Self::tenant_wl_entries(&cfg),
+            hasher.clone(),
+            (),
+        )
+        .map_err(mem)?;
+        let tenant_wl_lengths = region.alloc::<PrefixIndex>().map_err(mem)?;
+        let tenant_bans = Table::new(
+            &mut region,
+            Self::tenant_ban_entries(&cfg),
+            hasher.clone(),
+            (),
+        )
+        .map_err(mem)?;
+        let tenant_ban_lengths = region.alloc::<PrefixIndex>().map_err(mem)?;
+        let tenant_sources = Table::new(
+            &mut region,
+            cfg.max_tracked_ips as usize,
+            hasher.clone(),
+            timing,
+        )
+        .map_err(mem)?;
+        let ring = DecisionRing::new(&mut region, cfg.decision_ring as usize).map_err(mem)?;
+        let profiles = ProfileSet::new(&mut region).map_err(mem)?;
+        let default_limits = Limits::of(&cfg, &method_names, cfg.dry_run != 0, false);
+        let prefix_profiles = PrefixMap::new(
+            &cfg.profile_prefixes
+                .iter()
+                .map(|(c, name)| {
+                    let id = cfg
+                        .profiles
+                        .iter()
+                        .position(|p| p.name == *name)
+                        .map_or(0, |i| i as u8 + 1);
+                    (*c, id)
+                })
+                .collect::<Vec<_>>(),
+        );
         let suspects = Table::new(
             &mut region,
             cfg.max_suspects as usize,
@@ -349,7 +473,7 @@ impl Engine {
                 }),
                 whitelist::WhitelistError::Lock(why) => EngineError::Memory(io::Error::other(why)),
             })?;
-        Ok(Engine {
+        (Engine {
             cfg,
             lapsed: parking_lot::Mutex::new(Vec::new()),
             region_bytes: region.len(),
@@ -370,12 +494,76 @@ impl Engine {
             fingerprints: hasher,
             scanner,
             side: parking_lot::Mutex::new(Vec::new()),
+            profiles,
+            prefix_profiles,
+            method_names,
+            default_limits,
+            profiled,
+            shadow,
+            tenants,
+            tenant_counters,
+            tenant_head,
+            tenant_wl,
+            tenant_wl_lengths,
+            tenant_bans,
+            tenant_ban_lengths,
+            tenant_sources,
+            ring,
+            decided: parking_lot::Mutex::new(Vec::new()),
         })
+        .with_profiles_and_tenants()
     }
 
     /// Entries of the per-method table: none without per-method limits.
     fn method_entries(cfg: &Config) -> Option<usize> {
-        (!cfg.method_limits.is_empty()).then_some(cfg.max_tracked_ips as usize)
+        let any = !cfg.method_limits.is_empty()
+            || cfg.profiles.iter().any(|p| !p.cfg.method_limits.is_empty());
+        any.then_some(cfg.max_tracked_ips as usize)
+    }
+
+    /// Entries of the profiles' own counts: none while every check runs
+    /// under the default profile, enforcing.
+    fn profiled_entries(cfg: &Config) -> Option<usize> {
+        (!cfg.profiles.is_empty() || cfg.dry_run != 0).then_some(cfg.max_tracked_ips as usize)
+    }
+
+    /// Bans dry run may pretend at once: as many as may be made.
+    fn shadow_entries(cfg: &Config) -> usize {
+        let dry = cfg.dry_run != 0 || cfg.profiles.iter().any(|p| p.dry_run);
+        // A reload may turn dry run on for a profile: a small table even
+        // when no profile is dry at start-up.
+        if dry || !cfg.profiles.is_empty() {
+            cfg.max_bans as usize
+        } else {
+            16
+        }
+    }
+
+    fn tenant_wl_entries(cfg: &Config) -> usize {
+        cfg.max_whitelist.min(cfg.max_tenants.saturating_mul(64)) as usize
+    }
+
+    fn tenant_ban_entries(cfg: &Config) -> usize {
+        if cfg.profiles.iter().any(|p| p.tenant_bans) {
+            cfg.max_bans as usize
+        } else {
+            16
+        }
+    }
+
+    /// The longest windows of every profile, which tables counting under
+    /// any of them must keep counts for.
+    fn longest_windows(cfg: &Config) -> HostTiming {
+        let all = std::iter::once(cfg).chain(cfg.profiles.iter().map(|p| &p.cfg));
+        HostTiming {
+            pike_window_us: all
+                .clone()
+                .map(|c| c.pike_sampling_time_s)
+                .max()
+                .unwrap_or(1) as u64
+                * US,
+            auth_window_us: all.map(|c| c.auth_fail_window_s).max().unwrap_or(1) as u64 * US,
+        }
     }
 
     pub fn config(&self) -> &Config {
@@ -694,6 +882,29 @@ impl Engine {
         note: Option<&Note>,
         now_us: u64,
     ) -> Result<BanOutcome, TableError> {
+        let o = self.ban_inner(target, seconds, reason, note, now_us)?;
+        if let Some(rec) = o.made() {
+            // Asked for by the script or an operator: no count behind it.
+            let facts = Facts {
+                ip: target.addr,
+                count: 1,
+                ..Facts::default()
+            };
+            self.decided(rec, Verdict::Ban, &facts, now_us);
+        }
+        Ok(o)
+    }
+
+    /// [`Engine::ban_noted`] without recording a decision: the rules
+    /// record their own, with their numbers.
+    fn ban_inner(
+        &self,
+        target: Cidr,
+        seconds: u32,
+        reason: Reason,
+        note: Option<&Note>,
+        now_us: u64,
+    ) -> Result<BanOutcome, TableError> {
         if let Some(refused) = self.refusal(&target) {
             return Ok(refused);
         }
@@ -930,10 +1141,12 @@ impl Engine {
         ip: &IpKey,
         now_us: u64,
         ban: (Reason, u32),
-        count: impl FnOnce(&mut source::Watch) -> Result<R, ()>,
+        mut facts: Facts,
+        count: impl FnOnce(&mut source::Watch) -> Result<R, u32>,
         banned: impl FnOnce(&mut Banned) -> R,
     ) -> Result<Counted<R>, TableError> {
         let (reason, seconds) = ban;
+        let crossed = std::cell::Cell::new(0u32);
         let unit = self.unit_target(ip);
         let mut lapsed = None;
         let r = self.hosts.upsert_observing(
@@ -943,14 +1156,15 @@ impl Engine {
             // whitelisted address, so the address alone is to be banned.
             |s, _| match s {
                 HostState::Banned(b) => Ok(Counted::Below(banned(b))),
-                HostState::Watched(w) => match count(w) {
+                HostState::Watched(w) => match count(w).map_err(|n| crossed.set(n)) {
                     Ok(r) => Ok(Counted::Below(r)),
                     Err(()) if self.ban_target(ip) != unit => Err(()),
                     Err(()) if !self.reserve_ban() => Ok(Counted::OverUnbanned),
                     Err(()) => {
                         // A repeat offender's history is read here, under
                         // the host's lock, only on the way to a ban.
-                        let seconds = self.ban_length(&unit, reason, seconds, now_us);
+                        let seconds =
+                            self.ban_length(&unit, reason, seconds, &self.default_limits, now_us);
                         let ban = HostBan::new(&Ban {
                             reason,
                             created_us: now_us,
@@ -971,12 +1185,14 @@ impl Engine {
             |k, s| lapsed = self.host_ban(k, s),
         );
         self.note_lapsed(lapsed);
+        facts.count = crossed.get();
         let Ok(r) = r? else {
             return Ok(Counted::from(self.rule_ban(
                 Cidr::host(*ip),
                 reason,
                 seconds,
                 None,
+                &facts,
                 now_us,
             )?));
         };
@@ -984,15 +1200,26 @@ impl Engine {
             Counted::JustBanned(rec) => {
                 Stats::inc(&self.stats.bans_created[reason as usize]);
                 self.after_ban(&rec, true, now_us);
+                self.decided(&rec, Verdict::Ban, &facts, now_us);
                 Ok(Counted::JustBanned(rec))
             }
             // No ban left in the budget. Some may have run out unnoticed:
             // reclaim them (outside the bucket lock) and ban after all.
             Counted::OverUnbanned if self.make_room(now_us)? => Ok(Counted::from(
-                self.rule_ban(unit, reason, seconds, None, now_us)?,
+                self.rule_ban(unit, reason, seconds, None, &facts, now_us)?,
             )),
             Counted::OverUnbanned => {
                 self.bans.counters().full.inc();
+                let rec = BanRecord {
+                    target: unit,
+                    ban: Ban {
+                        reason,
+                        created_us: now_us,
+                        expires_us: Self::expiry(now_us, seconds),
+                        hits: 0,
+                    },
+                };
+                self.decided(&rec, Verdict::Refused, &facts, now_us);
                 Ok(Counted::OverUnbanned)
             }
             r => Ok(r),
@@ -1012,16 +1239,33 @@ impl Engine {
         method: Option<&[u8]>,
         now_us: u64,
     ) -> Result<PikeVerdict, TableError> {
-        let v = self.pike_overall(ip, now_us)?;
+        self.pike_default(Scope::default(), ip, method, now_us)
+    }
+
+    /// The default profile's flood check, counted in the hosts table;
+    /// `scope` only names the tenant in the decisions it records.
+    fn pike_default(
+        &self,
+        scope: Scope,
+        ip: &IpKey,
+        method: Option<&[u8]>,
+        now_us: u64,
+    ) -> Result<PikeVerdict, TableError> {
+        let v = self.pike_overall(scope, ip, now_us)?;
         match (v, method) {
-            (PikeVerdict::Allowed, Some(m)) if self.methods.is_some() => {
-                Ok(self.method_check(ip, m, now_us)?.unwrap_or(v))
-            }
+            (PikeVerdict::Allowed, Some(m)) if self.methods.is_some() => Ok(self
+                .method_check(scope, &self.default_limits, ip, m, now_us)?
+                .unwrap_or(v)),
             _ => Ok(v),
         }
     }
 
-    fn pike_overall(&self, ip: &IpKey, now_us: u64) -> Result<PikeVerdict, TableError> {
+    fn pike_overall(
+        &self,
+        scope: Scope,
+        ip: &IpKey,
+        now_us: u64,
+    ) -> Result<PikeVerdict, TableError> {
         Stats::inc(&self.stats.pike_checked);
         if self.whitelist.contains(ip) {
             Stats::inc(&self.stats.whitelisted);
@@ -1035,16 +1279,21 @@ impl Engine {
             }
         }
         let (window, density) = (self.pike_window_us(), self.cfg.pike_density);
+        let facts = Facts {
+            ip: *ip,
+            threshold: density,
+            window_s: self.cfg.pike_sampling_time_s,
+            scope,
+            count: 0,
+        };
         let r = self.count_and_ban(
             ip,
             now_us,
             (Reason::Pike, self.cfg.pike_ban_time_s),
-            |w| {
-                if w.requests.add(now_us, window, 1) <= density {
-                    Ok(PikeVerdict::Allowed)
-                } else {
-                    Err(())
-                }
+            facts,
+            |w| match w.requests.add(now_us, window, 1) {
+                n if n <= density => Ok(PikeVerdict::Allowed),
+                n => Err(n),
             },
             |b| {
                 b.ban.hit();
@@ -1094,7 +1343,18 @@ impl Engine {
         user: Option<&[u8]>,
         now_us: u64,
     ) -> Result<AuthVerdict, TableError> {
-        let v = self.auth_source(ip, now_us)?;
+        self.auth_default(Scope::default(), ip, user, now_us)
+    }
+
+    /// The default profile's failure count, in the hosts table.
+    fn auth_default(
+        &self,
+        scope: Scope,
+        ip: &IpKey,
+        user: Option<&[u8]>,
+        now_us: u64,
+    ) -> Result<AuthVerdict, TableError> {
+        let v = self.auth_source(scope, ip, now_us)?;
         let Some(user) = user.filter(|u| !u.is_empty()) else {
             return Ok(v);
         };
@@ -1103,12 +1363,19 @@ impl Engine {
         }
         self.user_failed(user, now_us)?;
         match v {
-            AuthVerdict::Counted(_) => Ok(self.enumeration(ip, user, now_us)?.unwrap_or(v)),
+            AuthVerdict::Counted(_) => Ok(self
+                .enumeration(scope, &self.default_limits, ip, user, now_us)?
+                .unwrap_or(v)),
             _ => Ok(v),
         }
     }
 
-    fn auth_source(&self, ip: &IpKey, now_us: u64) -> Result<AuthVerdict, TableError> {
+    fn auth_source(
+        &self,
+        scope: Scope,
+        ip: &IpKey,
+        now_us: u64,
+    ) -> Result<AuthVerdict, TableError> {
         Stats::inc(&self.stats.auth_failures);
         if self.whitelist.contains(ip) {
             return Ok(AuthVerdict::Whitelisted);
@@ -1119,13 +1386,21 @@ impl Engine {
             }
         }
         let (window, threshold) = (self.auth_window_us(), self.cfg.auth_fail_threshold);
+        let facts = Facts {
+            ip: *ip,
+            threshold,
+            window_s: self.cfg.auth_fail_window_s,
+            scope,
+            count: 0,
+        };
         let r = self.count_and_ban(
             ip,
             now_us,
             (Reason::Auth, self.cfg.auth_ban_time_s),
+            facts,
             |w| match w.auth_failures.add(now_us, window, 1) {
                 n if n < threshold => Ok(AuthVerdict::Counted(n)),
-                _ => Err(()),
+                n => Err(n),
             },
             |b| AuthVerdict::AlreadyBanned(b.ban.reason()),
         )?;
@@ -1458,6 +1733,16 @@ impl Engine {
     pub fn auth_count(&self, ip: &IpKey, now_us: u64) -> Result<u32, TableError> {
         Ok(self.source_info(ip, now_us)?.auth_failures)
     }
+}
+
+/// What a rule knew when it decided, recorded with the decision.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Facts {
+    pub ip: IpKey,
+    pub count: u32,
+    pub threshold: u32,
+    pub window_s: u32,
+    pub scope: Scope,
 }
 
 /// What [`Engine::count_and_ban`] did.

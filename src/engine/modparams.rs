@@ -6,7 +6,9 @@
 use super::config::{Config, ConfigError};
 use super::ip::parse_cidr_list;
 use super::methods::parse_method_density;
+use super::profile::{parse_prefixes, ProfileDef};
 use super::scanner::effective_patterns;
+use super::tenant::parse_tenant_whitelist;
 
 /// One modparam value as written in the script.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,14 +41,20 @@ impl std::fmt::Display for ModparamError {
 /// and ignored here.
 pub const MODULE_ONLY: &[&str] = &["db_url", "node_id"];
 
+/// Modparams that may be given many times, each adding to the others.
+pub const REPEATABLE: &[&str] = &["profile", "profile_prefix", "tenant_whitelist"];
+
 /// Builds and validates a configuration from modparams in script order
 /// (a later value of the same name replaces the earlier one, as OpenSIPS
-/// does, except the repeatable ones, which add up).
+/// does, except the [`REPEATABLE`] ones, which add up).
 pub fn config_from<'a>(
     params: impl IntoIterator<Item = (&'a str, &'a ModValue)>,
 ) -> Result<Config, ModparamError> {
     let mut cfg = Config::default();
     let (mut patterns, mut patterns_add) = (None::<String>, None::<String>);
+    // Profiles start from the global settings, whatever the order the
+    // script sets them in: parsed once all are known.
+    let mut profiles: Vec<String> = Vec::new();
     for (name, value) in params {
         if let Some(p) = Config::INT_PARAMS.iter().find(|p| p.name() == name) {
             let v = match value {
@@ -72,6 +80,11 @@ pub fn config_from<'a>(
             "whitelist" => cfg.whitelist = parse_cidr_list(s).map_err(|e| bad(e.to_string()))?,
             "pike_method_density" => cfg.method_limits = parse_method_density(s).map_err(bad)?,
             "scanner_patterns" => patterns = Some(s.to_owned()),
+            "profile" => profiles.push(s.to_owned()),
+            "profile_prefix" => cfg.profile_prefixes.extend(parse_prefixes(s).map_err(bad)?),
+            "tenant_whitelist" => cfg
+                .tenant_whitelist
+                .extend(parse_tenant_whitelist(s).map_err(bad)?),
             "scanner_patterns_add" => patterns_add = Some(s.to_owned()),
             n if MODULE_ONLY.contains(&n) => {}
             n => return Err(ModparamError::Unknown(n.to_owned())),
@@ -86,6 +99,11 @@ pub fn config_from<'a>(
             }
             ModparamError::Str("scanner_patterns".to_owned(), e)
         })?;
+    for text in &profiles {
+        let def = ProfileDef::parse(text, &cfg)
+            .map_err(|e| ModparamError::Str("profile".to_owned(), e))?;
+        cfg.profiles.push(def);
+    }
     cfg.validate().map_err(ModparamError::Config)?;
     Ok(cfg)
 }

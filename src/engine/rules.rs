@@ -9,14 +9,17 @@
 //! account blocked) is queued in `side` and drained by the caller, as
 //! lapsed bans are.
 
+use super::decision::Verdict;
 use super::history::Recidive;
-use super::methods::{method_index, MethodKey};
+use super::methods::MethodKey;
 use super::note::{Note, NoteEntry};
+use super::profile::Limits;
+use super::scoped::{Decided, Scope};
 use super::stats::Stats;
 use super::table::TableError;
 use super::users::UserKey;
 use super::{
-    AuthVerdict, BanOutcome, BanRecord, Cidr, Engine, IpKey, Offense, PikeVerdict, Reason,
+    AuthVerdict, BanOutcome, BanRecord, Cidr, Engine, Facts, IpKey, Offense, PikeVerdict, Reason,
     LAPSED_CAP, US,
 };
 
@@ -67,6 +70,8 @@ pub enum ReportVerdict {
     JustBanned(BanRecord, u32),
     AlreadyBanned(Reason),
     OverLimitUnbanned,
+    Scoped(super::ScopedBan, u32),
+    DryRunBlocked(Reason),
 }
 
 /// Outcome of a scanner check.
@@ -78,14 +83,40 @@ pub enum ScannerVerdict {
     JustBanned(BanRecord),
     AlreadyBanned(Reason),
     OverLimitUnbanned,
+    Scoped(super::ScopedBan),
+    DryRunBlocked(Reason),
+}
+
+/// An authentication rule's decision as its verdict.
+pub(super) fn auth_verdict(d: Decided) -> AuthVerdict {
+    match d {
+        Decided::Scoped(b) if b.fresh => AuthVerdict::Scoped(b),
+        Decided::Scoped(b) if b.dry_run => AuthVerdict::DryRunBlocked(b.rec.ban.reason),
+        Decided::Scoped(b) => AuthVerdict::AlreadyBanned(b.rec.ban.reason),
+        Decided::Global(BanOutcome::Created(rec)) => AuthVerdict::JustBanned(rec),
+        Decided::Global(BanOutcome::Updated(rec) | BanOutcome::AlreadyBanned(rec)) => {
+            AuthVerdict::AlreadyBanned(rec.ban.reason)
+        }
+        Decided::Global(BanOutcome::TableFull) => AuthVerdict::OverLimitUnbanned,
+        Decided::Global(BanOutcome::Whitelisted(_) | BanOutcome::TooBroad(_)) => {
+            AuthVerdict::Whitelisted
+        }
+    }
+}
+
+/// Which of `names` `method` is (without regard to case).
+fn method_index_of(names: &[String], method: &[u8]) -> Option<usize> {
+    names
+        .iter()
+        .position(|n| n.as_bytes().eq_ignore_ascii_case(method))
 }
 
 impl Engine {
-    fn recidive(&self) -> Recidive {
+    fn recidive(lim: &Limits) -> Recidive {
         Recidive {
-            window_s: self.cfg.recidive_window_s,
-            multiplier: self.cfg.ban_multiplier,
-            max_s: self.cfg.ban_time_max_s,
+            window_s: lim.recidive_window_s,
+            multiplier: lim.ban_multiplier,
+            max_s: lim.ban_time_max_s,
         }
     }
 
@@ -101,12 +132,13 @@ impl Engine {
         target: &Cidr,
         reason: Reason,
         base_s: u32,
+        lim: &Limits,
         now_us: u64,
     ) -> u32 {
-        if reason == Reason::Manual || !self.escalates() {
+        if reason == Reason::Manual || !self.escalates() || lim.recidive_window_s == 0 {
             return base_s;
         }
-        let r = self.recidive();
+        let r = Self::recidive(lim);
         self.history
             .get(target, now_us, |o| o.escalate(now_us / US, base_s, &r))
             .ok()
@@ -116,16 +148,37 @@ impl Engine {
 
     /// Bans `target` for a rule: the rule's length, escalated for a repeat
     /// offender; a ban already in force is left as it is.
+    /// The decision, with `facts`, is recorded when a ban is made or
+    /// refused for want of room.
     pub(super) fn rule_ban(
         &self,
         target: Cidr,
         reason: Reason,
         base_s: u32,
         note: Option<&Note>,
+        facts: &Facts,
         now_us: u64,
     ) -> Result<BanOutcome, TableError> {
-        let seconds = self.ban_length(&target, reason, base_s, now_us);
-        self.ban_noted(target, seconds, reason, note, now_us)
+        let lim = self.limits(facts.scope.profile);
+        let seconds = self.ban_length(&target, reason, base_s, &lim, now_us);
+        let o = self.ban_inner(target, seconds, reason, note, now_us)?;
+        match o {
+            BanOutcome::Created(rec) => self.decided(&rec, Verdict::Ban, facts, now_us),
+            BanOutcome::TableFull => {
+                let rec = BanRecord {
+                    target,
+                    ban: super::Ban {
+                        reason,
+                        created_us: now_us,
+                        expires_us: Self::expiry(now_us, seconds),
+                        hits: 0,
+                    },
+                };
+                self.decided(&rec, Verdict::Refused, facts, now_us)
+            }
+            _ => {}
+        }
+        Ok(o)
     }
 
     /// What follows a ban put in force (`created`: a new one, not a
@@ -167,11 +220,18 @@ impl Engine {
         if count < self.cfg.subnet_ban_threshold {
             return;
         }
+        let facts = Facts {
+            ip: subnet.addr,
+            count,
+            threshold: self.cfg.subnet_ban_threshold,
+            ..Facts::default()
+        };
         let side = match self.rule_ban(
             subnet,
             Reason::Subnet,
             self.cfg.subnet_ban_time_s,
             None,
+            &facts,
             now_us,
         ) {
             Ok(BanOutcome::Created(rec)) => Side::SubnetBanned { rec, count },
@@ -289,6 +349,8 @@ impl Engine {
     /// overall one: `None` when `method` has no limit or is within it.
     pub(super) fn method_check(
         &self,
+        scope: Scope,
+        lim: &Limits,
         ip: &IpKey,
         method: &[u8],
         now_us: u64,
@@ -296,39 +358,48 @@ impl Engine {
         let Some(table) = &self.methods else {
             return Ok(None);
         };
-        let Some(i) = method_index(&self.cfg.method_limits, method) else {
+        let Some(i) = method_index_of(&self.method_names, method) else {
             return Ok(None);
         };
+        let density = lim.methods[i];
+        if density == 0 {
+            return Ok(None);
+        }
         let unit = self.unit_target(ip);
-        let window = self.pike_window_us();
+        let window = lim.pike_window_s as u64 * US;
         let key = MethodKey {
             unit: unit.addr,
             method: i as u8,
+            profile: scope.profile,
         };
         let n = table.upsert(&key, now_us, |c, _| c.requests.add(now_us, window, 1))?;
-        if n <= self.cfg.method_limits[i].density {
+        if n <= density {
             return Ok(None);
         }
         Stats::inc(&self.stats.pike_blocked);
-        let target = self.ban_target(ip);
-        Ok(Some(
-            match self.rule_ban(
-                target,
-                Reason::Method,
-                self.cfg.pike_ban_time_s,
-                None,
-                now_us,
-            )? {
-                BanOutcome::Created(rec) => PikeVerdict::JustBanned(rec),
-                BanOutcome::Updated(rec) | BanOutcome::AlreadyBanned(rec) => {
-                    PikeVerdict::Banned(rec.ban.reason)
-                }
-                BanOutcome::TableFull => PikeVerdict::OverLimitUnbanned,
-                // A unit is never broader than allowed, and the whitelist
-                // was checked first: only a change racing this check.
-                BanOutcome::Whitelisted(_) | BanOutcome::TooBroad(_) => PikeVerdict::Whitelisted,
-            },
-        ))
+        let facts = Facts {
+            ip: *ip,
+            count: n,
+            threshold: density,
+            window_s: lim.pike_window_s,
+            scope,
+        };
+        let d = self.decide_ban(lim, Reason::Method, lim.pike_ban_s, None, &facts, now_us)?;
+        Ok(Some(match d {
+            Decided::Scoped(b) if b.fresh => PikeVerdict::Scoped(b),
+            Decided::Scoped(b) if b.dry_run => PikeVerdict::DryRunBlocked(b.rec.ban.reason),
+            Decided::Scoped(b) => PikeVerdict::Banned(b.rec.ban.reason),
+            Decided::Global(BanOutcome::Created(rec)) => PikeVerdict::JustBanned(rec),
+            Decided::Global(BanOutcome::Updated(rec) | BanOutcome::AlreadyBanned(rec)) => {
+                PikeVerdict::Banned(rec.ban.reason)
+            }
+            Decided::Global(BanOutcome::TableFull) => PikeVerdict::OverLimitUnbanned,
+            // A unit is never broader than allowed, and the whitelist
+            // was checked first: only a change racing this check.
+            Decided::Global(BanOutcome::Whitelisted(_) | BanOutcome::TooBroad(_)) => {
+                PikeVerdict::Whitelisted
+            }
+        }))
     }
 
     /// Counts a failure against `user` across all sources; past
@@ -379,34 +450,34 @@ impl Engine {
     /// banned, whatever the per-user counts.
     pub(super) fn enumeration(
         &self,
+        scope: Scope,
+        lim: &Limits,
         ip: &IpKey,
         user: &[u8],
         now_us: u64,
     ) -> Result<Option<AuthVerdict>, TableError> {
-        let threshold = self.cfg.enum_threshold;
+        let threshold = lim.enum_threshold;
         if threshold == 0 {
             return Ok(None);
         }
         let unit = self.unit_target(ip);
         let fp = self.fingerprints.hash_one(user) as u32;
-        let (now_s, window_s) = ((now_us / US) as u32, self.cfg.auth_fail_window_s);
+        let (now_s, window_s) = ((now_us / US) as u32, lim.auth_window_s);
         let n = self.suspects.upsert(&unit.addr, now_us, |s, _| {
             s.user_failed(fp, now_s, window_s)
         })?;
         if n < threshold {
             return Ok(None);
         }
-        let target = self.ban_target(ip);
-        Ok(Some(
-            match self.rule_ban(target, Reason::Enum, self.cfg.auth_ban_time_s, None, now_us)? {
-                BanOutcome::Created(rec) => AuthVerdict::JustBanned(rec),
-                BanOutcome::Updated(rec) | BanOutcome::AlreadyBanned(rec) => {
-                    AuthVerdict::AlreadyBanned(rec.ban.reason)
-                }
-                BanOutcome::TableFull => AuthVerdict::OverLimitUnbanned,
-                BanOutcome::Whitelisted(_) | BanOutcome::TooBroad(_) => AuthVerdict::Whitelisted,
-            },
-        ))
+        let facts = Facts {
+            ip: *ip,
+            count: n,
+            threshold,
+            window_s,
+            scope,
+        };
+        let d = self.decide_ban(lim, Reason::Enum, lim.auth_ban_s, None, &facts, now_us)?;
+        Ok(Some(auth_verdict(d)))
     }
 
     /// Counts `weight` of abuse reported against `ip` (`word` says what,
@@ -419,37 +490,62 @@ impl Engine {
         weight: u32,
         now_us: u64,
     ) -> Result<ReportVerdict, TableError> {
+        self.report_scoped(Scope::default(), ip, word, weight, now_us)
+    }
+
+    /// [`Engine::report`] under a profile and for a tenant.
+    pub fn report_scoped(
+        &self,
+        scope: Scope,
+        ip: &IpKey,
+        word: &Note,
+        weight: u32,
+        now_us: u64,
+    ) -> Result<ReportVerdict, TableError> {
         Stats::inc(&self.stats.reports);
-        if self.whitelist.contains(ip) {
-            return Ok(ReportVerdict::Whitelisted);
-        }
-        if let Some((_, ban)) = self.find_ban(ip, now_us, false)? {
-            return Ok(ReportVerdict::AlreadyBanned(ban.reason));
+        let lim = self.limits(scope.profile);
+        match self.gate(scope, &lim, ip, now_us, false)? {
+            Some(super::scoped::Gate::Whitelisted) => return Ok(ReportVerdict::Whitelisted),
+            Some(super::scoped::Gate::Banned(r)) => return Ok(ReportVerdict::AlreadyBanned(r)),
+            Some(super::scoped::Gate::DryRun(r)) => return Ok(ReportVerdict::DryRunBlocked(r)),
+            None => {}
         }
         let unit = self.unit_target(ip);
         let window = self.cfg.report_window_s as u64 * US;
         let total = self.suspects.upsert(&unit.addr, now_us, |s, _| {
             s.reports.add(now_us, window, weight)
         })?;
-        if total < self.cfg.report_threshold {
+        if total < lim.report_threshold {
             return Ok(ReportVerdict::Counted(total));
         }
-        Ok(
-            match self.rule_ban(
-                self.ban_target(ip),
-                Reason::Report,
-                self.cfg.report_ban_time_s,
-                Some(word),
-                now_us,
-            )? {
-                BanOutcome::Created(rec) => ReportVerdict::JustBanned(rec, total),
-                BanOutcome::Updated(rec) | BanOutcome::AlreadyBanned(rec) => {
-                    ReportVerdict::AlreadyBanned(rec.ban.reason)
-                }
-                BanOutcome::TableFull => ReportVerdict::OverLimitUnbanned,
-                BanOutcome::Whitelisted(_) | BanOutcome::TooBroad(_) => ReportVerdict::Whitelisted,
-            },
-        )
+        let facts = Facts {
+            ip: *ip,
+            count: total,
+            threshold: lim.report_threshold,
+            window_s: self.cfg.report_window_s,
+            scope,
+        };
+        let d = self.decide_ban(
+            &lim,
+            Reason::Report,
+            lim.report_ban_s,
+            Some(word),
+            &facts,
+            now_us,
+        )?;
+        Ok(match d {
+            Decided::Scoped(b) if b.fresh => ReportVerdict::Scoped(b, total),
+            Decided::Scoped(b) if b.dry_run => ReportVerdict::DryRunBlocked(b.rec.ban.reason),
+            Decided::Scoped(b) => ReportVerdict::AlreadyBanned(b.rec.ban.reason),
+            Decided::Global(BanOutcome::Created(rec)) => ReportVerdict::JustBanned(rec, total),
+            Decided::Global(BanOutcome::Updated(rec) | BanOutcome::AlreadyBanned(rec)) => {
+                ReportVerdict::AlreadyBanned(rec.ban.reason)
+            }
+            Decided::Global(BanOutcome::TableFull) => ReportVerdict::OverLimitUnbanned,
+            Decided::Global(BanOutcome::Whitelisted(_) | BanOutcome::TooBroad(_)) => {
+                ReportVerdict::Whitelisted
+            }
+        })
     }
 
     /// Looks for a scanner's signature in `header` (User-Agent of a
@@ -461,10 +557,21 @@ impl Engine {
         header: Option<&[u8]>,
         now_us: u64,
     ) -> Result<(ScannerVerdict, Option<&str>), TableError> {
+        self.scanner_check_scoped(Scope::default(), ip, header, now_us)
+    }
+
+    /// [`Engine::scanner_check`] under a profile and for a tenant.
+    pub fn scanner_check_scoped(
+        &self,
+        scope: Scope,
+        ip: &IpKey,
+        header: Option<&[u8]>,
+        now_us: u64,
+    ) -> Result<(ScannerVerdict, Option<&str>), TableError> {
         Stats::inc(&self.stats.scanner_checks);
         match header.and_then(|h| self.scanner.matches(h)) {
             None => Ok((ScannerVerdict::Clean, None)),
-            Some(p) => Ok((self.scanner_found(ip, p, now_us)?, Some(p))),
+            Some(p) => Ok((self.scanner_found_scoped(scope, ip, p, now_us)?, Some(p))),
         }
     }
 
@@ -481,29 +588,52 @@ impl Engine {
         pattern: &str,
         now_us: u64,
     ) -> Result<ScannerVerdict, TableError> {
-        if self.whitelist.contains(ip) {
-            return Ok(ScannerVerdict::Whitelisted);
-        }
-        if let Some((_, ban)) = self.find_ban(ip, now_us, false)? {
-            return Ok(ScannerVerdict::AlreadyBanned(ban.reason));
+        self.scanner_found_scoped(Scope::default(), ip, pattern, now_us)
+    }
+
+    fn scanner_found_scoped(
+        &self,
+        scope: Scope,
+        ip: &IpKey,
+        pattern: &str,
+        now_us: u64,
+    ) -> Result<ScannerVerdict, TableError> {
+        let lim = self.limits(scope.profile);
+        match self.gate(scope, &lim, ip, now_us, false)? {
+            Some(super::scoped::Gate::Whitelisted) => return Ok(ScannerVerdict::Whitelisted),
+            Some(super::scoped::Gate::Banned(r)) => return Ok(ScannerVerdict::AlreadyBanned(r)),
+            Some(super::scoped::Gate::DryRun(r)) => return Ok(ScannerVerdict::DryRunBlocked(r)),
+            None => {}
         }
         let note = Note::cut(pattern.as_bytes());
-        Ok(
-            match self.rule_ban(
-                self.ban_target(ip),
-                Reason::Scanner,
-                self.cfg.scanner_ban_time_s,
-                Some(&note),
-                now_us,
-            )? {
-                BanOutcome::Created(rec) => ScannerVerdict::JustBanned(rec),
-                BanOutcome::Updated(rec) | BanOutcome::AlreadyBanned(rec) => {
-                    ScannerVerdict::AlreadyBanned(rec.ban.reason)
-                }
-                BanOutcome::TableFull => ScannerVerdict::OverLimitUnbanned,
-                BanOutcome::Whitelisted(_) | BanOutcome::TooBroad(_) => ScannerVerdict::Whitelisted,
-            },
-        )
+        let facts = Facts {
+            ip: *ip,
+            count: 1,
+            threshold: 1,
+            scope,
+            ..Facts::default()
+        };
+        let d = self.decide_ban(
+            &lim,
+            Reason::Scanner,
+            lim.scanner_ban_s,
+            Some(&note),
+            &facts,
+            now_us,
+        )?;
+        Ok(match d {
+            Decided::Scoped(b) if b.fresh => ScannerVerdict::Scoped(b),
+            Decided::Scoped(b) if b.dry_run => ScannerVerdict::DryRunBlocked(b.rec.ban.reason),
+            Decided::Scoped(b) => ScannerVerdict::AlreadyBanned(b.rec.ban.reason),
+            Decided::Global(BanOutcome::Created(rec)) => ScannerVerdict::JustBanned(rec),
+            Decided::Global(BanOutcome::Updated(rec) | BanOutcome::AlreadyBanned(rec)) => {
+                ScannerVerdict::AlreadyBanned(rec.ban.reason)
+            }
+            Decided::Global(BanOutcome::TableFull) => ScannerVerdict::OverLimitUnbanned,
+            Decided::Global(BanOutcome::Whitelisted(_) | BanOutcome::TooBroad(_)) => {
+                ScannerVerdict::Whitelisted
+            }
+        })
     }
 
     /// Reported weight and distinct failed usernames of `ip`'s unit now.
@@ -529,14 +659,17 @@ impl Engine {
         }
         self.suspects.remove(&target.addr, now_us)?;
         if let Some(t) = &self.methods {
-            for i in 0..self.cfg.method_limits.len() {
-                t.remove(
-                    &MethodKey {
-                        unit: target.addr,
-                        method: i as u8,
-                    },
-                    now_us,
-                )?;
+            for i in 0..self.method_names.len() {
+                for profile in self.profile_ids() {
+                    t.remove(
+                        &MethodKey {
+                            unit: target.addr,
+                            method: i as u8,
+                            profile,
+                        },
+                        now_us,
+                    )?;
+                }
             }
         }
         Ok(())

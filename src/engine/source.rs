@@ -171,7 +171,30 @@ impl Entry for HostState {
     }
 }
 
-crate::shm_safe!(Watch, HostBan, Banned, HostState);
+/// A source's counts under one profile (the profiles' own table, see
+/// profile.rs): judged like a watched host.
+impl Entry for Watch {
+    type Ctx = HostTiming;
+    type Clock = HostClock;
+
+    fn clock(now_us: u64, t: &HostTiming) -> HostClock {
+        HostState::clock(now_us, t)
+    }
+
+    fn retention(&self, c: &HostClock) -> Retention {
+        HostState::Watched(*self).retention(c)
+    }
+}
+
+/// A source under one profile: the profiles' table keeps counts per
+/// (profile, source), so a trunk's traffic never eats a phone's budget.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ProfiledKey {
+    pub profile: u8,
+    pub unit: super::ip::IpKey,
+}
+
+crate::shm_safe!(Watch, HostBan, Banned, HostState, ProfiledKey);
 
 const _: () = assert!(
     std::mem::size_of::<HostState>() <= 44,

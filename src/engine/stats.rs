@@ -75,6 +75,12 @@ pub struct Stats {
     pub scanner_checks: Counter,
     pub whitelisted: Counter,
     pub errors: Counter,
+    /// Bans dry run decided but did not make.
+    pub dry_run_bans: Counter,
+    /// Requests dry run let through that a ban it pretended would refuse.
+    pub dry_run_blocked: Counter,
+    /// Bans made for one tenant's traffic (also in `bans_created`).
+    pub tenant_bans: Counter,
 }
 
 impl Stats {
