@@ -385,6 +385,26 @@ pub fn prune(c: &Conn, max_age_s: u64, now_s: u64, recidive_s: u32) -> Result<u6
     Ok(a + b + o + u)
 }
 
+/// Profiles stored in rsec_profiles, as `name: settings` texts; None
+/// when the table does not exist (it is optional: a database made before
+/// profiles has none).
+pub fn load_profiles(c: &Conn) -> Result<Option<Vec<String>>, DbError> {
+    let rows = match c.query("SELECT name, settings FROM rsec_profiles ORDER BY name") {
+        Ok(rows) => rows,
+        Err(e) if e.code == 1146 => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    Ok(Some(
+        rows.into_iter()
+            .filter_map(|r| {
+                let name = r.first().cloned().flatten()?;
+                let settings = r.get(1).cloned().flatten().unwrap_or_default();
+                Some(format!("{name}: {settings}"))
+            })
+            .collect(),
+    ))
+}
+
 /// Whitelisted prefixes stored in rsec_whitelist, and the rows refused.
 pub fn load_whitelist(c: &Conn) -> Result<(Vec<Cidr>, Vec<String>), DbError> {
     let rows = c.query("SELECT cidr FROM rsec_whitelist")?;

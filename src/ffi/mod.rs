@@ -9,6 +9,7 @@ pub mod mi;
 pub mod param;
 pub mod process;
 pub mod script;
+pub mod stats;
 pub mod sys;
 pub mod version;
 

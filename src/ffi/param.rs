@@ -7,6 +7,77 @@ use std::os::raw::{c_char, c_int, c_void};
 
 use super::sys::{ModParamType, ParamExport, INT_PARAM, STR_PARAM};
 
+/// The modparam type flag saying `param_pointer` is a function called
+/// with each value (sr_module.h: the int's top bit).
+pub const USE_FUNC_PARAM: ModParamType = 1 << (c_int::BITS - 1);
+
+/// What OpenSIPS calls for a USE_FUNC_PARAM modparam, once per value.
+pub type ParamFunc = unsafe extern "C" fn(ModParamType, *mut c_void) -> c_int;
+
+/// A string modparam the script may give many times: every value, in
+/// script order (process memory: filled by the parser in the main process
+/// before mod_init, read there).
+pub struct ListCell(parking_lot::Mutex<Vec<String>>);
+
+impl Default for ListCell {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ListCell {
+    pub const fn new() -> Self {
+        ListCell(parking_lot::Mutex::new(Vec::new()))
+    }
+
+    /// Adds one value, as OpenSIPS passed it; false for a non-string.
+    ///
+    /// # Safety
+    /// `val` is what OpenSIPS passed a USE_FUNC_PARAM function for `type_`.
+    pub unsafe fn push(&self, type_: ModParamType, val: *mut c_void) -> bool {
+        if type_ & !USE_FUNC_PARAM != STR_PARAM || val.is_null() {
+            return false;
+        }
+        // SAFETY: for STR_PARAM the core passes a NUL-terminated string
+        // that lives through the call; it is copied here.
+        let s = unsafe { CStr::from_ptr(val as *const c_char) };
+        self.0.lock().push(s.to_string_lossy().into_owned());
+        true
+    }
+
+    pub fn values(&self) -> Vec<String> {
+        self.0.lock().clone()
+    }
+}
+
+/// Declares the C function OpenSIPS calls with each value of a repeatable
+/// string modparam, adding it to `$cell`; and its export entry with `list`.
+#[macro_export]
+macro_rules! list_param_fn {
+    ($f:ident => $cell:expr) => {
+        #[allow(unsafe_code)]
+        unsafe extern "C" fn $f(
+            type_: $crate::ffi::sys::ModParamType,
+            val: *mut std::os::raw::c_void,
+        ) -> std::os::raw::c_int {
+            let cell: &$crate::ffi::param::ListCell = &$cell;
+            $crate::ffi::guard::guard(
+                stringify!($f),
+                || -1,
+                // SAFETY: called by OpenSIPS's modparam parser for this
+                // USE_FUNC_PARAM entry, with its value.
+                || {
+                    if unsafe { cell.push(type_, val) } {
+                        0
+                    } else {
+                        -1
+                    }
+                },
+            )
+        }
+    };
+}
+
 /// A C-visible cell OpenSIPS writes a modparam value into before mod_init.
 #[repr(transparent)]
 pub struct Cell<T>(UnsafeCell<T>);
@@ -69,6 +140,11 @@ pub const fn int(name: &'static CStr, cell: &'static IntCell) -> ParamExport {
 /// The export entry of a string modparam.
 pub const fn str(name: &'static CStr, cell: &'static StrCell) -> ParamExport {
     entry(name, STR_PARAM, cell.ptr())
+}
+
+/// The export entry of a repeatable string modparam (see [`ListCell`]).
+pub const fn list(name: &'static CStr, f: ParamFunc) -> ParamExport {
+    entry(name, STR_PARAM | USE_FUNC_PARAM, f as *mut c_void)
 }
 
 /// The table's terminator.

@@ -142,6 +142,13 @@ impl Call {
         }
     }
 
+    /// The message's number, unique within this process while it is
+    /// handled (None without a message): what ties several calls of one
+    /// script run to the same request.
+    pub fn msg_id(&self) -> Option<u32> {
+        Some(self.head()?.id)
+    }
+
     /// True for a request (false for a reply, or without a message).
     pub fn is_request(&self) -> bool {
         self.head()

@@ -299,6 +299,21 @@ pub type StatFunction = unsafe extern "C" fn(*mut c_void) -> c_ulong;
 pub const STAT_NO_RESET: c_ushort = 1 << 0;
 pub const STAT_IS_FUNC: c_ushort = 1 << 3;
 
+extern "C" {
+    /// Registers a statistic in group `module` (created if new); with
+    /// STAT_IS_FUNC, `pvar` is the function and `ctx` its argument. The
+    /// name is copied unless STAT_SHM_NAME. 0 on success. Same signature
+    /// in 3.4, 3.6 and 4.0.
+    pub fn register_stat2(
+        module: *const c_char,
+        name: *mut c_char,
+        pvar: *mut *mut StatVar,
+        flags: c_ushort,
+        ctx: *mut c_void,
+        unsafe_: c_int,
+    ) -> c_int;
+}
+
 /// Opaque `stat_var`; rsec only hands OpenSIPS a place to store one.
 #[repr(C)]
 pub struct StatVar {

@@ -13,8 +13,9 @@ use std::ffi::CStr;
 use crate::db::store::{StoredBan, StoredBlock};
 use crate::engine::queue::{Change, ChangeOp};
 use crate::engine::{
-    AuthVerdict, BanOutcome, BanRecord, Cidr, Engine, IpKey, Note, PikeVerdict, Reason,
-    ReportVerdict, ScannerVerdict, Side, TableError, UserBlock, UserInfo, UserKey, US_PER_S,
+    AuthVerdict, BanOutcome, BanRecord, Cidr, Decision, Engine, IpKey, Note, PikeVerdict, Reason,
+    ReportVerdict, ScannerVerdict, Scope, ScopedBan, Side, TableError, TenantId, UserBlock,
+    UserInfo, UserKey, Verdict, US_PER_S,
 };
 use crate::ffi::log::shown;
 use crate::{rsec_log, rsec_log_throttled};
@@ -67,10 +68,95 @@ impl Lifted {
     }
 }
 
+thread_local! {
+    /// The decisions of the last operation this process ran, so that the
+    /// log line of each carries its numbers (see [`Why`]).
+    static LAST: std::cell::RefCell<Vec<Decision>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Labels of the tenants this process has seen, by number.
+    static LABELS: std::cell::RefCell<std::collections::HashMap<TenantId, String>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// Remembers a tenant's label for this process's log lines.
+pub fn remember_tenant(id: TenantId, label: &str) {
+    LABELS.with(|l| {
+        let mut l = l.borrow_mut();
+        if l.len() < 4096 {
+            l.entry(id).or_insert_with(|| label.to_owned());
+        }
+    });
+}
+
+/// Tenant `id`'s label ("-" for none).
+pub fn tenant_label(e: &Engine, id: TenantId) -> String {
+    if id == 0 {
+        return "-".to_owned();
+    }
+    if let Some(l) = LABELS.with(|l| l.borrow().get(&id).cloned()) {
+        return l;
+    }
+    let l = e.tenant_label(id).unwrap_or_else(|| format!("#{id}"));
+    remember_tenant(id, &l);
+    l
+}
+
+/// The last operation's decision on `target`, if it made one.
+fn last_on(target: &Cidr) -> Option<Decision> {
+    LAST.with(|l| {
+        l.borrow()
+            .iter()
+            .rev()
+            .find(|d| d.target == *target)
+            .copied()
+    })
+}
+
+/// A decision's facts in the stable `key=value` form every ban's log line
+/// ends with (after " | "), for SIEMs: see README, "Log lines".
+pub struct Facts<'a>(pub &'a Engine, pub &'a Decision);
+
+impl std::fmt::Display for Facts<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (e, d) = (self.0, self.1);
+        let profile = e.profile_name(d.profile);
+        write!(
+            f,
+            "decision={} rule={} ip={} target={} count={} threshold={} window={} ban={} offenses={} profile={} tenant={} dry_run={}",
+            d.verdict.as_str(),
+            d.rule.as_str(),
+            d.ip,
+            d.target,
+            d.count,
+            d.threshold,
+            d.window_s,
+            d.ban_s,
+            d.offenses,
+            if profile.is_empty() { "default" } else { &profile },
+            shown(tenant_label(e, d.tenant).as_bytes()),
+            (d.verdict == Verdict::DryRun) as u8
+        )
+    }
+}
+
+/// What ends the log line of a decision on `target` made by the last
+/// operation: " | decision=ban rule=pike ..." (empty if it made none).
+pub struct Why<'a>(pub &'a Engine, pub &'a Cidr);
+
+impl std::fmt::Display for Why<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match last_on(self.1) {
+            Some(d) => write!(f, " | {}", Facts(self.0, &d)),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Runs one engine operation, then reports what it found lapsed and what
 /// it decided on the side (a prefix banned, an account blocked).
 fn run<R>(e: &Engine, origin: Origin, op: impl FnOnce(&Engine) -> R) -> R {
     let r = op(e);
+    let decided = e.drain_decided();
+    LAST.with(|l| *l.borrow_mut() = decided);
     for rec in e.drain_lapsed() {
         lifted(e, &rec, Lifted::Expired, Origin::Sweep);
     }
@@ -84,12 +170,13 @@ fn run<R>(e: &Engine, origin: Origin, op: impl FnOnce(&Engine) -> R) -> R {
                 rsec_log!(
                     Notice,
                     "rules",
-                    "banned {} for {}: {} addresses inside it banned at once (subnet_ban_threshold {}){}",
+                    "banned {} for {}: {} addresses inside it banned at once (subnet_ban_threshold {}){}{}",
                     rec.target,
                     Length(&rec),
                     count,
                     e.config().subnet_ban_threshold,
-                    Repeat(e, &rec)
+                    Repeat(e, &rec),
+                    Why(e, &rec.target)
                 );
                 banned(e, &rec, origin);
             }
@@ -170,7 +257,46 @@ fn banned(e: &Engine, rec: &BanRecord, origin: Origin) {
         persist(e, ChangeOp::Ban, rec);
     }
     let note = e.note_of(rec, super::now_us()).ok().flatten();
-    events::ban(rec, note.as_ref(), origin.name());
+    let d = last_on(&rec.target);
+    let (profile, tenant) = match d {
+        Some(d) => (e.profile_name(d.profile), tenant_label(e, d.tenant)),
+        None => (String::new(), "-".to_owned()),
+    };
+    events::ban(
+        rec,
+        note.as_ref(),
+        origin.name(),
+        &events::Scoping {
+            profile: &profile,
+            tenant: "",
+            dry_run: false,
+            context: &tenant,
+        },
+    );
+}
+
+/// A ban for one tenant, or one dry run only pretended: raised as an
+/// event (with `tenant`, `dry_run=1`), never persisted.
+fn scoped_banned(e: &Engine, b: &ScopedBan, origin: Origin) {
+    let d = last_on(&b.rec.target);
+    let profile = d.map_or_else(String::new, |d| e.profile_name(d.profile));
+    let context = d.map_or_else(|| "-".to_owned(), |d| tenant_label(e, d.tenant));
+    let tenant = if b.tenant == 0 {
+        String::new()
+    } else {
+        tenant_label(e, b.tenant)
+    };
+    events::ban(
+        &b.rec,
+        None,
+        origin.name(),
+        &events::Scoping {
+            profile: &profile,
+            tenant: &tenant,
+            dry_run: b.dry_run,
+            context: &context,
+        },
+    );
 }
 
 fn lifted(e: &Engine, rec: &BanRecord, why: Lifted, origin: Origin) {
@@ -294,13 +420,18 @@ pub fn restore_user_block(
 pub fn pike_check(
     e: &Engine,
     origin: Origin,
+    scope: Scope,
     ip: &IpKey,
     method: Option<&[u8]>,
     now_us: u64,
 ) -> Result<PikeVerdict, TableError> {
-    let v = run(e, origin, |e| e.pike_check_method(ip, method, now_us))?;
-    if let PikeVerdict::JustBanned(rec) = &v {
-        banned(e, rec, origin);
+    let v = run(e, origin, |e| {
+        e.pike_check_scoped(scope, ip, method, now_us)
+    })?;
+    match &v {
+        PikeVerdict::JustBanned(rec) => banned(e, rec, origin),
+        PikeVerdict::Scoped(b) => scoped_banned(e, b, origin),
+        _ => {}
     }
     Ok(v)
 }
@@ -308,13 +439,16 @@ pub fn pike_check(
 pub fn auth_fail(
     e: &Engine,
     origin: Origin,
+    scope: Scope,
     ip: &IpKey,
     user: Option<&[u8]>,
     now_us: u64,
 ) -> Result<AuthVerdict, TableError> {
-    let v = run(e, origin, |e| e.auth_fail_user(ip, user, now_us))?;
-    if let AuthVerdict::JustBanned(rec) = &v {
-        banned(e, rec, origin);
+    let v = run(e, origin, |e| e.auth_fail_scoped(scope, ip, user, now_us))?;
+    match &v {
+        AuthVerdict::JustBanned(rec) => banned(e, rec, origin),
+        AuthVerdict::Scoped(b) => scoped_banned(e, b, origin),
+        _ => {}
     }
     Ok(v)
 }
@@ -340,14 +474,19 @@ pub fn ban(
 pub fn report(
     e: &Engine,
     origin: Origin,
+    scope: Scope,
     ip: &IpKey,
     word: &Note,
     weight: u32,
     now_us: u64,
 ) -> Result<ReportVerdict, TableError> {
-    let v = run(e, origin, |e| e.report(ip, word, weight, now_us))?;
-    if let ReportVerdict::JustBanned(rec, _) = &v {
-        banned(e, rec, origin);
+    let v = run(e, origin, |e| {
+        e.report_scoped(scope, ip, word, weight, now_us)
+    })?;
+    match &v {
+        ReportVerdict::JustBanned(rec, _) => banned(e, rec, origin),
+        ReportVerdict::Scoped(b, _) => scoped_banned(e, b, origin),
+        _ => {}
     }
     Ok(v)
 }
@@ -355,13 +494,18 @@ pub fn report(
 pub fn scanner_check<'e>(
     e: &'e Engine,
     origin: Origin,
+    scope: Scope,
     ip: &IpKey,
     header: Option<&[u8]>,
     now_us: u64,
 ) -> Result<(ScannerVerdict, Option<&'e str>), TableError> {
-    let v = run(e, origin, |_| e.scanner_check(ip, header, now_us))?;
-    if let ScannerVerdict::JustBanned(rec) = &v.0 {
-        banned(e, rec, origin);
+    let v = run(e, origin, |_| {
+        e.scanner_check_scoped(scope, ip, header, now_us)
+    })?;
+    match &v.0 {
+        ScannerVerdict::JustBanned(rec) => banned(e, rec, origin),
+        ScannerVerdict::Scoped(b) => scoped_banned(e, b, origin),
+        _ => {}
     }
     Ok(v)
 }
@@ -419,7 +563,12 @@ pub fn sweep(e: &Engine, now_us: u64) -> Result<Vec<BanRecord>, TableError> {
 pub fn announce_loaded(e: &Engine, loaded: &super::persist::Loaded) {
     for rec in &loaded.bans {
         let note = e.note_of(rec, super::now_us()).ok().flatten();
-        events::ban(rec, note.as_ref(), Origin::Database.name());
+        events::ban(
+            rec,
+            note.as_ref(),
+            Origin::Database.name(),
+            &events::Scoping::default(),
+        );
     }
     for b in &loaded.blocks {
         events::user_blocked(b);

@@ -74,8 +74,21 @@ fn secs(us: u64) -> i32 {
     (us / US_PER_S).min(i32::MAX as u64) as i32
 }
 
+/// Whom a ban concerns beyond its target.
+#[derive(Default)]
+pub struct Scoping<'a> {
+    /// The profile whose thresholds made it ("" for a manual or imported ban).
+    pub profile: &'a str,
+    /// The only tenant it applies to ("": everyone).
+    pub tenant: &'a str,
+    /// Only pretended: dry run is on.
+    pub dry_run: bool,
+    /// The tenant of the request that made it ("-" or "": none).
+    pub context: &'a str,
+}
+
 /// A ban was created (or a manual ban's expiry replaced) by `source`.
-pub fn ban(rec: &BanRecord, note: Option<&Note>, source: &str) {
+pub fn ban(rec: &BanRecord, note: Option<&Note>, source: &str, scoping: &Scoping) {
     let id = BAN_ID.load(Ordering::Relaxed);
     if id == EVI_ERROR {
         return;
@@ -98,6 +111,16 @@ pub fn ban(rec: &BanRecord, note: Option<&Note>, source: &str) {
             ("expires", Value::Int(secs(rec.ban.expires_us))),
             ("source", Value::Str(source)),
             ("note", Value::Str(&note_text)),
+            ("dry_run", Value::Int(scoping.dry_run as i32)),
+            ("tenant", Value::Str(scoping.tenant)),
+            ("profile", Value::Str(scoping.profile)),
+            (
+                "request_tenant",
+                Value::Str(match scoping.context {
+                    "-" => "",
+                    t => t,
+                }),
+            ),
         ],
     );
     if !ok {

@@ -3,10 +3,9 @@
 //! generated from it), and each body a plain function of its decoded
 //! arguments returning the script return code.
 
-use crate::engine::methods::method_index;
 use crate::engine::{
     AuthVerdict, BanOutcome, Cidr, Engine, IpKey, Note, PikeVerdict, Reason, ReportVerdict, RlKey,
-    ScannerVerdict, TableError, MAX_SECONDS,
+    ScannerVerdict, ScopedBan, TableError, MAX_SECONDS,
 };
 use crate::ffi::log::shown;
 use crate::ffi::script::{Call, Int, Opt, Str};
@@ -16,8 +15,8 @@ use crate::ffi::sys::{
 };
 use crate::{rsec_log, rsec_log_throttled, script_functions};
 
-use super::decisions::{self, Length, Origin, Repeat};
-use super::{engine, now_us};
+use super::decisions::{self, Length, Origin, Repeat, Why};
+use super::{engine, now_us, scope};
 
 /// Return codes shared by every function (never 0: that would stop the script).
 pub const RC_OK: i32 = 1;
@@ -50,6 +49,10 @@ script_functions! {
     /// Bans the source of a request whose User-Agent (or a reply whose
     /// Server) is a scanner's.
     fn sec_scanner_check(call) in MSG_ROUTES => scanner_check;
+    /// The profile (set of thresholds) the message's checks use.
+    fn sec_profile(call, name: Str) in MSG_ROUTES => use_profile;
+    /// The tenant the message's checks count for and obey.
+    fn sec_tenant(call, label: Str) in MSG_ROUTES => use_tenant;
 }
 
 /// Returns the error code from a function body after logging why.
@@ -122,50 +125,179 @@ fn pike_check(call: &Call, ip: Option<&[u8]>) -> i32 {
     let e = or_return!(ready(call));
     let ip = or_return!(source(call, ip));
     // Only read when some method has its own limit.
-    let method = if e.config().method_limits.is_empty() {
-        None
-    } else {
+    let method = if e.limits_methods() {
         call.method()
+    } else {
+        None
     };
-    match or_return!(table(
+    let scope = scope::of(call, e, &ip);
+    let v = or_return!(table(
         call,
-        decisions::pike_check(e, Origin::Script(call.name()), &ip, method, now_us())
-    )) {
-        PikeVerdict::Allowed | PikeVerdict::Whitelisted => RC_OK,
-        PikeVerdict::Banned(_) => RC_NO,
-        PikeVerdict::JustBanned(rec) => {
-            let c = e.config();
-            let (n, what) = match (rec.ban.reason, method) {
-                (Reason::Method, Some(m)) => (
-                    method_index(&c.method_limits, m).map_or(0, |i| c.method_limits[i].density),
-                    format!("{} requests", shown(m)),
-                ),
-                _ => (c.pike_density, "requests".to_owned()),
-            };
-            rsec_log!(
-                Notice,
-                call.name(),
-                "banned {} for {} ({}): more than {} {} in {}s{}",
-                rec.target,
-                Length(&rec),
-                rec.ban.reason.as_str(),
-                n,
-                what,
-                c.pike_sampling_time_s,
-                Repeat(e, &rec)
-            );
-            RC_JUST_BANNED
+        decisions::pike_check(e, Origin::Script(call.name()), scope, &ip, method, now_us())
+    ));
+    let rec = match v {
+        PikeVerdict::Allowed | PikeVerdict::Whitelisted | PikeVerdict::DryRunBlocked(_) => {
+            return RC_OK
         }
+        PikeVerdict::Banned(_) => return RC_NO,
         PikeVerdict::OverLimitUnbanned => {
             rsec_log_throttled!(
                 Err,
                 call.name(),
-                "{} is flooding but the ban table is full (max_bans); refusing its requests without a ban",
-                ip
+                "{} is flooding but the ban table is full (max_bans); refusing its requests without a ban{}",
+                ip,
+                Why(e, &e.ban_target(&ip))
             );
-            RC_JUST_BANNED
+            return RC_JUST_BANNED;
+        }
+        PikeVerdict::JustBanned(rec) => rec,
+        PikeVerdict::Scoped(b) => b.rec,
+    };
+    let lim = e.limits(scope.profile);
+    let (n, what) = match (rec.ban.reason, method) {
+        (Reason::Method, Some(m)) => (
+            e.method_density(&lim, m).unwrap_or(0),
+            format!("{} requests", shown(m)),
+        ),
+        _ => (lim.pike_density, "requests".to_owned()),
+    };
+    banned_log(
+        call,
+        e,
+        &v,
+        format_args!(
+            "{} {} for {} ({}): more than {} {} in {}s{}",
+            verb(&v),
+            rec.target,
+            Length(&rec),
+            rec.ban.reason.as_str(),
+            n,
+            what,
+            lim.pike_window_s,
+            Repeat(e, &rec)
+        ),
+        &rec,
+    )
+}
+
+/// How a ban's log line starts: "banned", "banned for tenant example.com
+/// only:" or "dry run, would have banned".
+fn verb<V: Scoped>(v: &V) -> &'static str {
+    match v.scoped() {
+        Some(b) if b.dry_run => "dry run: would have banned",
+        Some(_) => "banned for its tenant only:",
+        None => "banned",
+    }
+}
+
+/// Verdicts that may carry a ban for one tenant or a dry run's.
+trait Scoped {
+    fn scoped(&self) -> Option<&ScopedBan>;
+}
+
+impl Scoped for PikeVerdict {
+    fn scoped(&self) -> Option<&ScopedBan> {
+        match self {
+            PikeVerdict::Scoped(b) => Some(b),
+            _ => None,
         }
     }
+}
+
+impl Scoped for AuthVerdict {
+    fn scoped(&self) -> Option<&ScopedBan> {
+        match self {
+            AuthVerdict::Scoped(b) => Some(b),
+            _ => None,
+        }
+    }
+}
+
+impl Scoped for ReportVerdict {
+    fn scoped(&self) -> Option<&ScopedBan> {
+        match self {
+            ReportVerdict::Scoped(b, _) => Some(b),
+            _ => None,
+        }
+    }
+}
+
+impl Scoped for ScannerVerdict {
+    fn scoped(&self) -> Option<&ScopedBan> {
+        match self {
+            ScannerVerdict::Scoped(b) => Some(b),
+            _ => None,
+        }
+    }
+}
+
+/// Logs a ban (or a dry run's would-be ban) with its facts, and says what
+/// the function returns: a dry run lets the request pass.
+fn banned_log<V: Scoped>(
+    call: &Call,
+    e: &Engine,
+    v: &V,
+    line: std::fmt::Arguments,
+    rec: &crate::engine::BanRecord,
+) -> i32 {
+    rsec_log!(Notice, call.name(), "{}{}", line, Why(e, &rec.target));
+    match v.scoped() {
+        Some(b) if b.dry_run => RC_OK,
+        _ => RC_JUST_BANNED,
+    }
+}
+
+fn use_profile(call: &Call, name: &[u8]) -> i32 {
+    let e = or_return!(ready(call));
+    let Some(id) = e.profile_named(name) else {
+        rsec_log_throttled!(
+            Err,
+            call.name(),
+            "no profile named '{}' (profiles: {})",
+            shown(name),
+            e.profiles()
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return RC_ERROR;
+    };
+    if !scope::set_profile(call, id) {
+        rsec_log!(Err, call.name(), "no message to set the profile for");
+        return RC_ERROR;
+    }
+    RC_OK
+}
+
+fn use_tenant(call: &Call, label: &[u8]) -> i32 {
+    let e = or_return!(ready(call));
+    if let Err(err) = crate::engine::TenantName::new(label) {
+        rsec_log!(Err, call.name(), "bad tenant '{}': {}", shown(label), err);
+        return RC_ERROR;
+    }
+    let id = match or_return!(table(call, e.tenant(label, now_us()))) {
+        Some((id, _)) => {
+            // Its statistics are registered by the timer (see stats.rs).
+            decisions::remember_tenant(id, &String::from_utf8_lossy(label));
+            id
+        }
+        None => {
+            rsec_log_throttled!(
+                Warn,
+                call.name(),
+                "tenant '{}' not counted apart: max_tenants ({}) tenants are known already; its traffic is checked by the global rules",
+                shown(label),
+                e.config().max_tenants
+            );
+            0
+        }
+    };
+    if !scope::set_tenant(call, id) {
+        rsec_log!(Err, call.name(), "no message to set the tenant for");
+        return RC_ERROR;
+    }
+    RC_OK
 }
 
 fn rl_check(call: &Call, key: &[u8], limit: i32, period: Option<i32>) -> i32 {
@@ -281,11 +413,12 @@ fn ban_ip(
             rsec_log!(
                 Notice,
                 call.name(),
-                "banned {} for {} ({}){}",
+                "banned {} for {} ({}){}{}",
                 rec.target,
                 Length(&rec),
                 reason.as_str(),
-                NoteText(note.as_ref())
+                NoteText(note.as_ref()),
+                Why(e, &rec.target)
             );
             RC_OK
         }
@@ -358,48 +491,57 @@ fn is_banned(call: &Call, ip: Option<&[u8]>) -> i32 {
 fn auth_fail(call: &Call, ip: Option<&[u8]>, user: Option<&[u8]>) -> i32 {
     let e = or_return!(ready(call));
     let ip = or_return!(source(call, ip));
-    match or_return!(table(
+    let scope = scope::of(call, e, &ip);
+    let v = or_return!(table(
         call,
-        decisions::auth_fail(e, Origin::Script(call.name()), &ip, user, now_us())
-    )) {
-        AuthVerdict::Counted(_) | AuthVerdict::Whitelisted => RC_OK,
-        AuthVerdict::AlreadyBanned(_) => RC_NO,
-        AuthVerdict::JustBanned(rec) => {
-            let c = e.config();
-            let why = if rec.ban.reason == Reason::Enum {
-                format!(
-                    "failed authentication for {} distinct usernames in {}s (enum_threshold {})",
-                    c.enum_threshold, c.auth_fail_window_s, c.enum_threshold
-                )
-            } else {
-                format!(
-                    "{} failed authentications in {}s (auth_fail_threshold {})",
-                    c.auth_fail_threshold, c.auth_fail_window_s, c.auth_fail_threshold
-                )
-            };
-            rsec_log!(
-                Notice,
-                call.name(),
-                "banned {} for {} ({}): {} (last user '{}'){}",
-                rec.target,
-                Length(&rec),
-                rec.ban.reason.as_str(),
-                why,
-                shown(user.unwrap_or_default()),
-                Repeat(e, &rec)
-            );
-            RC_JUST_BANNED
+        decisions::auth_fail(e, Origin::Script(call.name()), scope, &ip, user, now_us())
+    ));
+    let rec = match v {
+        AuthVerdict::Counted(_) | AuthVerdict::Whitelisted | AuthVerdict::DryRunBlocked(_) => {
+            return RC_OK
         }
+        AuthVerdict::AlreadyBanned(_) => return RC_NO,
         AuthVerdict::OverLimitUnbanned => {
             rsec_log_throttled!(
                 Err,
                 call.name(),
-                "{} reached the auth failure threshold but the ban table is full (max_bans)",
-                ip
+                "{} reached the auth failure threshold but the ban table is full (max_bans){}",
+                ip,
+                Why(e, &e.ban_target(&ip))
             );
-            RC_JUST_BANNED
+            return RC_JUST_BANNED;
         }
-    }
+        AuthVerdict::JustBanned(rec) => rec,
+        AuthVerdict::Scoped(b) => b.rec,
+    };
+    let lim = e.limits(scope.profile);
+    let why = if rec.ban.reason == Reason::Enum {
+        format!(
+            "failed authentication for {} distinct usernames in {}s (enum_threshold {})",
+            lim.enum_threshold, lim.auth_window_s, lim.enum_threshold
+        )
+    } else {
+        format!(
+            "{} failed authentications in {}s (auth_fail_threshold {})",
+            lim.auth_threshold, lim.auth_window_s, lim.auth_threshold
+        )
+    };
+    banned_log(
+        call,
+        e,
+        &v,
+        format_args!(
+            "{} {} for {} ({}): {} (last user '{}'){}",
+            verb(&v),
+            rec.target,
+            Length(&rec),
+            rec.ban.reason.as_str(),
+            why,
+            shown(user.unwrap_or_default()),
+            Repeat(e, &rec)
+        ),
+        &rec,
+    )
 }
 
 /// The reasons a script or MI may give a ban.
@@ -452,80 +594,104 @@ fn report(call: &Call, reason: &[u8], weight: Option<i32>, ip: Option<&[u8]>) ->
         }
     };
     let ip = or_return!(source(call, ip));
+    let scope = scope::of(call, e, &ip);
     let v = or_return!(table(
         call,
-        decisions::report(e, Origin::Script(call.name()), &ip, &word, weight, now_us())
+        decisions::report(
+            e,
+            Origin::Script(call.name()),
+            scope,
+            &ip,
+            &word,
+            weight,
+            now_us()
+        )
     ));
-    match v {
-        ReportVerdict::Counted(_) | ReportVerdict::Whitelisted => RC_OK,
-        ReportVerdict::AlreadyBanned(_) => RC_NO,
-        ReportVerdict::JustBanned(rec, total) => {
-            let c = e.config();
-            rsec_log!(
-                Notice,
-                call.name(),
-                "banned {} for {} (report): reported weight {} in {}s reached report_threshold {}, last report '{}'{}",
-                rec.target,
-                Length(&rec),
-                total,
-                c.report_window_s,
-                c.report_threshold,
-                shown(reason),
-                Repeat(e, &rec)
-            );
-            RC_JUST_BANNED
-        }
+    let (rec, total) = match v {
+        ReportVerdict::Counted(_)
+        | ReportVerdict::Whitelisted
+        | ReportVerdict::DryRunBlocked(_) => return RC_OK,
+        ReportVerdict::AlreadyBanned(_) => return RC_NO,
         ReportVerdict::OverLimitUnbanned => {
             rsec_log_throttled!(
                 Err,
                 call.name(),
-                "{} reached report_threshold but the ban table is full (max_bans)",
-                ip
+                "{} reached report_threshold but the ban table is full (max_bans){}",
+                ip,
+                Why(e, &e.ban_target(&ip))
             );
-            RC_JUST_BANNED
+            return RC_JUST_BANNED;
         }
-    }
+        ReportVerdict::JustBanned(rec, total) => (rec, total),
+        ReportVerdict::Scoped(b, total) => (b.rec, total),
+    };
+    let lim = e.limits(scope.profile);
+    banned_log(
+        call,
+        e,
+        &v,
+        format_args!(
+            "{} {} for {} (report): reported weight {} in {}s reached report_threshold {}, last report '{}'{}",
+            verb(&v),
+            rec.target,
+            Length(&rec),
+            total,
+            e.config().report_window_s,
+            lim.report_threshold,
+            shown(reason),
+            Repeat(e, &rec)
+        ),
+        &rec,
+    )
 }
 
 fn scanner_check(call: &Call) -> i32 {
     let e = or_return!(ready(call));
     let ip = or_return!(source(call, None));
     let header = call.user_agent();
+    let scope = scope::of(call, e, &ip);
     let (v, pattern) = or_return!(table(
         call,
-        decisions::scanner_check(e, Origin::Script(call.name()), &ip, header, now_us())
+        decisions::scanner_check(e, Origin::Script(call.name()), scope, &ip, header, now_us())
     ));
-    match v {
-        ScannerVerdict::Clean | ScannerVerdict::Whitelisted => RC_OK,
-        ScannerVerdict::AlreadyBanned(_) => RC_NO,
-        ScannerVerdict::JustBanned(rec) => {
-            rsec_log!(
-                Notice,
-                call.name(),
-                "banned {} for {} (scanner): {} '{}' matches scanner pattern '{}'{}",
-                rec.target,
-                Length(&rec),
-                if call.is_request() {
-                    "User-Agent"
-                } else {
-                    "Server"
-                },
-                shown(header.unwrap_or_default()),
-                pattern.unwrap_or_default(),
-                Repeat(e, &rec)
-            );
-            RC_JUST_BANNED
+    let rec = match v {
+        ScannerVerdict::Clean | ScannerVerdict::Whitelisted | ScannerVerdict::DryRunBlocked(_) => {
+            return RC_OK
         }
+        ScannerVerdict::AlreadyBanned(_) => return RC_NO,
         ScannerVerdict::OverLimitUnbanned => {
             rsec_log_throttled!(
                 Err,
                 call.name(),
-                "{} is a scanner but the ban table is full (max_bans)",
-                ip
+                "{} is a scanner but the ban table is full (max_bans){}",
+                ip,
+                Why(e, &e.ban_target(&ip))
             );
-            RC_JUST_BANNED
+            return RC_JUST_BANNED;
         }
-    }
+        ScannerVerdict::JustBanned(rec) => rec,
+        ScannerVerdict::Scoped(b) => b.rec,
+    };
+    banned_log(
+        call,
+        e,
+        &v,
+        format_args!(
+            "{} {} for {} (scanner): {} '{}' matches scanner pattern '{}'{}",
+            verb(&v),
+            rec.target,
+            Length(&rec),
+            if call.is_request() {
+                "User-Agent"
+            } else {
+                "Server"
+            },
+            shown(header.unwrap_or_default()),
+            pattern.unwrap_or_default(),
+            Repeat(e, &rec)
+        ),
+        &rec,
+    )
 }
 
 fn user_blocked(call: &Call, user: &[u8]) -> i32 {

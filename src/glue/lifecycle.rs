@@ -113,6 +113,14 @@ pub fn mod_init() -> c_int {
         );
         return -1;
     }
+    if !super::stats::register_tenant_group() {
+        rsec_log!(
+            Err,
+            "mod_init",
+            "cannot register the rsec_tenant statistics group"
+        );
+        return -1;
+    }
     if !crate::ffi::register_timer(b"rsec-sweep\0", sweep_timer, 1) {
         rsec_log!(Err, "mod_init", "cannot register the sweep timer");
         return -1;
@@ -140,6 +148,7 @@ extern "C" fn sweep_timer(_ticks: c_uint, _param: *mut c_void) {
         || (),
         || {
             let Some(e) = engine() else { return };
+            super::stats::register_new_tenants(e);
             match super::decisions::sweep(e, now_us()) {
                 Ok(expired) => {
                     for b in expired {

@@ -16,6 +16,7 @@ mod lifecycle;
 mod mi;
 mod params;
 mod persist;
+mod scope;
 mod stats;
 
 use std::sync::OnceLock;

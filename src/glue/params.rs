@@ -9,7 +9,7 @@ use crate::db::store::valid_node_id;
 use crate::db::DbUrl;
 use crate::engine::modparams::{config_from, ModValue, ModparamError};
 use crate::engine::{Config, ConfigError};
-use crate::ffi::param::{self, IntCell, StrCell};
+use crate::ffi::param::{self, IntCell, ListCell, ParamFunc, StrCell};
 use crate::ffi::sys::ParamExport;
 
 use super::persist::Settings;
@@ -50,9 +50,30 @@ str_params! {
     SCANNER_PATTERNS_ADD: "scanner_patterns_add";
 }
 
+/// Repeatable string modparams (see engine::modparams::REPEATABLE): each
+/// value adds to the others.
+static PROFILES: ListCell = ListCell::new();
+static PROFILE_PREFIXES: ListCell = ListCell::new();
+static TENANT_WHITELIST: ListCell = ListCell::new();
+crate::list_param_fn!(profile_param => PROFILES);
+crate::list_param_fn!(profile_prefix_param => PROFILE_PREFIXES);
+crate::list_param_fn!(tenant_whitelist_param => TENANT_WHITELIST);
+
+const LIST_PARAMS: [(&std::ffi::CStr, &ListCell, ParamFunc); 3] = [
+    (c"profile", &PROFILES, profile_param),
+    (c"profile_prefix", &PROFILE_PREFIXES, profile_prefix_param),
+    (
+        c"tenant_whitelist",
+        &TENANT_WHITELIST,
+        tenant_whitelist_param,
+    ),
+];
+
+const N_PARAMS: usize = N_INT + STR_PARAMS.len() + LIST_PARAMS.len();
+
 /// Every modparam, then the terminator.
-pub static PARAMS: [ParamExport; N_INT + STR_PARAMS.len() + 1] = {
-    let mut out = [param::END; N_INT + STR_PARAMS.len() + 1];
+pub static PARAMS: [ParamExport; N_PARAMS + 1] = {
+    let mut out = [param::END; N_PARAMS + 1];
     let mut i = 0;
     while i < N_INT {
         out[i] = param::int(Config::INT_PARAMS[i].name, &INT_CELLS[i]);
@@ -62,6 +83,11 @@ pub static PARAMS: [ParamExport; N_INT + STR_PARAMS.len() + 1] = {
     while j < STR_PARAMS.len() {
         out[N_INT + j] = param::str(STR_PARAMS[j].0, STR_PARAMS[j].1);
         j += 1;
+    }
+    let mut k = 0;
+    while k < LIST_PARAMS.len() {
+        out[N_INT + STR_PARAMS.len() + k] = param::list(LIST_PARAMS[k].0, LIST_PARAMS[k].2);
+        k += 1;
     }
     out
 };
@@ -91,6 +117,11 @@ pub fn config() -> Result<(Config, Option<Settings>), ParamError> {
         .collect();
     for (name, cell) in STR_PARAMS {
         if let Some(v) = cell.value() {
+            given.push((name.to_str().unwrap_or("?"), ModValue::Str(v)));
+        }
+    }
+    for (name, cell, _) in LIST_PARAMS {
+        for v in cell.values() {
             given.push((name.to_str().unwrap_or("?"), ModValue::Str(v)));
         }
     }

@@ -55,6 +55,10 @@ pub struct Shared {
     reload_requested: AtomicU64,
     reload_done: AtomicU64,
     reload_result: AtomicU64,
+    profiles_requested: AtomicU64,
+    profiles_done: AtomicU64,
+    /// Profiles set by the last reload; u64::MAX: no rsec_profiles table.
+    profiles_result: AtomicU64,
     pub last_sync_s: AtomicU64,
     pub writes: AtomicU64,
     pub errors: AtomicU64,
@@ -154,6 +158,7 @@ fn load_state(
     now: u64,
 ) -> Result<Loaded, DbError> {
     reload_whitelist(c, e, s)?;
+    reload_profiles(c, e)?;
     let cursor = store::last_change_id(c)?;
     let (bans, bad) = store::load_bans(c, now / US)?;
     if bad > 0 {
@@ -288,6 +293,32 @@ pub fn request_sync(wait: Duration) -> Result<u64, &'static str> {
     wait_for(&s.sync_done, want, wait).map(|_| s.cursor.load(Ordering::Relaxed))
 }
 
+/// Sets every profile stored in rsec_profiles (over the modparams' own of
+/// the same name); rows that do not parse are logged and skipped. The
+/// number set, or None without the table.
+fn reload_profiles(c: &Conn, e: &Engine) -> Result<Option<usize>, DbError> {
+    let Some(rows) = store::load_profiles(c)? else {
+        return Ok(None);
+    };
+    let mut set = 0;
+    for text in &rows {
+        match e.set_profile(text) {
+            Ok(_) => set += 1,
+            Err(why) => rsec_log!(Err, "persistence", "rsec_profiles row skipped: {}", why),
+        }
+    }
+    Ok(Some(set))
+}
+
+/// Asks the persistence process to reload rsec_profiles and waits (MI):
+/// the profiles set, or None when the database has no such table.
+pub fn request_profiles_reload(wait: Duration) -> Result<Option<u64>, &'static str> {
+    let s = connected_shared()?;
+    let want = s.profiles_requested.fetch_add(1, Ordering::AcqRel) + 1;
+    wait_for(&s.profiles_done, want, wait)
+        .map(|_| Some(s.profiles_result.load(Ordering::Relaxed)).filter(|&n| n != u64::MAX))
+}
+
 /// Asks the persistence process to reload rsec_whitelist and waits (MI).
 pub fn request_whitelist_reload(wait: Duration) -> Result<u64, &'static str> {
     let s = connected_shared()?;
@@ -414,6 +445,22 @@ fn service(c: &Conn, p: &Persist, e: &Engine, sched: &mut Schedule) -> Result<()
         sh.reload_result.store(n as u64, Ordering::Relaxed);
         sh.reload_done.fetch_max(want, Ordering::AcqRel);
         rsec_log!(Notice, "persistence", "whitelist reloaded: {} entries", n);
+    }
+
+    let want = sh.profiles_requested.load(Ordering::Acquire);
+    if sh.profiles_done.load(Ordering::Acquire) < want {
+        let n = reload_profiles(c, e)?;
+        sh.profiles_result
+            .store(n.map_or(u64::MAX, |n| n as u64), Ordering::Relaxed);
+        sh.profiles_done.fetch_max(want, Ordering::AcqRel);
+        match n {
+            Some(n) => rsec_log!(Notice, "persistence", "profiles reloaded: {} set", n),
+            None => rsec_log!(
+                Warn,
+                "persistence",
+                "profiles not reloaded: no rsec_profiles table"
+            ),
+        }
     }
 
     if Instant::now() >= sched.next_prune {

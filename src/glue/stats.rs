@@ -80,4 +80,84 @@ stats! {
     "db_queue_depth" => st_db_queue_depth = |e| queue(e, |q| q.depth());
     "db_queue_drops" => st_db_queue_drops = |e| queue(e, |q| q.dropped());
     "db_last_sync" => st_db_last_sync = |_e| persisted(|s| &s.last_sync_s);
+    "dry_run_bans" => st_dry_run_bans = |e| Stats::get(&e.stats().dry_run_bans);
+    "dry_run_blocked" => st_dry_run_blocked = |e| Stats::get(&e.stats().dry_run_blocked);
+    "tenant_bans" => st_tenant_bans = |e| Stats::get(&e.stats().tenant_bans);
+    "tenants_overflow" => st_tenants_overflow = |e| e.tenants_overflow();
+    "decisions" => st_decisions = |e| e.decisions_recorded().0;
+}
+
+/// The group of the per-tenant statistics: `<figure>-<tenant>`, e.g.
+/// `checked-example.com` (the prometheus module's `labels` rule in
+/// opensips-cfg-examples/rsec-prometheus.cfg turns the tenant into a label).
+pub const TENANT_GROUP: &std::ffi::CStr = c"rsec_tenant";
+
+macro_rules! tenant_stats {
+    ($($name:literal => $f:ident = |$c:ident| $body:expr;)*) => {
+        $(
+            extern "C" fn $f(ctx: *mut c_void) -> c_ulong {
+                crate::ffi::guard::guard(concat!("statistic ", $name), || 0, || {
+                    read(|e: &Engine| {
+                        e.tenant_counters(ctx as usize as u32)
+                            .map_or(0, |$c| $body.load(Ordering::Relaxed))
+                    })
+                })
+            }
+        )*
+        /// Each tenant's figures: name and function.
+        const TENANT_STATS: &[(&str, crate::ffi::stats::StatFn)] = &[$(($name, $f)),*];
+    };
+}
+
+tenant_stats! {
+    "checked" => ts_checked = |c| c.checked;
+    "blocked" => ts_blocked = |c| c.blocked;
+    "bans" => ts_bans = |c| c.bans;
+    "dry_run_bans" => ts_dry_run_bans = |c| c.dry_run_bans;
+    "dry_run_blocked" => ts_dry_run_blocked = |c| c.dry_run_blocked;
+    "auth_failures" => ts_auth_failures = |c| c.auth_failures;
+}
+
+extern "C" fn tenants_known(_ctx: *mut c_void) -> c_ulong {
+    crate::ffi::guard::guard(
+        "statistic known",
+        || 0,
+        || read(|e| e.tenants().map_or(0, |t| t.len() as u64)),
+    )
+}
+
+/// Creates the tenants' group before the fork, with its one fixed
+/// statistic, `known` (tenants numbered so far): the core adds a group by
+/// growing a shared array, which must not happen while other processes
+/// read it.
+pub fn register_tenant_group() -> bool {
+    crate::ffi::stats::register_function(TENANT_GROUP, "known", tenants_known, 0)
+}
+
+/// Registers the statistics of tenants numbered since the last call; from
+/// the sweep timer. Each tenant is claimed in shared memory first, so a
+/// second timer process never registers it again.
+pub fn register_new_tenants(e: &Engine) {
+    let Ok(tenants) = e.tenants() else { return };
+    for (label, id) in &tenants {
+        if !e.claim_tenant_stats(*id) {
+            continue;
+        }
+        for (figure, f) in TENANT_STATS {
+            if !crate::ffi::stats::register_function(
+                TENANT_GROUP,
+                &format!("{figure}-{label}"),
+                *f,
+                *id as usize,
+            ) {
+                crate::rsec_log_throttled!(
+                    Err,
+                    "statistics",
+                    "cannot register statistic {}-{}",
+                    figure,
+                    crate::ffi::log::shown(label.as_bytes())
+                );
+            }
+        }
+    }
 }
