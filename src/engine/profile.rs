@@ -20,7 +20,7 @@ use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use super::config::Config;
 use super::ip::{Cidr, IpKey};
 use super::methods::{parse_method_density, MethodLimit, MAX_METHODS};
-use crate::shm::{Region, ShmMutex};
+use crate::shm::{Locked, Region};
 
 /// Profiles held, the default included.
 pub const MAX_PROFILES: usize = 32;
@@ -279,7 +279,8 @@ struct Slots {
 
 /// The profiles in force, shared by every process.
 pub struct ProfileSet {
-    lock: &'static ShmMutex,
+    /// Serialises writers (the value is unused).
+    lock: &'static Locked<u8>,
     set: &'static Slots,
 }
 
@@ -293,11 +294,11 @@ pub struct ProfileView {
 
 impl ProfileSet {
     pub fn shm_bytes() -> usize {
-        std::mem::size_of::<Slots>() + std::mem::size_of::<ShmMutex>() + 64
+        std::mem::size_of::<Slots>() + std::mem::size_of::<Locked<u8>>() + 64
     }
 
     pub fn new(region: &mut Region) -> io::Result<ProfileSet> {
-        let lock = region.alloc::<ShmMutex>()?;
+        let lock = region.alloc::<Locked<u8>>()?;
         lock.init()?;
         Ok(ProfileSet {
             lock,

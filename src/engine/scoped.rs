@@ -762,6 +762,7 @@ impl Engine {
         }
         let key = ProfiledKey {
             profile: scope.profile,
+            tenant: if lim.tenant_bans { scope.tenant } else { 0 },
             unit: self.unit(ip),
         };
         let window = lim.pike_window_s as u64 * US;
@@ -845,6 +846,7 @@ impl Engine {
         }
         let key = ProfiledKey {
             profile: scope.profile,
+            tenant: if lim.tenant_bans { scope.tenant } else { 0 },
             unit: self.unit(ip),
         };
         let window = lim.auth_window_s as u64 * US;
@@ -892,8 +894,10 @@ impl Engine {
         };
         let mut out = Vec::new();
         for p in self.profiles.list() {
+            // Per-tenant counts of tenant-scoped profiles are not summed here.
             let key = ProfiledKey {
                 profile: p.id,
+                tenant: 0,
                 unit: self.unit(ip),
             };
             let (pw, aw) = (

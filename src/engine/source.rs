@@ -191,6 +191,9 @@ impl Entry for Watch {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ProfiledKey {
     pub profile: u8,
+    /// The tenant, for a profile whose bans are per tenant
+    /// (`ban_scope=tenant`): counted per tenant too; else 0.
+    pub tenant: u32,
     pub unit: super::ip::IpKey,
 }
 

@@ -16,6 +16,7 @@ mod engine_capacity;
 mod engine_ip;
 mod engine_operability;
 mod engine_policy;
+mod engine_profiles;
 mod engine_rules;
 mod engine_scanner;
 mod engine_whitelist;
