@@ -1,12 +1,32 @@
 //! rsec-replay, under construction: for now it lists an input's SIP
-//! messages; the engine run and the report come next.
+//! messages, or the rsec parameters of an opensips.cfg (`--cfg FILE`);
+//! the engine run and the report come next.
 
 mod capture;
+mod cfg;
 mod sip;
 
 fn main() {
-    let Some(path) = std::env::args().nth(1) else {
-        eprintln!("usage: rsec-replay INPUT");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, file] = &args[..] {
+        if flag == "--cfg" {
+            let ps = cfg::read_file(file).unwrap_or_else(|e| {
+                eprintln!("rsec-replay: {e}");
+                std::process::exit(1)
+            });
+            if let Err(e) = cfg::config(&ps) {
+                eprintln!("rsec-replay: {e}");
+                std::process::exit(1);
+            }
+            for p in cfg::describe(&ps) {
+                println!("{p}");
+            }
+            let _ = cfg::set;
+            return;
+        }
+    }
+    let Some(path) = args.first() else {
+        eprintln!("usage: rsec-replay INPUT | --cfg FILE");
         std::process::exit(2);
     };
     let mut sip = 0u64;
