@@ -5,6 +5,7 @@
 
 mod capture;
 mod cfg;
+mod picture;
 mod report;
 mod run;
 mod sip;
@@ -70,6 +71,11 @@ Emulation of the script (opensips-cfg-examples/rsec.cfg):
 
 Output:
   --json                  the report as JSON (on standard output)
+  --picture FILE.svg      draw the decisions over time: one row per source,
+                          requests as ticks (grey passed, red lost), bans as
+                          bars with their rule where they start
+  --picture-rows N        sources given a row each (default 20); the others
+                          share one row
   -h, --help              this text
   -V, --version
 
@@ -95,10 +101,15 @@ struct Opts {
     auth_fail_on: Option<String>,
     no_scanner: bool,
     json: bool,
+    picture: Option<String>,
+    picture_rows: usize,
 }
 
 fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Opts>, Fail> {
-    let mut o = Opts::default();
+    let mut o = Opts {
+        picture_rows: 20,
+        ..Opts::default()
+    };
     let mut args = args.peekable();
     while let Some(a) = args.next() {
         let (flag, inline) = match a.split_once('=') {
@@ -125,6 +136,13 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Opts>, Fail> 
             "--compare-cfg" => o.compare_cfg = Some(value("a file")?),
             "--compare-set" => o.compare_sets.push(value("NAME=VALUE")?),
             "--auth-fail-on" => o.auth_fail_on = Some(value("a list of statuses")?),
+            "--picture" => o.picture = Some(value("a file")?),
+            "--picture-rows" => {
+                let v = value("a number")?;
+                o.picture_rows = v.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
+                    Fail::Usage(format!("--picture-rows '{v}': expected a number above 0"))
+                })?;
+            }
             "--no-scanner" | "--json" if inline.is_some() => {
                 return Err(Fail::Usage(format!("{flag} takes no value")))
             }
@@ -199,6 +217,7 @@ fn config(ps: &[Param]) -> Result<rsec::engine::Config, Fail> {
 
 /// One parameter set replayed.
 struct Side {
+    name: &'static str,
     /// Every parameter in force, `name=value`.
     params: Vec<String>,
     /// How the text report names the set.
@@ -219,7 +238,7 @@ impl Side {
                     method,
                     user_agent: s.user_agent,
                 })?;
-                self.tally.request(src, tx, out);
+                self.tally.request(src, m.ts_us, tx, out);
             }
             Kind::Reply(status) => {
                 if !self.tally.answers_lost(tx) {
@@ -308,10 +327,11 @@ fn real_main() -> Result<(), Fail> {
             _ => label_b(&cfg::describe(&a), &params, o.compare_cfg.as_deref()),
         };
         sides.push(Side {
+            name,
             params,
             label,
             emu,
-            tally: Tally::default(),
+            tally: Tally::new(o.picture.is_some()),
         });
     }
 
@@ -334,6 +354,7 @@ fn real_main() -> Result<(), Fail> {
     let runs: Vec<Run> = sides
         .iter()
         .map(|s| Run {
+            name: s.name,
             label: &s.label,
             params: &s.params,
             tally: &s.tally,
@@ -347,6 +368,11 @@ fn real_main() -> Result<(), Fail> {
         _ => unreachable!("one or two parameter sets"),
     };
     print!("{out}");
+    if let Some(path) = &o.picture {
+        std::fs::write(path, picture::svg(&inp, &runs, o.picture_rows))
+            .map_err(|e| Fail::Input(format!("{path}: {e}")))?;
+        eprintln!("rsec-replay: drew {path}");
+    }
     Ok(())
 }
 

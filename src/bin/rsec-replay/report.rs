@@ -27,12 +27,21 @@ pub struct SourceBan {
     pub lost: u64,
 }
 
+/// One request on the picture's time line.
+#[derive(Clone, Copy, Debug)]
+pub struct Tick {
+    pub t_us: u64,
+    pub lost: bool,
+}
+
 #[derive(Clone, Debug)]
 pub struct Source {
     pub ip: IpAddr,
     pub requests: u64,
     pub lost: u64,
     pub bans: Vec<SourceBan>,
+    /// Every request, when a picture is drawn.
+    pub ticks: Vec<Tick>,
 }
 
 impl Source {
@@ -42,6 +51,7 @@ impl Source {
             requests: 0,
             lost: 0,
             bans: Vec::new(),
+            ticks: Vec::new(),
         }
     }
 
@@ -75,6 +85,7 @@ pub struct Tally {
     pub replies_skipped: u64,
     /// The requests refused, by transaction (Call-ID and CSeq).
     lost_tx: HashSet<u64>,
+    pub keep_ticks: bool,
 }
 
 /// A transaction's key: its Call-ID and CSeq (the same in its replies).
@@ -93,10 +104,21 @@ pub fn transaction(call_id: Option<&[u8]>, cseq: Option<&[u8]>) -> Option<u64> {
 }
 
 impl Tally {
-    pub fn request(&mut self, ip: IpAddr, tx: Option<u64>, out: Outcome) {
+    pub fn new(keep_ticks: bool) -> Tally {
+        Tally {
+            keep_ticks,
+            ..Tally::default()
+        }
+    }
+
+    pub fn request(&mut self, ip: IpAddr, ts_us: u64, tx: Option<u64>, out: Outcome) {
         self.requests += 1;
         let s = self.sources.entry(ip).or_insert_with(|| Source::new(ip));
         s.requests += 1;
+        let lost = matches!(out, Outcome::Lost { .. });
+        if self.keep_ticks {
+            s.ticks.push(Tick { t_us: ts_us, lost });
+        }
         let Outcome::Lost { ban, .. } = out else {
             return;
         };
@@ -191,6 +213,7 @@ impl Input<'_> {
 
 /// One run, named: its parameters as given.
 pub struct Run<'a> {
+    pub name: &'a str,
     /// The parameters, as the text report and the picture name them.
     pub label: &'a str,
     /// Every parameter in force, `name=value`.
