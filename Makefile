@@ -1,6 +1,9 @@
 # rsec - build, install and test the OpenSIPS module.
 #
-#   make            build target/rsec.so (release)
+#   make            build target/rsec.so (release) and target/rsec-replay,
+#                   which replays a pcap/pcapng capture or a SIP log through
+#                   the engine with an opensips.cfg's thresholds and reports
+#                   what rsec would have banned (README, "rsec-replay")
 #   make install    copy it into the OpenSIPS modules directory
 #   make test       every test: engine, multi-process, dlopen, and the real
 #                   OpenSIPS/sipp/MariaDB integration tests (those skip with
@@ -40,6 +43,7 @@ OPENSIPS_BIN ?= $(or $(shell command -v opensips 2>/dev/null),$(wildcard /opt/op
 OPENSIPS_PREFIX := $(if $(OPENSIPS_BIN),$(abspath $(dir $(OPENSIPS_BIN))/..),/usr/local)
 MODULES_DIR ?= $(firstword $(wildcard $(OPENSIPS_PREFIX)/lib64/opensips/modules $(OPENSIPS_PREFIX)/lib/opensips/modules $(OPENSIPS_PREFIX)/lib/x86_64-linux-gnu/opensips/modules) $(OPENSIPS_PREFIX)/lib64/opensips/modules)
 MODULE := target/rsec.so
+REPLAY := target/rsec-replay
 
 export OPENSIPS_BIN
 
@@ -54,12 +58,14 @@ export RSEC_BENCH_CSV
 all: build
 
 build:
-	$(CARGO) build --release --lib
+	$(CARGO) build --release --lib --bin rsec-replay
 	@# A new file renamed over the old one: an OpenSIPS running with the old
 	@# module keeps its mapping; rewriting the file in place crashes it.
 	cp target/release/librsec.so $(MODULE).tmp
 	mv -f $(MODULE).tmp $(MODULE)
-	@echo "built $(abspath $(MODULE))"
+	cp target/release/rsec-replay $(REPLAY).tmp
+	mv -f $(REPLAY).tmp $(REPLAY)
+	@echo "built $(abspath $(MODULE)) and $(abspath $(REPLAY))"
 
 install: build
 	install -d $(DESTDIR)$(MODULES_DIR)

@@ -2,9 +2,9 @@
 //!
 //! One module per suite (test names carry it: `engine_ip::...`,
 //! `opensips_persistence::...`), all sharing [`support`]. The engine,
-//! multi-process and dlopen suites run on any machine; the `opensips_*`
-//! ones (and the MariaDB-backed ones) need OpenSIPS, sipp, MariaDB or
-//! opensips-cli and skip without them, or fail with
+//! multi-process, dlopen and replay (the rsec-replay tool) suites run on
+//! any machine; the `opensips_*` ones (and the MariaDB-backed ones) need
+//! OpenSIPS, sipp, MariaDB or opensips-cli and skip without them, or fail with
 //! `RSEC_REQUIRE_OPENSIPS=1` ([`support::skip`]).
 
 mod support;
@@ -32,3 +32,4 @@ mod opensips_operability;
 mod opensips_persistence;
 mod opensips_threats;
 mod opensips_versions;
+mod replay;
