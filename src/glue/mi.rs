@@ -485,6 +485,10 @@ fn user_unblock(p: Params) -> MiResult {
 fn decision_obj(e: &Engine, o: &Obj, d: &Decision) {
     let profile = e.profile_name(d.profile);
     o.num("time", (d.at_us / US_PER_S) as f64)
+        .str(
+            "at",
+            &format!("{}.{:06}", d.at_us / US_PER_S, d.at_us % US_PER_S),
+        )
         .str("decision", d.verdict.as_str())
         .str("rule", d.rule.as_str())
         .str("ip", &d.ip.to_string())

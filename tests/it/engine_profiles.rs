@@ -2,7 +2,7 @@
 //! profile.rs, tenant.rs, decision.rs), without OpenSIPS.
 
 use rsec::engine::modparams::{config_from, ModValue, ModparamError};
-use rsec::engine::{AuthVerdict, Cidr, Config, Engine, IpKey, PikeVerdict, Reason, Scope, Verdict};
+use rsec::engine::{AuthVerdict, Cidr, Engine, IpKey, PikeVerdict, Reason, Scope, Verdict};
 
 const T0: u64 = 1_800_000_000_000_000;
 const S: u64 = 1_000_000;

@@ -29,6 +29,7 @@ mod opensips_flood_sender;
 mod opensips_hostile;
 mod opensips_integration;
 mod opensips_operability;
+mod opensips_operators;
 mod opensips_persistence;
 mod opensips_threats;
 mod opensips_versions;

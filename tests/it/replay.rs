@@ -17,7 +17,7 @@ use pcap_file::pcapng::PcapNgWriter;
 use pcap_file::DataLink;
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_rsec-replay");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_rsec-replay");
 
 /// The capture's start, microseconds since the epoch.
 const T0: u64 = 1_700_000_000_000_000;
@@ -72,9 +72,9 @@ fn ok(from: &str, n: u64, method: &str) -> String {
 }
 
 /// One IP packet and when it was captured.
-struct Pkt {
-    ts_us: u64,
-    ip: Vec<u8>,
+pub(crate) struct Pkt {
+    pub(crate) ts_us: u64,
+    pub(crate) ip: Vec<u8>,
 }
 
 fn udp4(ts_us: u64, src: [u8; 4], dst: [u8; 4], payload: &str) -> Pkt {
@@ -178,7 +178,7 @@ const REQUESTS: u64 = FLOOD + 30 + 10 + 3;
 const SOURCES: u64 = 6;
 
 #[derive(Clone, Copy, Debug)]
-enum Link {
+pub(crate) enum Link {
     Ethernet,
     Sll,
     Sll2,
@@ -216,7 +216,7 @@ impl Link {
     }
 }
 
-fn write_pcap(path: &PathBuf, link: Link, pkts: &[Pkt]) {
+pub(crate) fn write_pcap(path: &PathBuf, link: Link, pkts: &[Pkt]) {
     let header = PcapHeader {
         datalink: link.datalink(),
         ..PcapHeader::default()

@@ -64,6 +64,12 @@ Emulation of the script (opensips-cfg-examples/rsec.cfg):
                        Default 403. A 401 or 407 is the challenge every
                        client gets before it authenticates, so counting those
                        would count every phone; add them only knowing that.
+  --tenant-from ruri   the tenant of each request is its Request-URI's host,
+                       as sec_tenant(\"$rd\") would name it (default none):
+                       tenant whitelists and tenant-scoped bans then apply
+  Profiles: profile_prefix of the parameters picks each source's profile,
+  as it does live; replies are checked under their destination's profile
+  and no tenant.
   Replies to requests the replay refused are not counted: they would never
   have been sent. The sweep runs once per second of capture time, so bans
   expire as they would live. sec_rl_check(), sec_user_blocked() and
@@ -100,6 +106,7 @@ struct Opts {
     compare_sets: Vec<String>,
     auth_fail_on: Option<String>,
     no_scanner: bool,
+    tenant_from: Option<String>,
     json: bool,
     picture: Option<String>,
     picture_rows: usize,
@@ -136,6 +143,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Opts>, Fail> 
             "--compare-cfg" => o.compare_cfg = Some(value("a file")?),
             "--compare-set" => o.compare_sets.push(value("NAME=VALUE")?),
             "--auth-fail-on" => o.auth_fail_on = Some(value("a list of statuses")?),
+            "--tenant-from" => o.tenant_from = Some(value("ruri or none")?),
             "--picture" => o.picture = Some(value("a file")?),
             "--picture-rows" => {
                 let v = value("a number")?;
@@ -237,6 +245,7 @@ impl Side {
                     src,
                     method,
                     user_agent: s.user_agent,
+                    tenant: s.ruri_host,
                 })?;
                 self.tally.request(src, m.ts_us, tx, out);
             }
@@ -303,6 +312,15 @@ fn real_main() -> Result<(), Fail> {
     let script = Script {
         auth_fail_on: auth_statuses(o.auth_fail_on.as_deref())?,
         scanner: !o.no_scanner,
+        tenant_from_ruri: match o.tenant_from.as_deref() {
+            None | Some("none") => false,
+            Some("ruri") => true,
+            Some(other) => {
+                return Err(Fail::Usage(format!(
+                    "--tenant-from '{other}': use 'ruri' (the Request-URI's host, $rd) or 'none'"
+                )))
+            }
+        },
     };
     let a = params(&[], o.cfg.as_deref(), &o.sets, "--set")?;
     let comparing = o.compare_cfg.is_some() || !o.compare_sets.is_empty();

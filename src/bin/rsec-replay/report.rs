@@ -12,9 +12,24 @@ use rsec::engine::{Cidr, Reason};
 use crate::capture::Stats;
 use crate::run::{Ban, Outcome, ReplyOutcome};
 
-/// The per-call context columns: one profile, no tenant, for now.
-pub const PROFILE: &str = "default";
-pub const TENANT: &str = "-";
+/// A ban's profile, and its tenant ("-" for none; "only" marks a ban for
+/// that tenant's traffic alone), as the report shows them.
+fn profile_of(b: &Ban) -> String {
+    let p = String::from_utf8_lossy(b.profile.as_bytes()).into_owned();
+    if b.dry_run {
+        format!("{p} (dry run)")
+    } else {
+        p
+    }
+}
+
+fn tenant_of(b: &Ban) -> String {
+    match String::from_utf8_lossy(b.tenant.as_bytes()) {
+        t if t.is_empty() => "-".to_owned(),
+        t if b.tenant_only => format!("{t} (only)"),
+        t => t.into_owned(),
+    }
+}
 
 /// One ban as one source met it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -375,8 +390,8 @@ pub fn text(inp: &Input, run: &Run) -> String {
                 s.bans.len().to_string(),
                 s.requests.to_string(),
                 s.lost.to_string(),
-                PROFILE.to_owned(),
-                TENANT.to_owned(),
+                profile_of(&first.ban),
+                tenant_of(&first.ban),
             ]);
         }
         out.push_str(&table(&rows));
@@ -429,6 +444,7 @@ fn summary_line(inp: &Input, t: &Tally) -> String {
 /// A JSON value, written by hand (no serde in the tool).
 pub enum J {
     Null,
+    Bool(bool),
     Int(u64),
     /// A number already written out.
     Num(String),
@@ -446,6 +462,7 @@ impl J {
         let pad = |out: &mut String, n: usize| out.extend(std::iter::repeat(' ').take(n));
         match self {
             J::Null => out.push_str("null"),
+            J::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
             J::Int(n) => {
                 let _ = write!(out, "{n}");
             }
@@ -523,8 +540,12 @@ fn source_json(inp: &Input, s: &Source) -> J {
         ("ban_length_s", first.ban.length_s().map_or(J::Null, J::Int)),
         ("requests", J::Int(s.requests)),
         ("lost", J::Int(s.lost)),
-        ("profile", J::s(PROFILE)),
-        ("tenant", J::s(TENANT)),
+        (
+            "profile",
+            J::s(String::from_utf8_lossy(first.ban.profile.as_bytes())),
+        ),
+        ("tenant", J::s(tenant_of(&first.ban))),
+        ("dry_run", J::Bool(first.ban.dry_run)),
         (
             "bans",
             J::Arr(s.bans.iter().map(|b| ban_json(inp, b)).collect()),

@@ -13,8 +13,8 @@
 use std::net::IpAddr;
 
 use rsec::engine::{
-    AuthVerdict, BanRecord, Cidr, Config, Engine, IpKey, PikeVerdict, Reason, ScannerVerdict, Side,
-    US_PER_S,
+    AuthVerdict, BanRecord, Cidr, Config, Engine, IpKey, Note, PikeVerdict, Reason, ScannerVerdict,
+    Scope, ScopedBan, Side, US_PER_S,
 };
 
 /// One SIP request as the script sees it.
@@ -24,6 +24,9 @@ pub struct Request<'a> {
     pub src: IpAddr,
     pub method: &'a [u8],
     pub user_agent: Option<&'a [u8]>,
+    /// The Request-URI's host: the tenant the script names with
+    /// `sec_tenant("$rd")`, when the replay is told to (`--tenant-from`).
+    pub tenant: Option<&'a [u8]>,
 }
 
 /// One SIP reply.
@@ -45,6 +48,14 @@ pub struct Ban {
     pub start_us: u64,
     /// `None`: until unbanned.
     pub end_us: Option<u64>,
+    /// The profile whose thresholds made it.
+    pub profile: Note,
+    /// The tenant of the request that made it (empty: none).
+    pub tenant: Note,
+    /// Only for that tenant's traffic (`ban_scope=tenant`).
+    pub tenant_only: bool,
+    /// Decided under dry run: live, nothing would have been refused.
+    pub dry_run: bool,
 }
 
 impl Ban {
@@ -87,6 +98,8 @@ pub struct Script {
     pub auth_fail_on: Vec<u16>,
     /// Whether sec_scanner_check() runs.
     pub scanner: bool,
+    /// Whether requests name their Request-URI host as their tenant.
+    pub tenant_from_ruri: bool,
 }
 
 /// One engine, driven as OpenSIPS drives it.
@@ -138,12 +151,56 @@ impl Emulator {
 
     fn ban(&self, rec: &BanRecord) -> Ban {
         let off = self.offset_us.unwrap_or(0);
+        // The decision just recorded names its profile and tenant.
+        let d = self
+            .engine
+            .decisions(8, Some(&rec.target.addr))
+            .into_iter()
+            .find(|d| d.target == rec.target);
+        let profile = d.map_or_else(
+            || "default".to_owned(),
+            |d| self.engine.profile_name(d.profile),
+        );
+        let tenant = d
+            .filter(|d| d.tenant != 0)
+            .and_then(|d| self.engine.tenant_label(d.tenant))
+            .unwrap_or_default();
         Ban {
             rule: rec.ban.reason,
             target: rec.target,
             start_us: rec.ban.created_us.saturating_sub(off),
             end_us: (!rec.ban.is_permanent()).then(|| rec.ban.expires_us.saturating_sub(off)),
+            profile: Note::cut(profile.as_bytes()),
+            tenant: Note::cut(tenant.as_bytes()),
+            tenant_only: false,
+            dry_run: false,
         }
+    }
+
+    /// A ban for one tenant, or one dry run only pretended.
+    fn scoped(&self, b: &ScopedBan) -> Ban {
+        Ban {
+            tenant_only: !b.dry_run,
+            dry_run: b.dry_run,
+            ..self.ban(&b.rec)
+        }
+    }
+
+    /// The scope the script would check a request from `ip` in: the
+    /// profile `profile_prefix` gives it, and its tenant.
+    fn scope(&self, ip: &IpKey, tenant: Option<&[u8]>, now: u64) -> Result<Scope, String> {
+        let tenant = match tenant.filter(|t| !t.is_empty()) {
+            None => 0,
+            Some(t) => self
+                .engine
+                .tenant(t, now)
+                .map_err(|e| e.to_string())?
+                .map_or(0, |t| t.0),
+        };
+        Ok(Scope {
+            profile: self.engine.profile_of(ip),
+            tenant,
+        })
     }
 
     /// Collects what the engine decided on the side of the last call (a
@@ -151,6 +208,7 @@ impl Emulator {
     /// (the report reads a ban's end from the ban itself).
     fn drain(&mut self) {
         self.engine.drain_lapsed();
+        self.engine.drain_decided();
         for s in self.engine.drain_side() {
             if let Side::SubnetBanned { rec, .. } = s {
                 let b = self.ban(&rec);
@@ -171,6 +229,10 @@ impl Emulator {
                     target: Cidr::host(*ip),
                     start_us: at,
                     end_us: Some(at),
+                    profile: Note::cut(b"default"),
+                    tenant: Note::default(),
+                    tenant_only: false,
+                    dry_run: false,
                 })
             }
         }
@@ -180,16 +242,20 @@ impl Emulator {
     pub fn check(&mut self, r: &Request) -> Result<Outcome, String> {
         let now = self.now(r.ts_us)?;
         let ip = IpKey::from_ip(r.src);
+        let tenant = r.tenant.filter(|_| self.script.tenant_from_ruri);
+        let scope = self.scope(&ip, tenant, now)?;
         let pike = self
             .engine
-            .pike_check_method(&ip, Some(r.method), now)
+            .pike_check_scoped(scope, &ip, Some(r.method), now)
             .map_err(|e| e.to_string());
         self.drain();
         let lost = |ban, made| Ok(Outcome::Lost { ban, made });
+        // A dry run's would-be ban counts as lost: what enforcing would do.
         match pike? {
             PikeVerdict::Allowed | PikeVerdict::Whitelisted => {}
             PikeVerdict::JustBanned(rec) => return lost(Some(self.ban(&rec)), true),
-            PikeVerdict::Banned(reason) => {
+            PikeVerdict::Scoped(b) => return lost(Some(self.scoped(&b)), true),
+            PikeVerdict::Banned(reason) | PikeVerdict::DryRunBlocked(reason) => {
                 return lost(Some(self.in_force(&ip, reason, now)?), false)
             }
             PikeVerdict::OverLimitUnbanned => return lost(None, false),
@@ -199,14 +265,15 @@ impl Emulator {
         };
         let scan = self
             .engine
-            .scanner_check(&ip, Some(ua), now)
+            .scanner_check_scoped(scope, &ip, Some(ua), now)
             .map(|(v, _)| v)
             .map_err(|e| e.to_string());
         self.drain();
         match scan? {
             ScannerVerdict::Clean | ScannerVerdict::Whitelisted => Ok(Outcome::Passed),
             ScannerVerdict::JustBanned(rec) => lost(Some(self.ban(&rec)), true),
-            ScannerVerdict::AlreadyBanned(reason) => {
+            ScannerVerdict::Scoped(b) => lost(Some(self.scoped(&b)), true),
+            ScannerVerdict::AlreadyBanned(reason) | ScannerVerdict::DryRunBlocked(reason) => {
                 lost(Some(self.in_force(&ip, reason, now)?), false)
             }
             ScannerVerdict::OverLimitUnbanned => lost(None, false),
@@ -220,16 +287,21 @@ impl Emulator {
             return Ok(ReplyOutcome::Ignored);
         }
         let ip = IpKey::from_ip(r.dst);
+        // A reply names no tenant: its request's profile by prefix only.
+        let scope = self.scope(&ip, None, now)?;
         let v = self
             .engine
-            .auth_fail_user(&ip, r.to_user, now)
+            .auth_fail_scoped(scope, &ip, r.to_user, now)
             .map_err(|e| e.to_string());
         self.drain();
         Ok(match v? {
             AuthVerdict::Counted(_) => ReplyOutcome::Counted,
             AuthVerdict::JustBanned(rec) => ReplyOutcome::Banned(self.ban(&rec)),
+            AuthVerdict::Scoped(b) => ReplyOutcome::Banned(self.scoped(&b)),
             AuthVerdict::OverLimitUnbanned => ReplyOutcome::Unbanned,
-            AuthVerdict::Whitelisted | AuthVerdict::AlreadyBanned(_) => ReplyOutcome::NotCounted,
+            AuthVerdict::Whitelisted
+            | AuthVerdict::AlreadyBanned(_)
+            | AuthVerdict::DryRunBlocked(_) => ReplyOutcome::NotCounted,
         })
     }
 

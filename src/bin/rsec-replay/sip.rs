@@ -18,6 +18,9 @@ pub struct Sip<'a> {
     pub user_agent: Option<&'a [u8]>,
     pub call_id: Option<&'a [u8]>,
     pub cseq: Option<&'a [u8]>,
+    /// A request's Request-URI host (`example.com` of
+    /// `INVITE sip:bob@example.com:5060 SIP/2.0`): `$rd` in the script.
+    pub ruri_host: Option<&'a [u8]>,
 }
 
 /// Longest start line or header block looked at before giving up on a
@@ -181,13 +184,39 @@ pub fn uri_user(value: &[u8]) -> Option<&[u8]> {
     Some(user).filter(|u| !u.is_empty())
 }
 
+/// The host of a SIP URI (`sip:user@host:port;params`), IPv6 references
+/// with their brackets.
+pub fn uri_host(uri: &[u8]) -> Option<&[u8]> {
+    let colon = uri.iter().position(|&b| b == b':')?;
+    let rest = &uri[colon + 1..];
+    let rest = match rest.iter().position(|&b| b == b'@') {
+        Some(at) => &rest[at + 1..],
+        None => rest,
+    };
+    let end = if rest.first() == Some(&b'[') {
+        rest.iter().position(|&b| b == b']').map(|i| i + 1)?
+    } else {
+        rest.iter()
+            .position(|&b| b == b':' || b == b';' || b == b'?' || b == b'>')
+            .unwrap_or(rest.len())
+    };
+    Some(&rest[..end]).filter(|h| !h.is_empty())
+}
+
 /// Parses one message; `None` when it is not SIP.
 pub fn parse(msg: &[u8]) -> Option<Sip<'_>> {
     let msg = skip_keepalive(msg);
     let kind = start_line(first_line(msg)?)?;
     let block = &msg[..headers_end(msg).unwrap_or(msg.len())];
+    let ruri_host = match kind {
+        Kind::Request(_) => first_line(msg)
+            .and_then(|l| l.split(|&b| b == b' ').nth(1))
+            .and_then(uri_host),
+        Kind::Reply(_) => None,
+    };
     Some(Sip {
         kind,
+        ruri_host,
         to_user: header(block, "To", Some("t")).and_then(uri_user),
         user_agent: header(block, "User-Agent", None),
         call_id: header(block, "Call-ID", Some("i")),
