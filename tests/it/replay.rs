@@ -675,3 +675,37 @@ fn picture_is_well_formed_svg() {
     well_formed(&text).unwrap();
     assert!(text.contains("4 other sources"));
 }
+
+/// The sample in docs/replay/ (a capture made by the live replay test,
+/// see tools/replay-sample.sh) still gives the report and comparison the
+/// docs show.
+#[test]
+fn the_shipped_sample_replays_as_its_report_says() {
+    let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/replay");
+    for (args, expected) in [
+        (&["--cfg", "rsec.cfg", "attack.pcap"][..], "report.txt"),
+        (
+            &[
+                "--cfg",
+                "rsec.cfg",
+                "--compare-set",
+                "pike_density=60",
+                "attack.pcap",
+            ][..],
+            "compare.txt",
+        ),
+    ] {
+        let out = Command::new(BIN)
+            .args(args)
+            .current_dir(&docs)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let want = std::fs::read_to_string(docs.join(expected)).unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), want, "{expected}");
+    }
+}
