@@ -793,6 +793,22 @@ fn bad_modparam_refuses_start() {
         ("pike_sampling_time", "0", &["pike_sampling_time"]),
         ("lock_stripes", "5000", &["lock_stripes", "5000"]),
         ("max_bans", "3", &["max_bans"]),
+        (
+            "profile",
+            "\"trunk: pike_densty=5\"",
+            &["modparam 'profile'", "pike_densty"],
+        ),
+        (
+            "profile_prefix",
+            "\"10.0.0.0/8=nosuch\"",
+            &["profile_prefix", "no profile is named 'nosuch'"],
+        ),
+        (
+            "tenant_whitelist",
+            "\"a.example=10.0.0.300\"",
+            &["tenant_whitelist", "10.0.0.300"],
+        ),
+        ("dry_run", "2", &["dry_run", "2"]),
     ];
     for (i, (param, value, needles)) in cases.iter().enumerate() {
         let t0 = std::time::Instant::now();
@@ -880,6 +896,16 @@ fn bad_script_args_return_minus3() {
             "auth-fail-bad-ip",
             "400",
             &["ERROR:rsec:sec_auth_fail", "bogus-ip"],
+        ),
+        (
+            "profile-unknown",
+            "400",
+            &["ERROR:rsec:sec_profile", "no profile named 'nosuch'"],
+        ),
+        (
+            "tenant-too-long",
+            "400",
+            &["ERROR:rsec:sec_tenant", "bad tenant", "64-byte limit"],
         ),
         // controls: the same functions with good arguments
         ("ban-good", "200", &[]),

@@ -299,6 +299,9 @@ fn sec_explain_gives_the_rule_and_numbers_of_a_real_ban_as_its_log_line_does() {
     // A malformed address is refused naming the parameter.
     let e = mi.err("sec_explain", r#"{"ip":"127.0.80"}"#);
     assert!(e.message.contains("ip"), "{e:?}");
+    // Without db_url there is no table to reload profiles from.
+    let e = mi.err("sec_profile_reload", "");
+    assert!(e.message.contains("no db_url"), "{e:?}");
 }
 
 /// One source's traffic in the replay test: its address, requests per
@@ -482,4 +485,74 @@ fn replay_of_a_capture_bans_exactly_what_the_live_opensips_banned() {
             std::fs::copy(dir.join(f), keep.join(f)).unwrap();
         }
     }
+}
+
+#[test]
+fn profiles_load_from_the_database_and_reload_by_mi_without_a_restart() {
+    let Some(env) = opensips::env(
+        "profiles_load_from_the_database_and_reload_by_mi_without_a_restart",
+        false,
+    ) else {
+        return;
+    };
+    let Some(db) = crate::support::mariadb::MariaDb::start_new(
+        "profiles_load_from_the_database_and_reload_by_mi_without_a_restart",
+        true,
+    ) else {
+        return;
+    };
+    let _g = heavy();
+    // The stored trunk profile replaces the modparam's 700 at start-up.
+    db.sql("INSERT INTO rsec_profiles (name, settings) VALUES ('trunk', 'pike_density=5')");
+    let dir = TestDir::new("operators_db_profiles");
+    let extra = format!(r#"modparam("rsec", "db_url", "{}")"#, db.url());
+    let (os, mi) = start(env, &dir, "dbprof", &extra);
+    let codes = ask(&os, "127.0.50.3", "x", "127.0.0.1", 7);
+    assert_eq!(
+        codes,
+        [200, 200, 200, 200, 200, 403, 403],
+        "density 5 from the table"
+    );
+
+    // Changed in the table, and a new profile and a bad row added: one
+    // MI command, no restart.
+    db.sql("UPDATE rsec_profiles SET settings = 'pike_density=700' WHERE name = 'trunk'");
+    db.sql(
+        "INSERT INTO rsec_profiles (name, settings) VALUES \
+         ('carrier', 'pike_density=50; pike_ban_time=60'), ('broken', 'pike_densty=1')",
+    );
+    let r = mi.ok("sec_profile_reload", "");
+    assert_eq!(r["profiles"], 2, "{r}");
+    assert_eq!(
+        os.log_lines_with(&["rsec_profiles row skipped", "broken", "pike_densty"])
+            .len(),
+        1,
+        "{}",
+        os.tail(20)
+    );
+    let codes = ask(&os, "127.0.50.4", "x", "127.0.0.1", 40);
+    assert!(
+        codes.iter().all(|&c| c == 200),
+        "density 700 again: {codes:?}"
+    );
+    let list = mi.ok("sec_profile_list", "");
+    let by_name = |n: &str| {
+        array(&list, "profiles")
+            .iter()
+            .find(|p| p["name"] == n)
+            .unwrap_or_else(|| panic!("no profile {n} in {list}"))
+            .clone()
+    };
+    assert_eq!(by_name("trunk")["pike_density"], 700);
+    assert_eq!(by_name("carrier")["pike_ban_time"], 60);
+    assert_eq!(by_name("default")["pike_density"], 30);
+    // And one set by hand, in every process.
+    mi.ok("sec_profile_set", r#"{"profile":"trunk: pike_density=3"}"#);
+    let codes = ask(&os, "127.0.50.5", "x", "127.0.0.1", 4);
+    assert_eq!(codes, [200, 200, 200, 403]);
+    let e = mi.err(
+        "sec_profile_set",
+        r#"{"profile":"trunk: pike_density=zero"}"#,
+    );
+    assert!(e.message.contains("pike_density=zero"), "{e:?}");
 }
