@@ -82,7 +82,7 @@ stats! {
     "db_last_sync" => st_db_last_sync = |_e| persisted(|s| &s.last_sync_s);
     "dry_run_bans" => st_dry_run_bans = |e| Stats::get(&e.stats().dry_run_bans);
     "dry_run_blocked" => st_dry_run_blocked = |e| Stats::get(&e.stats().dry_run_blocked);
-    "tenant_bans" => st_tenant_bans = |e| Stats::get(&e.stats().tenant_bans);
+    "bans_tenant_scoped" => st_bans_tenant_scoped = |e| Stats::get(&e.stats().tenant_bans);
     "tenants_overflow" => st_tenants_overflow = |e| e.tenants_overflow();
     "decisions" => st_decisions = |e| e.decisions_recorded().0;
 }
