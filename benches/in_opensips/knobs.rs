@@ -153,7 +153,7 @@ impl Knobs {
         for s in &k.setups {
             assert!(
                 crate::setup::Setup::by_name(s).is_some(),
-                "RSEC_BENCH_SETUPS: unknown setup {s} (none, pike, pike+rl, rsec, rsec-before, rsec-all)"
+                "RSEC_BENCH_SETUPS: unknown setup {s} (none, pike, pike+rl, rsec, rsec-before, rsec-all, rsec-scoped)"
             );
         }
         for m in &k.modes {

@@ -20,6 +20,10 @@ pub enum Setup {
     /// enumeration and reports configured (no rate limit: compared with
     /// pike alone).
     RsecAll,
+    /// rsec with every source under a profile (by prefix) and every
+    /// request for a tenant: the scoped path (profiles' own table, tenant
+    /// counters), with the same thresholds as `rsec`.
+    RsecScoped,
 }
 
 impl Setup {
@@ -31,6 +35,7 @@ impl Setup {
             "rsec" => Setup::Rsec,
             "rsec-before" => Setup::RsecBefore,
             "rsec-all" => Setup::RsecAll,
+            "rsec-scoped" => Setup::RsecScoped,
             _ => return None,
         })
     }
@@ -43,6 +48,7 @@ impl Setup {
             Setup::Rsec => "rsec",
             Setup::RsecBefore => "rsec-before",
             Setup::RsecAll => "rsec-all",
+            Setup::RsecScoped => "rsec-scoped",
         }
     }
 
@@ -53,6 +59,7 @@ impl Setup {
             Setup::PikeRl => include_str!("../cfg/in_opensips_pike_rl.cfg"),
             Setup::Rsec | Setup::RsecBefore => include_str!("../cfg/in_opensips_rsec.cfg"),
             Setup::RsecAll => include_str!("../cfg/in_opensips_rsec_all.cfg"),
+            Setup::RsecScoped => include_str!("../cfg/in_opensips_rsec_scoped.cfg"),
         }
     }
 
@@ -63,7 +70,9 @@ impl Setup {
             Setup::None => &[],
             Setup::Pike => &["pike.so"],
             Setup::PikeRl => &["pike.so", "ratelimit.so"],
-            Setup::Rsec | Setup::RsecBefore | Setup::RsecAll => &["librsec.so", "rsec.so"],
+            Setup::Rsec | Setup::RsecBefore | Setup::RsecAll | Setup::RsecScoped => {
+                &["librsec.so", "rsec.so"]
+            }
         }
     }
 }
@@ -122,7 +131,9 @@ pub fn start(
     }
     // rsec counts at most 65,534 requests per window (pike takes any).
     let density = match setup {
-        Setup::Rsec | Setup::RsecBefore | Setup::RsecAll => limits.density.min(65_534),
+        Setup::Rsec | Setup::RsecBefore | Setup::RsecAll | Setup::RsecScoped => {
+            limits.density.min(65_534)
+        }
         _ => limits.density,
     };
     let vars = [

@@ -802,6 +802,7 @@ impl Engine {
                 Table::<MethodKey, MethodCount>::bytes_per_entry(),
             ));
         }
+        v.extend(self.scoped_tables());
         v
     }
 

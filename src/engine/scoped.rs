@@ -490,6 +490,55 @@ impl Engine {
         Ok(all)
     }
 
+    /// The tables of profiles, tenants, dry run and decisions: (name,
+    /// entries, bytes each), as [`Engine::rule_tables`] lists them.
+    pub(super) fn scoped_tables(&self) -> Vec<(&'static str, usize, usize)> {
+        use super::table::Table;
+        use super::tenant::TenantSlot;
+        let mut v = Vec::new();
+        if let Some(t) = &self.profiled {
+            v.push((
+                "profile counts",
+                t.capacity(),
+                Table::<ProfiledKey, super::source::Watch>::bytes_per_entry(),
+            ));
+        }
+        v.extend([
+            (
+                "dry-run bans",
+                self.shadow.capacity(),
+                Table::<ScopedKey, Ban>::bytes_per_entry(),
+            ),
+            (
+                "tenants",
+                self.tenants.capacity(),
+                Table::<TenantName, TenantSlot>::bytes_per_entry()
+                    + std::mem::size_of::<TenantCounters>(),
+            ),
+            (
+                "tenant sources",
+                self.tenant_sources.capacity(),
+                Table::<ScopedKey, super::source::Watch>::bytes_per_entry(),
+            ),
+            (
+                "tenant whitelist",
+                self.tenant_wl.capacity(),
+                Table::<ScopedKey, Present>::bytes_per_entry(),
+            ),
+            (
+                "tenant bans",
+                self.tenant_bans.capacity(),
+                Table::<ScopedKey, Ban>::bytes_per_entry(),
+            ),
+            (
+                "decisions",
+                self.ring.capacity(),
+                std::mem::size_of::<Decision>(),
+            ),
+        ]);
+        v
+    }
+
     // ----- decisions -----
 
     /// Records a decision: in the shared ring, and for this process's

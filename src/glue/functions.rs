@@ -276,10 +276,20 @@ fn use_tenant(call: &Call, label: &[u8]) -> i32 {
         rsec_log!(Err, call.name(), "bad tenant '{}': {}", shown(label), err);
         return RC_ERROR;
     }
+    // A tenant's number never changes once given: known ones are found in
+    // this process's own map, without a shared lock per request.
+    if let Some(id) = scope::known_tenant(label) {
+        return if scope::set_tenant(call, id) {
+            RC_OK
+        } else {
+            RC_ERROR
+        };
+    }
     let id = match or_return!(table(call, e.tenant(label, now_us()))) {
         Some((id, _)) => {
             // Its statistics are registered by the timer (see stats.rs).
             decisions::remember_tenant(id, &String::from_utf8_lossy(label));
+            scope::learn_tenant(label, id, e.config().max_tenants as usize);
             id
         }
         None => {

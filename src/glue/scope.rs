@@ -19,6 +19,25 @@ struct Chosen {
 
 thread_local! {
     static CHOSEN: Cell<Option<Chosen>> = const { Cell::new(None) };
+    /// Tenants this process has named, by label (bounded by max_tenants:
+    /// numbers are never reused, so an entry never goes stale).
+    static TENANTS: std::cell::RefCell<std::collections::HashMap<Vec<u8>, TenantId>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// The number of tenant `label`, if this process has seen it.
+pub fn known_tenant(label: &[u8]) -> Option<TenantId> {
+    TENANTS.with(|t| t.borrow().get(label).copied())
+}
+
+/// Remembers tenant `label`'s number, up to `max` tenants.
+pub fn learn_tenant(label: &[u8], id: TenantId, max: usize) {
+    TENANTS.with(|t| {
+        let mut t = t.borrow_mut();
+        if t.len() < max {
+            t.insert(label.to_vec(), id);
+        }
+    });
 }
 
 fn update(call: &Call, f: impl FnOnce(&mut Chosen)) -> bool {

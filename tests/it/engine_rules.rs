@@ -665,7 +665,10 @@ fn get(c: &rsec::engine::stats::Counter) -> u64 {
 
 #[test]
 fn rule_tables_cost_what_the_readme_says() {
-    let e = engine(methods("REGISTER:10"));
+    let mut cfg = methods("REGISTER:10");
+    let profile = rsec::engine::profile::ProfileDef::parse("p: pike_density=5", &cfg).unwrap();
+    cfg.profiles.push(profile);
+    let e = engine(cfg);
     let got: Vec<(&str, usize)> = e.rule_tables().iter().map(|(n, _, b)| (*n, *b)).collect();
     // The figures in README.md ("Memory is fixed at start-up").
     assert_eq!(
@@ -677,6 +680,13 @@ fn rule_tables_cost_what_the_readme_says() {
             ("ban notes", 116),
             ("prefix counts", 28),
             ("per-method counts", 44),
+            ("profile counts", 60),
+            ("dry-run bans", 60),
+            ("tenants", 124),
+            ("tenant sources", 60),
+            ("tenant whitelist", 32),
+            ("tenant bans", 60),
+            ("decisions", 72),
         ]
     );
     assert_eq!(Engine::bytes_per_source(), 64);
