@@ -299,6 +299,9 @@ pub struct Engine {
     /// Decisions this process made since the caller last drained them,
     /// so its log lines carry their numbers.
     decided: parking_lot::Mutex<Vec<Decision>>,
+    /// Set when any of `lapsed`, `side` and `decided` gets an entry
+    /// (process-local, like them).
+    pending: std::sync::atomic::AtomicBool,
 }
 
 impl Engine {
@@ -510,6 +513,7 @@ impl Engine {
             tenant_sources,
             ring,
             decided: parking_lot::Mutex::new(Vec::new()),
+            pending: std::sync::atomic::AtomicBool::new(false),
         })
         .with_profiles_and_tenants()
     }
@@ -1596,7 +1600,21 @@ impl Engine {
             if v.len() < LAPSED_CAP {
                 v.push(r);
             }
+            self.mark_pending();
         }
+    }
+
+    /// Notes that a lapsed ban, a side decision or a decision waits to be
+    /// drained.
+    fn mark_pending(&self) {
+        self.pending.store(true, Ordering::Release);
+    }
+
+    /// True (once) when something was queued for the caller to drain since
+    /// the last call: the common operation, which queues nothing, then
+    /// takes none of the three process-local locks to find out.
+    pub fn take_pending(&self) -> bool {
+        self.pending.swap(false, Ordering::AcqRel)
     }
 
     /// Bans that lapsed and were reclaimed by this process's own operations

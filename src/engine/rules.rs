@@ -816,6 +816,7 @@ impl Engine {
         if v.len() < LAPSED_CAP {
             v.push(s);
         }
+        self.mark_pending();
     }
 
     /// Decisions made on the side since the last call (see [`Side`]).

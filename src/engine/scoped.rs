@@ -579,6 +579,7 @@ impl Engine {
         if v.len() < LAPSED_CAP {
             v.push(d);
         }
+        self.mark_pending();
     }
 
     /// Decisions this process made since the last call.

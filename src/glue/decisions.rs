@@ -155,6 +155,11 @@ impl std::fmt::Display for Why<'_> {
 /// it decided on the side (a prefix banned, an account blocked).
 fn run<R>(e: &Engine, origin: Origin, op: impl FnOnce(&Engine) -> R) -> R {
     let r = op(e);
+    if !e.take_pending() {
+        // Nothing decided, lapsed or done on the side: the common case.
+        LAST.with(|l| l.borrow_mut().clear());
+        return r;
+    }
     let decided = e.drain_decided();
     LAST.with(|l| *l.borrow_mut() = decided);
     for rec in e.drain_lapsed() {

@@ -725,3 +725,97 @@ fn grafana_dashboard_uses_only_metrics_that_exist() {
         }
     }
 }
+
+/// `n` OPTIONS from `src` to `sip:<user>@<domain>`, one at a time; how
+/// many were answered 200 (the example answers nothing to a refused one).
+fn answered_200(os: &OpenSips, src: &str, user: &str, domain: &str, n: u32) -> u32 {
+    let sock = std::net::UdpSocket::bind((src, 0)).unwrap_or_else(|e| panic!("bind {src}: {e}"));
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let lport = sock.local_addr().unwrap().port();
+    let mut ok = 0;
+    for k in 0..n {
+        let tag = format!("{lport}-{k}");
+        let msg = format!(
+            "OPTIONS sip:{user}@{domain} SIP/2.0\r\nVia: SIP/2.0/UDP {src}:{lport};branch=z9hG4bK-{tag}\r\n\
+             From: <sip:t@{src}>;tag={tag}\r\nTo: <sip:{user}@{domain}>\r\nCall-ID: {tag}@{src}\r\n\
+             CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        );
+        sock.send_to(msg.as_bytes(), ("127.0.0.1", os.port))
+            .unwrap();
+        let mut buf = [0u8; 2048];
+        if let Ok(len) = sock.recv(&mut buf) {
+            if buf[..len].starts_with(b"SIP/2.0 200") {
+                ok += 1;
+            }
+        }
+    }
+    ok
+}
+
+/// rsec-tenants.cfg as written, its documentation prefixes moved into
+/// 127/8 (tests send from loopback only) and mi_http added for the test's
+/// MI client: a trunk passes what bans a phone, a tenant's trusted address
+/// is trusted for that tenant only, and the trial profile only reports.
+#[test]
+fn tenants_example_judges_trunks_phones_tenants_and_a_trial_apart() {
+    let Some(env) = opensips::env(
+        "tenants_example_judges_trunks_phones_tenants_and_a_trial_apart",
+        false,
+    ) else {
+        return;
+    };
+    let dir = TestDir::new("ex_tenants");
+    let text = example("rsec-tenants.cfg")
+        .replace("198.51.100.0/24=trunk", "127.0.120.0/24=trunk")
+        .replace("example.com=192.0.2.77", "example.com=127.0.122.77");
+    let text = replace_line(
+        &text,
+        "loadmodule \"mi_fifo.so\"",
+        "loadmodule \"mi_fifo.so\"\nloadmodule \"httpd.so\"\nloadmodule \"mi_http.so\"\n\
+         modparam(\"httpd\", \"ip\", \"127.0.0.1\")\nmodparam(\"httpd\", \"port\", @HTTP_PORT@)",
+    );
+    let template = opensips::example_as_template(&text, &dir.join("db"), &dir.join("fifo"));
+    let os = OpenSips::start_with_http(env, &dir, "tenants", &template, &[]);
+    let mi = Mi::new(os.http_port.unwrap());
+    mi.wait_ready(Duration::from_secs(10))
+        .expect("mi_http answers");
+
+    assert_eq!(
+        answered_200(&os, "127.0.120.5", "x", "127.0.0.1", 100),
+        100,
+        "trunk"
+    );
+    assert_eq!(
+        answered_200(&os, "127.0.121.1", "x", "127.0.0.1", 40),
+        30,
+        "phone"
+    );
+    let ex = mi.ok("sec_explain", r#"{"ip":"127.0.121.1"}"#);
+    assert!(
+        ex["why"].as_str().unwrap().contains("31 requests in 2s"),
+        "{ex}"
+    );
+    assert_eq!(
+        answered_200(&os, "127.0.122.77", "x", "example.com", 50),
+        50,
+        "trusted for example.com"
+    );
+    assert_eq!(
+        answered_200(&os, "127.0.122.77", "x", "example.org", 40),
+        30,
+        "not for example.org"
+    );
+    assert_eq!(
+        answered_200(&os, "127.0.123.1", "trial-echo", "127.0.0.1", 60),
+        60,
+        "trial"
+    );
+    let lines = os.log_lines_with(&[
+        "rsec: 127.0.123.1 banned (pike, 300s) profile=trial",
+        "dry_run=1",
+    ]);
+    assert_eq!(lines.len(), 1, "{}", os.tail(30));
+    let t = mi.ok("sec_tenant_list", "");
+    assert_eq!(mi::array(&t, "tenants").len(), 2, "{t}");
+}
