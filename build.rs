@@ -506,22 +506,31 @@ const CONSTANTS: &[(&str, &str)] = &[
 /// (our function, our signature, theirs, theirs in their types): each
 /// side's declaration must coerce to its function pointer type. 3.4 has a
 /// real `parse_headers`; 3.6 made it a macro over `parse_headers_aux`.
-fn functions(abi: &str) -> [(&'static str, &'static str, &'static str, &'static str); 1] {
-    if abi == "3.4" {
-        [(
+fn functions(abi: &str) -> [(&'static str, &'static str, &'static str, &'static str); 2] {
+    let parse = if abi == "3.4" {
+        (
             "parse_headers_34",
             "unsafe extern \"C\" fn(*mut SipMsg, HdrFlags, c_int) -> c_int",
             "parse_headers",
             "unsafe extern \"C\" fn(*mut real::sip_msg, real::hdr_flags_t, c_int) -> c_int",
-        )]
+        )
     } else {
-        [(
+        (
             "parse_headers_aux",
             "unsafe extern \"C\" fn(*mut SipMsg, HdrFlags, c_int, c_int) -> c_int",
             "parse_headers_aux",
             "unsafe extern \"C\" fn(*mut real::sip_msg, real::hdr_flags_t, c_int, c_int) -> c_int",
-        )]
-    }
+        )
+    };
+    [
+        parse,
+        (
+            "register_stat2",
+            "unsafe extern \"C\" fn(*const c_char, *mut c_char, *mut *mut StatVar, c_ushort, *mut c_void, c_int) -> c_int",
+            "register_stat2",
+            "unsafe extern \"C\" fn(*const c_char, *mut c_char, *mut *mut real::stat_var, c_ushort, *mut c_void, c_int) -> c_int",
+        ),
+    ]
 }
 
 fn layout_check(manifest: &Path, out: &Path, src: &Path, abi: &str) {
@@ -576,7 +585,7 @@ fn layout_check(manifest: &Path, out: &Path, src: &Path, abi: &str) {
         ])
         .allowlist_type("module_exports|cmd_export_|cmd_param|param_export_|stat_export_|sip_msg|receive_info|proxy_protocol|ip_addr|msg_start|hdr_field|_hdr_types_t|hdr_flags_t|__str|scm_version|mi_recipe_|mi_export_|proc_export_")
         .allowlist_var("SIP_REQUEST|SIP_REPLY")
-        .allowlist_function("parse_headers_aux|parse_headers")
+        .allowlist_function("parse_headers_aux|parse_headers|register_stat2")
         .derive_default(false)
         .layout_tests(false)
         .generate()

@@ -74,6 +74,6 @@ mod real_headers {
 mod checks {
     use super::real_headers as real;
     use super::*;
-    use std::os::raw::c_int;
+    use std::os::raw::{c_char, c_int, c_ushort, c_void};
     include!(concat!(env!("OUT_DIR"), "/layout_checks.rs"));
 }

@@ -106,7 +106,7 @@ fn a_trunk_profile_passes_300_per_second_while_the_default_bans_a_phone_at_50() 
     let dir = TestDir::new("operators_trunk");
     let (os, mi) = start(env, &dir, "trunk", "");
     // 4 s of each, at once: the trunk's 600 requests per 2 s are within
-    // its 700; the phone's 100 per 2 s are over the default 30.
+    // its 1000; the phone's 100 per 2 s are over the default 30.
     let trunk = Sipp::new(env, &dir, "trunk", "request.xml", os.port)
         .from("127.0.50.1")
         .service("trunk")
@@ -151,7 +151,7 @@ fn a_trunk_profile_passes_300_per_second_while_the_default_bans_a_phone_at_50() 
         .iter()
         .find(|c| c["profile"] == "trunk")
         .unwrap_or_else(|| panic!("no trunk counts in {ex}"));
-    assert_eq!(trunk_count["pike_density"], 700, "{ex}");
+    assert_eq!(trunk_count["pike_density"], 1000, "{ex}");
 }
 
 #[test]
@@ -502,7 +502,7 @@ fn profiles_load_from_the_database_and_reload_by_mi_without_a_restart() {
         return;
     };
     let _g = heavy();
-    // The stored trunk profile replaces the modparam's 700 at start-up.
+    // The stored trunk profile replaces the modparam's 1000 at start-up.
     db.sql("INSERT INTO rsec_profiles (name, settings) VALUES ('trunk', 'pike_density=5')");
     let dir = TestDir::new("operators_db_profiles");
     let extra = format!(r#"modparam("rsec", "db_url", "{}")"#, db.url());

@@ -380,6 +380,18 @@ fn compare_two_densities() {
     assert_eq!(r["b"]["summary"]["requests_lost"], FLOOD - 150);
     assert_eq!(r["b"]["parameters"][0], "pike_density=150");
 
+    // The same B from a file, as `--compare FILE`.
+    let b = d.join("b.cfg");
+    std::fs::write(&b, "modparam(\"rsec\", \"pike_density\", 150)\n").unwrap();
+    let r = json(&[
+        "--set",
+        "pike_density=50",
+        "--compare",
+        b.to_str().unwrap(),
+        p,
+    ]);
+    assert_eq!(r["diff"]["differ"][0]["b"]["requests_at_ban"], 151, "{r:#}");
+
     // A density the flood never reaches bans it only in A.
     let out = replay(&[
         "--set",

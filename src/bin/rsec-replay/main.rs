@@ -47,7 +47,7 @@ Parameters (rsec's defaults for any not given):
 
 Comparison (either option turns it on):
   --compare-cfg FILE      parameter set B: A's parameters, then this file's
-                          rsec modparams on top
+  --compare FILE          rsec modparams on top
   --compare-set NAME=VALUE  then this on top (repeatable); e.g.
                           --compare-set pike_density=60 replays A against
                           the same settings with only the density changed
@@ -140,7 +140,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Opts>, Fail> 
             }
             "--cfg" => o.cfg = Some(value("a file")?),
             "--set" => o.sets.push(value("NAME=VALUE")?),
-            "--compare-cfg" => o.compare_cfg = Some(value("a file")?),
+            "--compare-cfg" | "--compare" => o.compare_cfg = Some(value("a file")?),
             "--compare-set" => o.compare_sets.push(value("NAME=VALUE")?),
             "--auth-fail-on" => o.auth_fail_on = Some(value("a list of statuses")?),
             "--tenant-from" => o.tenant_from = Some(value("ruri or none")?),
