@@ -162,6 +162,8 @@ fn exports_table_and_abi_call() {
             ("sec_report", vec![s, i | o, s | o]),
             ("sec_user_blocked", vec![s]),
             ("sec_scanner_check", vec![]),
+            ("sec_profile", vec![s]),
+            ("sec_tenant", vec![s]),
         ];
         assert_eq!(
             cmds.iter()
@@ -240,7 +242,15 @@ fn exports_table_and_abi_call() {
                 "string modparam {n} missing"
             );
         }
-        assert_eq!(params.len(), 42, "{params:?}");
+        // Repeatable ones: a function OpenSIPS calls with each value.
+        const USE_FUNC_PARAM: u32 = 1 << 31;
+        for n in ["profile", "profile_prefix", "tenant_whitelist"] {
+            assert!(
+                params.contains(&(n.to_owned(), STR_PARAM | USE_FUNC_PARAM)),
+                "repeatable modparam {n} missing: {params:?}"
+            );
+        }
+        assert_eq!(params.len(), 48, "{params:?}");
 
         // The persistence process is exported but not started without db_url.
         let procs = exp.procs.cast::<ProcExport>();
@@ -297,6 +307,12 @@ fn exports_table_and_abi_call() {
                 "sec_whitelist_list",
                 "sec_whitelist_add",
                 "sec_whitelist_del",
+                "sec_explain",
+                "sec_decisions",
+                "sec_profile_list",
+                "sec_profile_set",
+                "sec_profile_reload",
+                "sec_tenant_list",
                 "sec_db_sync",
                 "sec_whitelist_reload",
                 "sec_user_list",

@@ -401,6 +401,7 @@ fn operator_lists_inspects_adds_and_removes_bans_with_opensips_cli() {
         ("bans_manual", 1),
         ("bans_active", 1),
         ("bans_removed", 1),
+        ("decisions", 2),
     ];
     let want: BTreeMap<String, u64> = mi::RSEC_STATS
         .iter()

@@ -744,9 +744,13 @@ fn statistics_move_exactly() {
         eprintln!("after {what}: changes since start {delta:?}");
         assert_eq!(&now, expect, "statistics after {what}");
     };
+    // Every ban made is a decision recorded (sec_explain, sec_decisions).
     let add = |m: &mut BTreeMap<String, u64>, kv: &[(&str, u64)]| {
         for (k, v) in kv {
             *m.get_mut(*k).unwrap() += v;
+            if *k == "bans_created" {
+                *m.get_mut("decisions").unwrap() += v;
+            }
         }
     };
 
@@ -1064,6 +1068,7 @@ fn prometheus_scrape_has_rsec_counters() {
             ("bans_pike", 1.0),
             ("bans_manual", 1.0),
             ("bans_active", 2.0),
+            ("decisions", 2.0),
         ]
         .into_iter()
         .collect();

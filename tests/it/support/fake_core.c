@@ -70,6 +70,16 @@ int evi_param_add(void *l, const fake_str *n, const void *v, int f) { (void)l; (
 int evi_raise_event(int id, void *l) { (void)id; (void)l; fake_events_raised++; return 0; }
 void evi_free_params(void *l) { (void)l; }
 
+/* Statistics registered at run time (the per-tenant ones): counted only. */
+int fake_stats_registered = 0;
+int register_stat2(const char *module, char *name, void **pvar,
+		unsigned short flags, void *ctx, int unsafe_)
+{
+	(void)module; (void)name; (void)pvar; (void)flags; (void)ctx; (void)unsafe_;
+	fake_stats_registered++;
+	return 0;
+}
+
 /* Message parsing: the dlopen test passes no real message, so there is
  * nothing to parse; success with no header found. */
 int parse_headers_aux(void *msg, unsigned long long flags, int next, int well_known)

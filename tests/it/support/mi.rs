@@ -274,7 +274,7 @@ pub fn parse_metrics(body: &str) -> (BTreeMap<String, f64>, BTreeMap<String, Str
 }
 
 /// Every statistic of the `rsec:` group, in export order, as documented in the README.
-pub const RSEC_STATS: [&str; 31] = [
+pub const RSEC_STATS: [&str; 36] = [
     "requests_checked",
     "pike_blocked",
     "rl_checked",
@@ -306,4 +306,9 @@ pub const RSEC_STATS: [&str; 31] = [
     "db_queue_depth",
     "db_queue_drops",
     "db_last_sync",
+    "dry_run_bans",
+    "dry_run_blocked",
+    "bans_tenant_scoped",
+    "tenants_overflow",
+    "decisions",
 ];
