@@ -256,6 +256,7 @@ fn sec_explain_gives_the_rule_and_numbers_of_a_real_ban_as_its_log_line_does() {
     let codes = ask(&os, src, "x", "127.0.0.1", 32);
     assert_eq!(codes[30], 403, "{codes:?}");
     let ex = mi.ok("sec_explain", r#"{"ip":"127.0.80.1"}"#);
+    eprintln!("sec_explain 127.0.80.1: {ex}");
     assert_eq!(ex["blocked"], true, "{ex}");
     let why = ex["why"].as_str().unwrap();
     assert!(
@@ -291,6 +292,7 @@ fn sec_explain_gives_the_rule_and_numbers_of_a_real_ban_as_its_log_line_does() {
     );
     // sec_decisions lists it too, newest first.
     let list = mi.ok("sec_decisions", r#"{"n":5}"#);
+    eprintln!("sec_decisions n=5: {list}");
     assert_eq!(array(&list, "decisions")[0]["ip"], src, "{list}");
     // An address never seen: not blocked, no decision.
     let ex = mi.ok("sec_explain", r#"{"ip":"127.0.80.2"}"#);
