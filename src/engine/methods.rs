@@ -7,7 +7,7 @@
 
 use super::ip::IpKey;
 use super::table::{Entry, Retention};
-use super::window::{SlidingWindow, WindowClock};
+use super::window::SlidingWindow;
 
 /// Methods that may have their own limit.
 pub const MAX_METHODS: usize = 8;
@@ -79,26 +79,28 @@ pub struct MethodKey {
     pub profile: u8,
 }
 
-/// Requests of one method from one source.
+/// Requests of one method from one source, counted over its profile's
+/// flood window.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MethodCount {
     pub requests: SlidingWindow,
+    /// Unix seconds of the last request counted: profiles' windows differ
+    /// in length, so the table judges an entry by this (see
+    /// `source::by_last_event`).
+    pub last_s: u32,
 }
 
 impl Entry for MethodCount {
-    /// The flood window, µs.
+    /// The longest flood window of any profile, µs.
     type Ctx = u64;
-    type Clock = (u64, WindowClock, u64);
+    type Clock = (u64, u64);
 
-    fn clock(now_us: u64, &window_us: &u64) -> Self::Clock {
-        (now_us, WindowClock::new(now_us, window_us), window_us)
+    fn clock(now_us: u64, &keep_us: &u64) -> Self::Clock {
+        (now_us, keep_us)
     }
 
-    fn retention(&self, (now_us, c, window_us): &Self::Clock) -> Retention {
-        match self.requests.age_at(c) {
-            Some(age) if age < *window_us => Retention::Evictable(now_us.saturating_sub(age)),
-            _ => Retention::Free,
-        }
+    fn retention(&self, &(now_us, keep_us): &Self::Clock) -> Retention {
+        super::source::by_last_event(self.last_s, now_us, keep_us)
     }
 }
 

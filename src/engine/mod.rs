@@ -61,7 +61,7 @@ use methods::{MethodCount, MethodKey};
 use note::NoteEntry;
 use profile::{PrefixMap, ProfileSet};
 use ratelimit::RlState;
-use source::{Banned, HostBan, HostState, HostTiming, ProfiledKey, Watch};
+use source::{Banned, HostBan, HostState, HostTiming, ProfiledKey, ProfiledWatch, Watch};
 use subnet::BannedInside;
 use suspect::{Suspect, SuspectTiming};
 use table::{Found, Table, TableCounters};
@@ -279,7 +279,7 @@ pub struct Engine {
     default_limits: Limits,
     /// Requests and failures per (profile, source), for checks under a
     /// profile other than the default, or in dry run.
-    profiled: Option<Table<ProfiledKey, Watch>>,
+    profiled: Option<Table<ProfiledKey, ProfiledWatch>>,
     /// Bans dry run pretended to make, by profile (and tenant when scoped).
     shadow: Table<ScopedKey, Ban>,
     /// Tenants by label, their counters and numbering.
@@ -327,7 +327,8 @@ impl Engine {
             + Table::<IpKey, Suspect>::shm_bytes(cfg.max_suspects as usize)
             + Table::<UserKey, UserState>::shm_bytes(cfg.max_users as usize)
             + ProfileSet::shm_bytes()
-            + Self::profiled_entries(&cfg).map_or(0, Table::<ProfiledKey, Watch>::shm_bytes)
+            + Self::profiled_entries(&cfg)
+                .map_or(0, Table::<ProfiledKey, ProfiledWatch>::shm_bytes)
             + Table::<ScopedKey, Ban>::shm_bytes(Self::shadow_entries(&cfg))
             + Table::<TenantName, TenantSlot>::shm_bytes(cfg.max_tenants as usize)
             + cfg.max_tenants as usize * std::mem::size_of::<TenantCounters>()
@@ -391,7 +392,10 @@ impl Engine {
             None => None,
         };
         let profiled = match Self::profiled_entries(&cfg) {
-            Some(n) => Some(Table::new(&mut region, n, hasher.clone(), longest).map_err(mem)?),
+            Some(n) => {
+                let keep = longest.pike_window_us.max(longest.auth_window_us);
+                Some(Table::new(&mut region, n, hasher.clone(), keep).map_err(mem)?)
+            }
             None => None,
         };
         let shadow =
@@ -446,8 +450,8 @@ impl Engine {
             cfg.max_suspects as usize,
             hasher.clone(),
             SuspectTiming {
-                report_window_us: cfg.report_window_s as u64 * US,
-                enum_window_s: cfg.auth_fail_window_s,
+                report_window_us: longest.report_window_us,
+                enum_window_s: (longest.auth_window_us / US) as u32,
             },
         )
         .map_err(mem)?;
@@ -455,7 +459,7 @@ impl Engine {
             &mut region,
             cfg.max_users as usize,
             hasher.clone(),
-            cfg.user_fail_window_s as u64 * US,
+            longest.user_fail_window_us,
         )
         .map_err(mem)?;
         let budget = region.alloc::<BanBudget>().map_err(mem)?;
@@ -557,16 +561,14 @@ impl Engine {
 
     /// The longest windows of every profile, which tables counting under
     /// any of them must keep counts for.
-    fn longest_windows(cfg: &Config) -> HostTiming {
-        let all = std::iter::once(cfg).chain(cfg.profiles.iter().map(|p| &p.cfg));
-        HostTiming {
-            pike_window_us: all
-                .clone()
-                .map(|c| c.pike_sampling_time_s)
-                .max()
-                .unwrap_or(1) as u64
-                * US,
-            auth_window_us: all.map(|c| c.auth_fail_window_s).max().unwrap_or(1) as u64 * US,
+    fn longest_windows(cfg: &Config) -> Longest {
+        let all = || std::iter::once(cfg).chain(cfg.profiles.iter().map(|p| &p.cfg));
+        let max = |f: fn(&Config) -> u32| all().map(f).max().unwrap_or(1) as u64 * US;
+        Longest {
+            pike_window_us: max(|c| c.pike_sampling_time_s),
+            auth_window_us: max(|c| c.auth_fail_window_s),
+            report_window_us: max(|c| c.report_window_s),
+            user_fail_window_us: max(|c| c.user_fail_window_s),
         }
     }
 
@@ -1365,7 +1367,7 @@ impl Engine {
         if v == AuthVerdict::Whitelisted {
             return Ok(v);
         }
-        self.user_failed(user, now_us)?;
+        self.user_failed(&self.default_limits, user, now_us)?;
         match v {
             AuthVerdict::Counted(_) => Ok(self
                 .enumeration(scope, &self.default_limits, ip, user, now_us)?
@@ -1751,6 +1753,15 @@ impl Engine {
     pub fn auth_count(&self, ip: &IpKey, now_us: u64) -> Result<u32, TableError> {
         Ok(self.source_info(ip, now_us)?.auth_failures)
     }
+}
+
+/// The longest window of each kind over every profile.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Longest {
+    pub pike_window_us: u64,
+    pub auth_window_us: u64,
+    pub report_window_us: u64,
+    pub user_fail_window_us: u64,
 }
 
 /// What a rule knew when it decided, recorded with the decision.

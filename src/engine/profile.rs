@@ -42,8 +42,12 @@ pub const PROFILE_PARAMS: &[&str] = &[
     "ban_time_max",
     "enum_threshold",
     "report_threshold",
+    "report_window",
     "report_ban_time",
     "scanner_ban_time",
+    "user_fail_threshold",
+    "user_fail_window",
+    "user_block_time",
 ];
 
 /// Index of a profile: 0 is the default.
@@ -150,8 +154,12 @@ pub struct Limits {
     pub ban_time_max_s: u32,
     pub enum_threshold: u32,
     pub report_threshold: u32,
+    pub report_window_s: u32,
     pub report_ban_s: u32,
     pub scanner_ban_s: u32,
+    pub user_fail_threshold: u32,
+    pub user_fail_window_s: u32,
+    pub user_block_s: u32,
     /// Requests per flood window of each method of the engine's method
     /// list (see [`method_names`]); 0: no limit of its own.
     pub methods: [u32; MAX_METHODS],
@@ -159,8 +167,10 @@ pub struct Limits {
     pub tenant_bans: bool,
 }
 
+/// Integer settings of a [`Limits`], before its method densities.
+const SETTINGS: usize = 17;
 /// Words of a [`Limits`] in shared memory.
-const WORDS: usize = 13 + MAX_METHODS + 1;
+const WORDS: usize = SETTINGS + MAX_METHODS + 1;
 
 impl Limits {
     /// The limits of `cfg` (its `method_limits` placed by `names`).
@@ -183,8 +193,12 @@ impl Limits {
             ban_time_max_s: cfg.ban_time_max_s,
             enum_threshold: cfg.enum_threshold,
             report_threshold: cfg.report_threshold,
+            report_window_s: cfg.report_window_s,
             report_ban_s: cfg.report_ban_time_s,
             scanner_ban_s: cfg.scanner_ban_time_s,
+            user_fail_threshold: cfg.user_fail_threshold,
+            user_fail_window_s: cfg.user_fail_window_s,
+            user_block_s: cfg.user_block_time_s,
             methods,
             dry_run,
             tenant_bans,
@@ -193,7 +207,7 @@ impl Limits {
 
     fn words(&self) -> [u32; WORDS] {
         let mut w = [0; WORDS];
-        w[..13].copy_from_slice(&[
+        w[..SETTINGS].copy_from_slice(&[
             self.pike_window_s,
             self.pike_density,
             self.pike_ban_s,
@@ -205,17 +219,21 @@ impl Limits {
             self.ban_time_max_s,
             self.enum_threshold,
             self.report_threshold,
+            self.report_window_s,
             self.report_ban_s,
             self.scanner_ban_s,
+            self.user_fail_threshold,
+            self.user_fail_window_s,
+            self.user_block_s,
         ]);
-        w[13..13 + MAX_METHODS].copy_from_slice(&self.methods);
+        w[SETTINGS..SETTINGS + MAX_METHODS].copy_from_slice(&self.methods);
         w[WORDS - 1] = self.dry_run as u32 | (self.tenant_bans as u32) << 1;
         w
     }
 
     fn from_words(w: &[u32; WORDS]) -> Limits {
         let mut methods = [0; MAX_METHODS];
-        methods.copy_from_slice(&w[13..13 + MAX_METHODS]);
+        methods.copy_from_slice(&w[SETTINGS..SETTINGS + MAX_METHODS]);
         Limits {
             pike_window_s: w[0],
             pike_density: w[1],
@@ -228,8 +246,12 @@ impl Limits {
             ban_time_max_s: w[8],
             enum_threshold: w[9],
             report_threshold: w[10],
-            report_ban_s: w[11],
-            scanner_ban_s: w[12],
+            report_window_s: w[11],
+            report_ban_s: w[12],
+            scanner_ban_s: w[13],
+            user_fail_threshold: w[14],
+            user_fail_window_s: w[15],
+            user_block_s: w[16],
             methods,
             dry_run: w[WORDS - 1] & 1 != 0,
             tenant_bans: w[WORDS - 1] & 2 != 0,

@@ -372,7 +372,10 @@ impl Engine {
             method: i as u8,
             profile: scope.profile,
         };
-        let n = table.upsert(&key, now_us, |c, _| c.requests.add(now_us, window, 1))?;
+        let n = table.upsert(&key, now_us, |c, _| {
+            c.last_s = (now_us / US) as u32;
+            c.requests.add(now_us, window, 1)
+        })?;
         if n <= density {
             return Ok(None);
         }
@@ -404,18 +407,24 @@ impl Engine {
 
     /// Counts a failure against `user` across all sources; past
     /// `user_fail_threshold` in `user_fail_window` the account is blocked.
-    pub(super) fn user_failed(&self, user: &[u8], now_us: u64) -> Result<(), TableError> {
-        let threshold = self.cfg.user_fail_threshold;
+    pub(super) fn user_failed(
+        &self,
+        lim: &Limits,
+        user: &[u8],
+        now_us: u64,
+    ) -> Result<(), TableError> {
+        let threshold = lim.user_fail_threshold;
         if threshold == 0 {
             return Ok(());
         }
         let key = UserKey::cut(user);
-        let window = self.cfg.user_fail_window_s as u64 * US;
-        let ends = now_us + self.cfg.user_block_time_s as u64 * US;
+        let window = lim.user_fail_window_s as u64 * US;
+        let ends = now_us + lim.user_block_s as u64 * US;
         let r = self.users.upsert(&key, now_us, |st, _| {
             if st.is_blocked(now_us) {
                 return None;
             }
+            st.last_fail_s = (now_us / US) as u32;
             let n = st.failures.add(now_us, window, 1);
             if n < threshold {
                 return None;
@@ -511,8 +520,9 @@ impl Engine {
             None => {}
         }
         let unit = self.unit_target(ip);
-        let window = self.cfg.report_window_s as u64 * US;
+        let window = lim.report_window_s as u64 * US;
         let total = self.suspects.upsert(&unit.addr, now_us, |s, _| {
+            s.last_report_s = (now_us / US) as u32;
             s.reports.add(now_us, window, weight)
         })?;
         if total < lim.report_threshold {
@@ -522,7 +532,7 @@ impl Engine {
             ip: *ip,
             count: total,
             threshold: lim.report_threshold,
-            window_s: self.cfg.report_window_s,
+            window_s: lim.report_window_s,
             scope,
         };
         let d = self.decide_ban(

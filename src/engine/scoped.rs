@@ -219,6 +219,16 @@ impl Engine {
                 longest.auth_window_us,
                 "auth_fail_window",
             ),
+            (
+                def.cfg.report_window_s,
+                longest.report_window_us,
+                "report_window",
+            ),
+            (
+                def.cfg.user_fail_window_s,
+                longest.user_fail_window_us,
+                "user_fail_window",
+            ),
         ] {
             if w as u64 * US > max {
                 return Err(format!(
@@ -500,7 +510,7 @@ impl Engine {
             v.push((
                 "profile counts",
                 t.capacity(),
-                Table::<ProfiledKey, super::source::Watch>::bytes_per_entry(),
+                Table::<ProfiledKey, super::source::ProfiledWatch>::bytes_per_entry(),
             ));
         }
         v.extend([
@@ -816,7 +826,10 @@ impl Engine {
             unit: self.unit(ip),
         };
         let window = lim.pike_window_s as u64 * US;
-        let n = table.upsert(&key, now_us, |w, _| w.requests.add(now_us, window, 1))?;
+        let n = table.upsert(&key, now_us, |w, _| {
+            w.touch(now_us);
+            w.watch.requests.add(now_us, window, 1)
+        })?;
         if n <= lim.pike_density {
             if let (Some(m), Some(_)) = (method, &self.methods) {
                 if let Some(v) = self.method_check(scope, &lim, ip, m, now_us)? {
@@ -900,7 +913,10 @@ impl Engine {
             unit: self.unit(ip),
         };
         let window = lim.auth_window_s as u64 * US;
-        let n = table.upsert(&key, now_us, |w, _| w.auth_failures.add(now_us, window, 1))?;
+        let n = table.upsert(&key, now_us, |w, _| {
+            w.touch(now_us);
+            w.watch.auth_failures.add(now_us, window, 1)
+        })?;
         let v = if n < lim.auth_threshold {
             AuthVerdict::Counted(n)
         } else {
@@ -923,7 +939,7 @@ impl Engine {
         let Some(user) = user.filter(|u| !u.is_empty()) else {
             return Ok(v);
         };
-        self.user_failed(user, now_us)?;
+        self.user_failed(&lim, user, now_us)?;
         match v {
             AuthVerdict::Counted(_) => Ok(self
                 .enumeration(scope, &lim, ip, user, now_us)?
@@ -956,8 +972,8 @@ impl Engine {
             );
             if let Some((r, a)) = table.get(&key, now_us, |w| {
                 (
-                    w.requests.total(now_us, pw),
-                    w.auth_failures.total(now_us, aw),
+                    w.watch.requests.total(now_us, pw),
+                    w.watch.auth_failures.total(now_us, aw),
                 )
             })? {
                 if r > 0 || a > 0 {

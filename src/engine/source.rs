@@ -171,8 +171,8 @@ impl Entry for HostState {
     }
 }
 
-/// A source's counts under one profile (the profiles' own table, see
-/// profile.rs): judged like a watched host.
+/// A tenant's source counts (`sec_top` per tenant), windows of the
+/// default profile: judged like a watched host.
 impl Entry for Watch {
     type Ctx = HostTiming;
     type Clock = HostClock;
@@ -183,6 +183,54 @@ impl Entry for Watch {
 
     fn retention(&self, c: &HostClock) -> Retention {
         HostState::Watched(*self).retention(c)
+    }
+}
+
+/// A source's counts under one profile. Profiles count over windows of
+/// their own lengths, and a window's position only means something at its
+/// own length, so the table judges an entry by when it last counted,
+/// against the longest window any profile has: never freed while some
+/// profile's window may still hold its counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProfiledWatch {
+    pub watch: Watch,
+    /// Unix seconds of the last event counted (0: none).
+    pub last_s: u32,
+}
+
+impl ProfiledWatch {
+    /// Notes an event at `now_us`.
+    pub fn touch(&mut self, now_us: u64) {
+        self.last_s = (now_us / 1_000_000) as u32;
+    }
+}
+
+/// Retention by the last event, for entries whose windows vary in length:
+/// kept (least recently seen evicted first) while `last_s` is within
+/// `keep_us` (plus one second for its truncation) of now.
+pub fn by_last_event(last_s: u32, now_us: u64, keep_us: u64) -> Retention {
+    if last_s == 0 {
+        return Retention::Free;
+    }
+    let last_us = last_s as u64 * 1_000_000;
+    if now_us.saturating_sub(last_us) < keep_us + 1_000_000 {
+        Retention::Evictable(last_us / 1000)
+    } else {
+        Retention::Free
+    }
+}
+
+impl Entry for ProfiledWatch {
+    /// The longest flood or auth window of any profile, µs.
+    type Ctx = u64;
+    type Clock = (u64, u64);
+
+    fn clock(now_us: u64, &keep_us: &u64) -> (u64, u64) {
+        (now_us, keep_us)
+    }
+
+    fn retention(&self, &(now_us, keep_us): &(u64, u64)) -> Retention {
+        by_last_event(self.last_s, now_us, keep_us)
     }
 }
 
@@ -197,7 +245,14 @@ pub struct ProfiledKey {
     pub unit: super::ip::IpKey,
 }
 
-crate::shm_safe!(Watch, HostBan, Banned, HostState, ProfiledKey);
+crate::shm_safe!(
+    Watch,
+    HostBan,
+    Banned,
+    HostState,
+    ProfiledKey,
+    ProfiledWatch
+);
 
 const _: () = assert!(
     std::mem::size_of::<HostState>() <= 44,

@@ -5,7 +5,7 @@
 //! the username set would not fit a tracked source's 64 bytes.
 
 use super::table::{Entry, Retention};
-use super::window::{SlidingWindow, WindowClock};
+use super::window::SlidingWindow;
 
 /// Distinct usernames remembered per source: `enum_threshold` is at most
 /// this.
@@ -20,6 +20,9 @@ pub struct Suspect {
     /// that failed, with when each last failed (Unix seconds).
     users: [u32; ENUM_MAX],
     failed_s: [u32; ENUM_MAX],
+    /// Unix seconds of the last report: profiles' report windows differ in
+    /// length, so the table judges the reports by this.
+    pub last_report_s: u32,
 }
 
 /// Window lengths, from the configuration.
@@ -62,11 +65,11 @@ impl Suspect {
     /// Newest activity, in microseconds, if any is still in its window.
     fn seen_us(&self, now_us: u64, t: &SuspectTiming) -> Option<u64> {
         let now_s = (now_us / 1_000_000) as u32;
-        let reports = self
-            .reports
-            .age_at(&WindowClock::new(now_us, t.report_window_us))
-            .filter(|&age| age < t.report_window_us)
-            .map(|age| now_us - age.min(now_us));
+        let reports =
+            match super::source::by_last_event(self.last_report_s, now_us, t.report_window_us) {
+                Retention::Evictable(ms) => Some(ms * 1000),
+                _ => None,
+            };
         let users = self
             .live(now_s, t.enum_window_s)
             .map(|i| self.failed_s[i] as u64 * 1_000_000)

@@ -7,7 +7,7 @@
 
 use super::table::{Entry, Retention};
 use super::text::Text;
-use super::window::{FailureWindow, WindowClock};
+use super::window::FailureWindow;
 
 /// Longest username kept; longer ones are counted under their first 64
 /// bytes.
@@ -21,6 +21,9 @@ pub struct UserState {
     /// When the block was made and when it ends (µs); 0 = not blocked.
     pub blocked_us: u64,
     pub block_ends_us: u64,
+    /// Unix seconds of the last failure: profiles' windows differ in
+    /// length, so the table judges an entry by this.
+    pub last_fail_s: u32,
 }
 
 impl UserState {
@@ -30,23 +33,20 @@ impl UserState {
 }
 
 impl Entry for UserState {
-    /// `user_fail_window`, µs.
+    /// The longest `user_fail_window` of any profile, µs.
     type Ctx = u64;
-    type Clock = (u64, WindowClock, u64);
+    type Clock = (u64, u64);
 
-    fn clock(now_us: u64, &window_us: &u64) -> Self::Clock {
-        (now_us, WindowClock::new(now_us, window_us), window_us)
+    fn clock(now_us: u64, &keep_us: &u64) -> Self::Clock {
+        (now_us, keep_us)
     }
 
-    fn retention(&self, (now_us, c, window_us): &Self::Clock) -> Retention {
-        if self.is_blocked(*now_us) {
+    fn retention(&self, &(now_us, keep_us): &Self::Clock) -> Retention {
+        if self.is_blocked(now_us) {
             // Blocks are decisions, kept like bans.
             return Retention::Pinned;
         }
-        match self.failures.age_at(c) {
-            Some(age) if age < *window_us => Retention::Evictable(now_us.saturating_sub(age)),
-            _ => Retention::Free,
-        }
+        super::source::by_last_event(self.last_fail_s, now_us, keep_us)
     }
 }
 

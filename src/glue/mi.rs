@@ -708,8 +708,12 @@ fn profile_list(_: Params) -> MiResult {
                 .num("ban_time_max", l.ban_time_max_s as f64)
                 .num("enum_threshold", l.enum_threshold as f64)
                 .num("report_threshold", l.report_threshold as f64)
+                .num("report_window", l.report_window_s as f64)
                 .num("report_ban_time", l.report_ban_s as f64)
                 .num("scanner_ban_time", l.scanner_ban_s as f64)
+                .num("user_fail_threshold", l.user_fail_threshold as f64)
+                .num("user_fail_window", l.user_fail_window_s as f64)
+                .num("user_block_time", l.user_block_s as f64)
                 .str("pike_method_density", &e.method_density_text(l))
                 .bool("dry_run", l.dry_run)
                 .str("ban_scope", if l.tenant_bans { "tenant" } else { "global" });

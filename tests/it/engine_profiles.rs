@@ -478,3 +478,92 @@ fn a_decision_on_a_prefix_concerns_the_addresses_inside_it() {
     assert_eq!(e.decisions(10, Some(&ip("10.20.3.4"))).len(), 1);
     assert_eq!(e.decisions(10, Some(&ip("10.21.3.4"))).len(), 0);
 }
+
+#[test]
+fn a_profile_judges_reports_and_accounts_by_its_own_thresholds_and_windows() {
+    let e = engine(&[
+        ("report_threshold", "10"),
+        ("report_window", "60"),
+        ("user_fail_threshold", "10"),
+        (
+            "profile",
+            "strict: report_threshold=3; report_window=5; user_fail_threshold=2; user_block_time=42",
+        ),
+    ]);
+    let strict = Scope {
+        profile: e.profile_named(b"strict").unwrap(),
+        tenant: 0,
+    };
+    let word = rsec::engine::Note::new(b"bad-domain").unwrap();
+    // Three reports 2 s apart ban under the strict profile (3 in 5 s)...
+    let who = ip("192.0.2.120");
+    let v: Vec<_> = (0..3)
+        .map(|k| {
+            e.report_scoped(strict, &who, &word, 1, T0 + k * 2 * S)
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        matches!(v[2], rsec::engine::ReportVerdict::JustBanned(_, 3)),
+        "{v:?}"
+    );
+    let d = e.decisions(1, Some(&who))[0];
+    assert_eq!((d.rule, d.threshold, d.window_s), (Reason::Report, 3, 5));
+    // ...but not 4 s apart: the first has left the 5 s window.
+    let slow = ip("192.0.2.121");
+    let v: Vec<_> = (0..3)
+        .map(|k| {
+            e.report_scoped(strict, &slow, &word, 1, T0 + k * 4 * S)
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        v.iter()
+            .all(|v| matches!(v, rsec::engine::ReportVerdict::Counted(_))),
+        "{v:?}"
+    );
+    // An account blocked after 2 failures under the strict profile, for 42 s.
+    for k in 0..2 {
+        e.auth_fail_scoped(
+            strict,
+            &ip(&format!("192.0.2.{}", 130 + k)),
+            Some(b"1001"),
+            T0 + k,
+        )
+        .unwrap();
+    }
+    let u = e.user(b"1001", T0 + 10).unwrap().expect("account tracked");
+    let (from, until) = u.blocked.expect("blocked");
+    assert_eq!((until - from) / S, 42);
+}
+
+/// Profiles count over windows of their own lengths in shared tables: an
+/// entry recorded over a 2 s window must not look long gone to a table
+/// sized for 10 s (it did: the counts were reset on every request, and
+/// the profile never banned).
+#[test]
+fn a_profile_with_a_shorter_window_than_the_default_still_bans() {
+    let e = engine(&[
+        ("pike_sampling_time", "10"),
+        ("pike_density", "1000"),
+        ("pike_method_density", "REGISTER:1000"),
+        (
+            "profile",
+            "fast: pike_sampling_time=2; pike_density=5; pike_method_density=REGISTER:3",
+        ),
+    ]);
+    let fast = Scope {
+        profile: e.profile_named(b"fast").unwrap(),
+        tenant: 0,
+    };
+    let v = send(&e, fast, &ip("192.0.2.140"), 8, T0, 100_000);
+    assert_eq!(first_ban(&v), Some(5), "{v:?}");
+    let who = ip("192.0.2.141");
+    let v: Vec<_> = (0..5)
+        .map(|k| {
+            e.pike_check_scoped(fast, &who, Some(b"REGISTER"), T0 + k * 100_000)
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(first_ban(&v), Some(3), "{v:?}");
+}
