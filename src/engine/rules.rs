@@ -388,21 +388,7 @@ impl Engine {
             scope,
         };
         let d = self.decide_ban(lim, Reason::Method, lim.pike_ban_s, None, &facts, now_us)?;
-        Ok(Some(match d {
-            Decided::Scoped(b) if b.fresh => PikeVerdict::Scoped(b),
-            Decided::Scoped(b) if b.dry_run => PikeVerdict::DryRunBlocked(b.rec.ban.reason),
-            Decided::Scoped(b) => PikeVerdict::Banned(b.rec.ban.reason),
-            Decided::Global(BanOutcome::Created(rec)) => PikeVerdict::JustBanned(rec),
-            Decided::Global(BanOutcome::Updated(rec) | BanOutcome::AlreadyBanned(rec)) => {
-                PikeVerdict::Banned(rec.ban.reason)
-            }
-            Decided::Global(BanOutcome::TableFull) => PikeVerdict::OverLimitUnbanned,
-            // A unit is never broader than allowed, and the whitelist
-            // was checked first: only a change racing this check.
-            Decided::Global(BanOutcome::Whitelisted(_) | BanOutcome::TooBroad(_)) => {
-                PikeVerdict::Whitelisted
-            }
-        }))
+        Ok(Some(super::scoped::pike_verdict(d)))
     }
 
     /// Counts a failure against `user` across all sources; past

@@ -21,8 +21,9 @@ use super::bans::{Ban, Reason};
 use super::decision::{Decision, Verdict};
 use super::ip::{Cidr, IpKey};
 use super::profile::{Limits, ProfileDef, ProfileId, ProfileView, DEFAULT_NAME};
-use super::source::ProfiledKey;
+use super::source::{ProfiledKey, ProfiledWatch};
 use super::stats::Stats;
+use super::table::Table;
 use super::table::{Found, TableError};
 use super::tenant::{key_for, Present, ScopedKey, TenantCounters, TenantId, TenantName};
 use super::{
@@ -66,7 +67,7 @@ pub(super) enum Gate {
 }
 
 /// A rule's decision as a flood check's verdict.
-fn pike_verdict(d: Decided) -> PikeVerdict {
+pub(super) fn pike_verdict(d: Decided) -> PikeVerdict {
     match d {
         Decided::Scoped(b) if b.fresh => PikeVerdict::Scoped(b),
         Decided::Scoped(b) if b.dry_run => PikeVerdict::DryRunBlocked(b.rec.ban.reason),
@@ -76,6 +77,8 @@ fn pike_verdict(d: Decided) -> PikeVerdict {
             PikeVerdict::Banned(rec.ban.reason)
         }
         Decided::Global(BanOutcome::TableFull) => PikeVerdict::OverLimitUnbanned,
+        // A unit is never broader than allowed, and the whitelist was
+        // checked first: only a change racing this check.
         Decided::Global(BanOutcome::Whitelisted(_) | BanOutcome::TooBroad(_)) => {
             PikeVerdict::Whitelisted
         }
@@ -389,7 +392,9 @@ impl Engine {
         Ok(out)
     }
 
-    fn tenant_id_if_known(&self, label: &[u8]) -> Result<Option<TenantId>, TableError> {
+    /// The number of tenant `label`, if it has been named (never numbers
+    /// a new one).
+    pub fn tenant_id_if_known(&self, label: &[u8]) -> Result<Option<TenantId>, TableError> {
         Ok(self
             .tenants
             .get(&TenantName::cut(label), 0, |s| s.id)?
@@ -737,6 +742,28 @@ impl Engine {
         }
     }
 
+    /// The profiles' table and the key `ip`'s counts have there under
+    /// `scope`; None when the check counts in the hosts table (the default
+    /// profile, enforcing). A profile whose bans are per tenant counts per
+    /// tenant too.
+    fn profiled_entry(
+        &self,
+        scope: Scope,
+        lim: &Limits,
+        ip: &IpKey,
+    ) -> Option<(&Table<ProfiledKey, ProfiledWatch>, ProfiledKey)> {
+        let table = self
+            .profiled
+            .as_ref()
+            .filter(|_| scope.profile != 0 || lim.dry_run)?;
+        let key = ProfiledKey {
+            profile: scope.profile,
+            tenant: if lim.tenant_bans { scope.tenant } else { 0 },
+            unit: self.unit(ip),
+        };
+        Some((table, key))
+    }
+
     /// Flood check for one request of `method` from `ip` under `scope`.
     pub fn pike_check_scoped(
         &self,
@@ -783,11 +810,7 @@ impl Engine {
         now_us: u64,
     ) -> Result<PikeVerdict, TableError> {
         let lim = self.limits(scope.profile);
-        let profiled = self
-            .profiled
-            .as_ref()
-            .filter(|_| scope.profile != 0 || lim.dry_run);
-        let Some(table) = profiled else {
+        let Some((table, key)) = self.profiled_entry(scope, &lim, ip) else {
             // The default profile for a tenant: the tenant's whitelist and
             // bans, then the plain check.
             if self.tenant_whitelisted(scope.tenant, ip)? {
@@ -820,11 +843,6 @@ impl Engine {
             }
             None => {}
         }
-        let key = ProfiledKey {
-            profile: scope.profile,
-            tenant: if lim.tenant_bans { scope.tenant } else { 0 },
-            unit: self.unit(ip),
-        };
         let window = lim.pike_window_s as u64 * US;
         let n = table.upsert(&key, now_us, |w, _| {
             w.touch(now_us);
@@ -885,11 +903,7 @@ impl Engine {
         now_us: u64,
     ) -> Result<AuthVerdict, TableError> {
         let lim = self.limits(scope.profile);
-        let profiled = self
-            .profiled
-            .as_ref()
-            .filter(|_| scope.profile != 0 || lim.dry_run);
-        let Some(table) = profiled else {
+        let Some((table, key)) = self.profiled_entry(scope, &lim, ip) else {
             if self.tenant_whitelisted(scope.tenant, ip)? {
                 Stats::inc(&self.stats.auth_failures);
                 return Ok(AuthVerdict::Whitelisted);
@@ -907,11 +921,6 @@ impl Engine {
             Some(Gate::DryRun(r)) => return Ok(AuthVerdict::DryRunBlocked(r)),
             None => {}
         }
-        let key = ProfiledKey {
-            profile: scope.profile,
-            tenant: if lim.tenant_bans { scope.tenant } else { 0 },
-            unit: self.unit(ip),
-        };
         let window = lim.auth_window_s as u64 * US;
         let n = table.upsert(&key, now_us, |w, _| {
             w.touch(now_us);

@@ -12,7 +12,7 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use super::ip::{Cidr, IpKey};
+use super::ip::Cidr;
 use super::profile::ProfileId;
 use super::table::{Entry, Retention};
 use super::text::Text;
@@ -118,18 +118,14 @@ pub fn parse_tenant_whitelist(s: &str) -> Result<Vec<(String, Cidr)>, String> {
         .collect()
 }
 
-/// True for an address inside `c` once masked the way a whitelist holds it.
+/// The key of tenant `tenant`'s entry for prefix `c` (masked to its
+/// length), in its whitelist or its scoped bans.
 pub fn key_for(tenant: TenantId, c: &Cidr) -> ScopedKey {
     ScopedKey {
         tenant,
         profile: 0,
         target: Cidr::new(c.addr, c.prefix),
     }
-}
-
-/// The tenant-scoped keys an address may be whitelisted under.
-pub fn candidate(tenant: TenantId, ip: &IpKey, prefix: u8) -> ScopedKey {
-    key_for(tenant, &Cidr::new(*ip, prefix))
 }
 
 crate::shm_safe!(TenantSlot, TenantCounters, TenantHead, ScopedKey, Present);

@@ -312,11 +312,7 @@ fn whitelist_list(_: Params) -> MiResult {
 /// A tenant named by an MI parameter, which must be known already.
 fn known_tenant(e: &Engine, t: &str) -> Result<crate::engine::TenantId, MiError> {
     crate::engine::TenantName::new(t.as_bytes()).map_err(|err| MiError::bad("tenant", t, err))?;
-    e.tenants()
-        .map_err(|err| MiError::new(500, format!("shared table error: {err}")))?
-        .into_iter()
-        .find(|(label, _)| label == t)
-        .map(|(_, id)| id)
+    table(e.tenant_id_if_known(t.as_bytes()))?
         .ok_or_else(|| MiError::new(404, format!("no tenant '{t}' has been seen")))
 }
 
